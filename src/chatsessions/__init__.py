@@ -1,0 +1,42 @@
+"""chatsessions: many simultaneous, durable conversations with large language models.
+
+The public API is re-exported here; everything else is an implementation detail.
+"""
+
+from chatsessions.config import Settings
+from chatsessions.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ChatBusy,
+    ChatNotFound,
+    ChatSessionsError,
+    ContextTooLong,
+    InvalidInput,
+)
+from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
+from chatsessions.sessions import AsyncChatSessions
+from chatsessions.sync import ChatSessions
+from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, Usage
+
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "AsyncChatSessions",
+    "BackendError",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Chat",
+    "ChatBusy",
+    "ChatNotFound",
+    "ChatSessions",
+    "ChatSessionsError",
+    "ContextTooLong",
+    "GenerationParams",
+    "InvalidInput",
+    "Message",
+    "Role",
+    "Settings",
+    "TurnStatus",
+    "Usage",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""The backend protocol: everything a turn needs from a model, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from chatsessions.types import GenerationParams, Usage
+
+if TYPE_CHECKING:
+    from chatsessions.config import Settings
+
+ChatMessages = Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    usage: Usage
+    model: str
+    finish_reason: str | None = None
+
+
+#: ``stream`` yields text deltas, then exactly one final ``Completion``.
+StreamItem = str | Completion
+
+
+class Backend(Protocol):
+    name: str
+    default_model: str
+
+    async def complete(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> Completion:
+        """Answer the whole history; raise ``BackendError`` on failure."""
+
+    def stream(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> AsyncIterator[StreamItem]:
+        """Like ``complete`` but yields deltas as they arrive."""
+
+    def count_tokens(self, role: str, content: str, model: str) -> int:
+        """Tokens one message takes in the prompt, template overhead included."""
+
+    def context_window(self, model: str) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+def make_backend(name: str, settings: Settings) -> Backend:
+    """The one registration path, first-party backends included."""
+    if name == "openai":
+        from chatsessions.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(settings)
+    if name == "local":
+        from chatsessions.backends.local import LocalBackend
+
+        return LocalBackend(settings)
+    raise ValueError(f"unknown backend {name!r} (expected 'local' or 'openai')")

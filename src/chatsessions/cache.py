@@ -1,0 +1,85 @@
+"""A bounded write-through cache of active chats' visible histories.
+
+A turn must not re-read a long chat: the cache keeps each active chat's ok messages and
+their token counts, refreshed incrementally (seq > last seen) when another process has
+written, and evicts least-recently-used chats beyond a byte budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from chatsessions.types import Message, TurnStatus
+
+_PER_MESSAGE_BYTES = 200  # rough Python object overhead next to the text itself
+
+
+@dataclass(slots=True)
+class History:
+    last_seq: int = 0
+    messages: list[Message] = field(default_factory=list)  # status ok only, in order
+    tokens: list[int | None] = field(default_factory=list)
+    nbytes: int = 0
+
+    def add(self, messages: list[Message]) -> int:
+        """Append rows newer than ``last_seq``; return the bytes added."""
+        added = 0
+        for message in messages:
+            if message.seq <= self.last_seq:
+                continue
+            self.last_seq = message.seq
+            if message.status is TurnStatus.OK:
+                self.messages.append(message)
+                self.tokens.append(None)
+                size = len(message.content) + _PER_MESSAGE_BYTES
+                self.nbytes += size
+                added += size
+        return added
+
+
+class HistoryCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, History] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, chat_id: str) -> History | None:
+        entry = self._entries.get(chat_id)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(chat_id)
+        return entry
+
+    def put(self, chat_id: str, entry: History) -> None:
+        self.discard(chat_id)
+        self._entries[chat_id] = entry
+        self._bytes += entry.nbytes
+        self._evict()
+
+    def grew(self, chat_id: str, nbytes: int) -> None:
+        """Account for bytes added to an entry in place."""
+        if chat_id in self._entries:
+            self._bytes += nbytes
+            self._evict()
+
+    def discard(self, chat_id: str) -> None:
+        entry = self._entries.pop(chat_id, None)
+        if entry is not None:
+            self._bytes -= entry.nbytes
+
+    def _evict(self) -> None:
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            _, entry = self._entries.popitem(last=False)
+            self._bytes -= entry.nbytes

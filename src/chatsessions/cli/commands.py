@@ -1,0 +1,97 @@
+"""One-shot commands: new, send, list, show, export, rm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from chatsessions.cli.app import app, console
+from chatsessions.cli.common import open_sessions
+from chatsessions.export import FORMATS, render
+from chatsessions.types import TurnStatus
+
+
+@app.command()
+def new(
+    ctx: typer.Context,
+    system: Annotated[str | None, typer.Option(help="system prompt for this chat")] = None,
+    title: Annotated[str | None, typer.Option(help="a title to find it again")] = None,
+) -> None:
+    """Create a chat and print its id."""
+    with open_sessions(ctx) as chats:
+        console.print(chats.create_chat(system, title=title), highlight=False)
+
+
+@app.command()
+def send(
+    ctx: typer.Context,
+    chat_id: str,
+    text: str,
+    stream: Annotated[bool, typer.Option(help="print the answer as it arrives")] = False,
+) -> None:
+    """Send TEXT to a chat (with its whole history) and print the answer."""
+    with open_sessions(ctx) as chats:
+        if stream:
+            for delta in chats.stream_message(chat_id, text):
+                console.out(delta, end="", highlight=False)
+            console.out("")
+        else:
+            console.out(chats.send_message(chat_id, text), highlight=False)
+
+
+@app.command("list")
+def list_chats(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """List chats, newest first."""
+    with open_sessions(ctx) as chats:
+        table = Table("id", "title", "messages", "model", "updated")
+        for chat in chats.list_chats(limit=limit):
+            table.add_row(chat.id, escape(chat.title or ""), str(chat.message_count),
+                          chat.model, chat.updated_at.strftime("%Y-%m-%d %H:%M"))
+        console.print(table)
+
+
+@app.command()
+def show(ctx: typer.Context, chat_id: str) -> None:
+    """Print a chat's history, failed turns included."""
+    with open_sessions(ctx) as chats:
+        for message in chats.history(chat_id, include_failed=True):
+            status = "" if message.status is TurnStatus.OK else f" [red]({message.status.value}"
+            if status:
+                status += f": {escape(message.error or '')})[/red]"
+            console.print(f"[bold]{message.role.value}[/bold]{status}: ", end="")
+            console.out(message.content, highlight=False)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    chat_id: str,
+    format: Annotated[str, typer.Option("--format", "-f", help="json or markdown")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write")] = None,
+) -> None:
+    """Export a chat as JSON (lossless) or Markdown."""
+    if format not in FORMATS:
+        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    with open_sessions(ctx) as chats:
+        text = render(chats.get_chat(chat_id), chats.history(chat_id, include_failed=True),
+                      format)
+    if output is None:
+        console.out(text, highlight=False)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+
+
+@app.command("rm")
+def remove(ctx: typer.Context, chat_ids: list[str]) -> None:
+    """Delete chats and all their messages."""
+    with open_sessions(ctx) as chats:
+        for chat_id in chat_ids:
+            chats.delete_chat(chat_id)
+            console.print(f"deleted {chat_id}", highlight=False)

@@ -1,0 +1,63 @@
+"""Settings from keyword arguments, ``CHATSESSIONS_*`` environment variables and ``.env``.
+
+``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` keep the official client's own names so any
+OpenAI-compatible server works without new configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def default_database_path() -> Path:
+    return Path(platformdirs.user_data_dir("chatsessions")) / "chatsessions.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATSESSIONS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(
+        default="", description="sqlite:///path.db, postgresql://..., or memory://"
+    )
+    backend: Literal["local", "openai"] = "local"
+    model: str = Field(default="gpt-4o-mini", description="model name for the openai backend")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL")
+    )
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY")
+    )
+    request_timeout: float = Field(default=60.0, gt=0, description="seconds per model call")
+    max_retries: int = Field(default=3, ge=0, le=10)
+    context_window: int | None = Field(
+        default=None, ge=64, description="override the model's context window (tokens)"
+    )
+    max_output_tokens: int = Field(
+        default=512, ge=1, description="tokens reserved for the answer when none is set"
+    )
+    max_message_chars: int = Field(default=32_000, ge=1)
+    busy_timeout: float = Field(default=30.0, ge=0, description="max wait for a busy chat")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="history cache size")
+    local_n_ctx: int = Field(default=8192, ge=256)
+    local_n_threads: int | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _default_db(cls, value: str) -> str:
+        return value or f"sqlite:///{default_database_path()}"

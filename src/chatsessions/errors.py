@@ -1,0 +1,71 @@
+"""The typed error hierarchy; the service maps each class to one HTTP status, once."""
+
+from __future__ import annotations
+
+
+class ChatSessionsError(Exception):
+    """Base class of every error raised on purpose by chatsessions."""
+
+    #: short machine-readable name, used as the HTTP error ``type``
+    type: str = "error"
+
+
+class ChatNotFound(ChatSessionsError, ValueError):
+    """The chat does not exist (or belongs to another tenant).
+
+    A ``ValueError`` because the tutorial promised one.
+    """
+
+    type = "not_found"
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(f"Chat session not found! ({chat_id})")
+        self.chat_id = chat_id
+
+
+class InvalidInput(ChatSessionsError, ValueError):
+    """The caller sent something we refuse to store: empty, oversized, bad parameters."""
+
+    type = "invalid_request"
+
+
+class ContextTooLong(InvalidInput):
+    """Even the system prompt and the new message alone exceed the model's window."""
+
+    type = "context_too_long"
+
+
+class ChatBusy(ChatSessionsError):
+    """Another turn of the same chat held the chat longer than we were willing to wait."""
+
+    type = "chat_busy"
+
+    def __init__(self, chat_id: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"Chat {chat_id} is busy with another turn; retry shortly")
+        self.chat_id = chat_id
+        self.retry_after = retry_after
+
+
+class BackendError(ChatSessionsError):
+    """The model call failed; the user's message is kept and the turn is marked failed."""
+
+    type = "backend_error"
+
+    def __init__(self, message: str, *, status_code: int | None = None,
+                 partial: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        #: text streamed before the failure, if any
+        self.partial = partial
+
+
+class BackendTimeout(BackendError):
+    """The model did not answer within the deadline."""
+
+    type = "backend_timeout"
+
+
+class BackendUnavailable(BackendError):
+    """The backend is known to be down (circuit open or cannot be loaded)."""
+
+    type = "backend_unavailable"

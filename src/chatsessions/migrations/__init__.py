@@ -1,0 +1,1 @@
+"""Alembic migrations, applied automatically when a store opens."""

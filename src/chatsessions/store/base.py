@@ -1,0 +1,75 @@
+"""The storage protocol the turn algorithm is written against.
+
+A turn touches storage a constant number of times whatever the chat's length: append the
+user message (pending), then either complete the turn (answer + counters, one
+transaction) or fail it. Nothing rewrites history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Protocol
+
+from chatsessions.types import Chat, Message
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+
+    async def create_chat(self, chat: Chat) -> Chat: ...
+
+    async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None: ...
+
+    async def list_chats(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 100,
+        before: tuple[datetime, str] | None = None,
+        title_contains: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[Chat]:
+        """Newest first; ``before`` is the (created_at, id) of the last chat already seen."""
+
+    async def update_chat(
+        self, chat_id: str, tenant_id: str, changes: dict[str, Any]
+    ) -> Chat | None: ...
+
+    async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
+        """Really delete the chat and all its messages."""
+
+    async def add_user_message(
+        self, chat_id: str, content: str, *, idempotency_key: str | None = None
+    ) -> Message:
+        """Append a pending user message, allocating the next seq atomically."""
+
+    async def complete_turn(self, user: Message, answer: Message) -> Message:
+        """Mark ``user`` ok, append ``answer`` and bump the chat's counters atomically."""
+
+    async def fail_turn(self, user: Message, error: str, partial: Message | None = None) -> None:
+        """Mark ``user`` failed; keep a partial streamed answer as a failed message."""
+
+    async def messages(
+        self, chat_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[Message]:
+        """Messages with seq > after_seq, in order."""
+
+    async def recover_pending(self) -> int:
+        """Mark turns left pending by a crash as failed; return how many."""
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """Pick the store for a database URL (not yet opened)."""
+    if url in ("memory://", ":memory:", "memory"):
+        from chatsessions.store.memory import MemoryStore
+
+        return MemoryStore()
+    from chatsessions.store.sql import SQLStore
+
+    return SQLStore(url, **options)

@@ -1,0 +1,126 @@
+"""ChatSessions: the tutorial's synchronous API over AsyncChatSessions.
+
+The logic is written once, async; this facade only runs it on a private event-loop thread
+(as httpx and openai keep their sync twins thin), so it is safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+from chatsessions.config import Settings
+from chatsessions.sessions import AsyncChatSessions
+from chatsessions.types import Chat, Message
+
+T = TypeVar("T")
+
+
+class ChatSessions:
+    """Many durable conversations with a model, the tutorial's way.
+
+    >>> chats = ChatSessions()
+    >>> chat_id = chats.create_chat()
+    >>> print(chats.send_message(chat_id, "Can you help me track my order?"))
+    """
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="chatsessions-loop", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+        self.aio = AsyncChatSessions(settings, **kwargs)
+        self._call(self.aio.open())
+        # Close the store at exit so database threads and connections end cleanly.
+        self._finalizer = weakref.finalize(self, _shutdown, self.aio, self._loop, self._thread)
+        atexit.register(self._finalizer)
+
+    @property
+    def settings(self) -> Settings:
+        return self.aio.settings
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("this ChatSessions is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._call(agen.__anext__())  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None and not self._closed:
+                self._call(aclose())
+
+    def close(self) -> None:
+        if not self._closed:
+            self._finalizer()
+            self._closed = True
+
+    def __enter__(self) -> ChatSessions:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # the API, mirroring AsyncChatSessions ----------------------------------------
+
+    def create_chat(self, system_prompt: str | None = None, **kwargs: Any) -> str:
+        return self._call(self.aio.create_chat(system_prompt, **kwargs))
+
+    def send_message(self, chat_id: str, text: str, **kwargs: Any) -> str:
+        return self._call(self.aio.send_message(chat_id, text, **kwargs))
+
+    def send(self, chat_id: str, text: str, **kwargs: Any) -> Message:
+        return self._call(self.aio.send(chat_id, text, **kwargs))
+
+    def stream_message(self, chat_id: str, text: str, **kwargs: Any) -> Iterator[str]:
+        return self._iterate(self.aio.stream_message(chat_id, text, **kwargs))
+
+    def stream(self, chat_id: str, text: str, **kwargs: Any) -> Iterator[str | Message]:
+        return self._iterate(self.aio.stream(chat_id, text, **kwargs))
+
+    def retry(self, chat_id: str, **kwargs: Any) -> Message:
+        return self._call(self.aio.retry(chat_id, **kwargs))
+
+    def get_chat(self, chat_id: str) -> Chat:
+        return self._call(self.aio.get_chat(chat_id))
+
+    def list_chats(
+        self, *, limit: int = 100, before: tuple[datetime, str] | None = None, **kwargs: Any
+    ) -> list[Chat]:
+        return self._call(self.aio.list_chats(limit=limit, before=before, **kwargs))
+
+    def update_chat(self, chat_id: str, **changes: Any) -> Chat:
+        return self._call(self.aio.update_chat(chat_id, **changes))
+
+    def delete_chat(self, chat_id: str) -> None:
+        self._call(self.aio.delete_chat(chat_id))
+
+    def history(self, chat_id: str, *, include_failed: bool = False) -> list[Message]:
+        return self._call(self.aio.history(chat_id, include_failed=include_failed))
+
+
+def _shutdown(
+    aio: AsyncChatSessions, loop: asyncio.AbstractEventLoop, thread: threading.Thread
+) -> None:
+    if loop.is_closed():
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(aio.close(), loop).result(timeout=10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

@@ -1,0 +1,126 @@
+"""The core contract: what a chat, a message and a turn's usage look like."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Role(enum.StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class TurnStatus(enum.StrEnum):
+    """A message's status: only ``ok`` messages are ever shown to the model."""
+
+    OK = "ok"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class GenerationParams(BaseModel):
+    """Per-chat generation options; unknown keys are refused, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    stop: list[str] | None = Field(default=None, max_length=4)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+    def merged(self, override: GenerationParams | None) -> GenerationParams:
+        """Per-call values win over per-chat ones."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    id: str
+    system_prompt: str
+    tenant_id: str = "default"
+    title: str | None = None
+    backend: str = "local"
+    model: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    forked_at_seq: int | None = None
+    message_count: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    archived_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One stored message; ``seq`` orders a chat's messages (the system prompt is seq 0)."""
+
+    chat_id: str
+    seq: int
+    role: Role
+    content: str
+    status: TurnStatus = TurnStatus.OK
+    error: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    idempotency_key: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
+
+    def as_openai(self) -> dict[str, str]:
+        """The ``{"role", "content"}`` dict the tutorial kept in its history list."""
+        return {"role": self.role.value, "content": self.content}
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            out[key] = value.value
+        else:
+            out[key] = value
+    return out
