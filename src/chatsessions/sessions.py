@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -249,9 +250,11 @@ class AsyncChatSessions:
     ) -> Message:
         """Run one turn and return the stored assistant message (with usage)."""
         answer: Message | None = None
-        async for item in self._turn(chat_id, text, params, idempotency_key, streaming=False):
-            if isinstance(item, Message):
-                answer = item
+        turn = self._turn(chat_id, text, params, idempotency_key, streaming=False)
+        async with aclosing(turn):
+            async for item in turn:
+                if isinstance(item, Message):
+                    answer = item
         assert answer is not None
         return answer
 
@@ -268,14 +271,18 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
     ) -> AsyncIterator[str | Message]:
         """Yield text deltas as they arrive, then the stored assistant message."""
-        async for item in self._turn(chat_id, text, params, idempotency_key, streaming=True):
-            yield item
+        turn = self._turn(chat_id, text, params, idempotency_key, streaming=True)
+        async with aclosing(turn):
+            async for item in turn:
+                yield item
 
     async def stream_message(self, chat_id: str, text: str, **kwargs: Any) -> AsyncIterator[str]:
         """Yield only the answer's text deltas."""
-        async for item in self.stream(chat_id, text, **kwargs):
-            if isinstance(item, str):
-                yield item
+        stream = self.stream(chat_id, text, **kwargs)
+        async with aclosing(stream):
+            async for item in stream:
+                if isinstance(item, str):
+                    yield item
 
     async def retry(self, chat_id: str, **kwargs: Any) -> Message:
         """Ask again the last user message if its turn failed."""
@@ -313,11 +320,13 @@ class AsyncChatSessions:
             completion: Completion | None = None
             try:
                 if streaming:
-                    async for item in backend.stream(context, gen_params, chat.model):
-                        if isinstance(item, str):
-                            yield item
-                        else:
-                            completion = item
+                    deltas = backend.stream(context, gen_params, chat.model)
+                    async with aclosing(deltas):  # type: ignore[type-var]
+                        async for item in deltas:
+                            if isinstance(item, str):
+                                yield item
+                            else:
+                                completion = item
                 else:
                     completion = await backend.complete(context, gen_params, chat.model)
                 if completion is None:

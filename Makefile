@@ -1,0 +1,34 @@
+# The two commands: `make run` and `make test`. Everything else is a detail of those.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run demo serve test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	@bash scripts/install.sh
+	@touch $(STAMP)
+
+run: install  ## set up everything and run on the embedded model and SQLite
+	$(VENV)/bin/chatsessions demo
+
+demo: install
+	$(VENV)/bin/chatsessions demo
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format src tests bench
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,5 @@
+"""``python -m chatsessions`` is the ``chatsessions`` command."""
+
+from chatsessions.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real fake-LLM server, real SQLite files and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from chatsessions import AsyncChatSessions
+from chatsessions.testing import FakeLLMServer
+
+PG_URL = os.environ.get("CHATSESSIONS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeLLMServer) -> FakeLLMServer:
+    """The session's fake model, with an empty log and default behaviour."""
+    fake_llm_server.reset()
+    fake_llm_server.delay = 0.0
+    fake_llm_server.fault_rate = 0.0
+    return fake_llm_server
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_URL.replace("postgresql://", "postgres://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A database of our own on the PostgreSQL server, dropped at the end."""
+    name = f"chatsessions_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = PG_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every storage test runs on a fresh SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'chats.db'}"
+    url: str = request.getfixturevalue("pg_database_url")
+    asyncio.run(_truncate(url))
+    return url
+
+
+async def _truncate(url: str) -> None:
+    conn = await asyncpg.connect(url.replace("postgresql://", "postgres://", 1))
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('public.chats') IS NOT NULL")
+        if exists:
+            await conn.execute("TRUNCATE chats, messages, api_keys CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings_kwargs(database_url: str, fake_llm: FakeLLMServer) -> dict[str, object]:
+    return {
+        "database_url": database_url,
+        "backend": "openai",
+        "model": "fake-model",
+        "openai_base_url": fake_llm.base_url,
+        "openai_api_key": "test",
+        "max_retries": 0,
+        "request_timeout": 5.0,
+    }
+
+
+@pytest.fixture
+async def sessions(settings_kwargs: dict[str, object]) -> AsyncIterator[AsyncChatSessions]:
+    async with AsyncChatSessions(**settings_kwargs) as chats:  # type: ignore[arg-type]
+        yield chats

@@ -1,0 +1,55 @@
+"""The real embedded model (SmolLM2-135M via llama.cpp): offline, no key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatsessions import AsyncChatSessions, TurnStatus
+from chatsessions.backends.local import model_path
+from chatsessions.prompts import DEMO_CHATS
+
+pytestmark = pytest.mark.local_model
+
+
+def test_model_file_ships_in_the_wheel() -> None:
+    path = model_path()
+    assert path.suffix == ".gguf"
+    assert path.stat().st_size > 50_000_000
+
+
+async def test_answers_the_tutorial_question(tmp_path: Path) -> None:
+    async with AsyncChatSessions(database_url=f"sqlite:///{tmp_path / 'c.db'}") as chats:
+        chat_id = await chats.create_chat(params={"max_tokens": 24, "seed": 1})
+        answer = await chats.send(chat_id, DEMO_CHATS[0][0])
+        assert answer.content.strip()
+        assert answer.model == "smollm2-135m-instruct"
+        assert 0 < answer.completion_tokens <= 24
+        deltas = [d async for d in chats.stream_message(chat_id, DEMO_CHATS[0][1],
+                                                         params={"max_tokens": 12})]
+        assert "".join(deltas).strip()
+        history = await chats.history(chat_id)
+        assert history[-1].content == "".join(deltas).strip()
+
+
+async def test_a_500_turn_chat_still_answers(tmp_path: Path) -> None:
+    """Old turns are dropped to fit the window; the system prompt stays."""
+    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 1024}
+    async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat(params={"max_tokens": 16})
+        store = chats.store
+        for turn in range(500):
+            user = await store.add_user_message(chat_id, f"Question {turn}: where is my order?")
+            await store.complete_turn(user, _answer(chat_id, f"Answer {turn}: it is on its way."))
+        answer = await chats.send(chat_id, "Can you summarize?")
+        assert answer.status is TurnStatus.OK
+        assert answer.content.strip()
+        assert answer.prompt_tokens <= 1024 - 16
+        assert (await chats.get_chat(chat_id)).message_count == 1002
+
+
+def _answer(chat_id: str, text: str):  # type: ignore[no-untyped-def]
+    from chatsessions.types import Message, Role
+
+    return Message(chat_id, 0, Role.ASSISTANT, text)

@@ -1,0 +1,123 @@
+"""The command line through a real subprocess (and typer's runner for the REPL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from chatsessions.prompts import DEMO_CHATS
+from chatsessions.testing import FakeLLMServer
+
+
+@pytest.fixture
+def env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CHATSESSIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "CHATSESSIONS_BACKEND": "openai",
+        "CHATSESSIONS_MODEL": "fake-model",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": "test",
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chatsessions", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def test_demo_runs_the_tutorial(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+    result = run(env, "demo")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Chat ")]
+    histories = fake_llm.chat_histories()
+    assert lines == [
+        f"Chat 1, First Message: {FakeLLMServer.answer_for(histories[0])}",
+        f"Chat 1, Follow-up Message: {FakeLLMServer.answer_for(histories[1])}",
+        f"Chat 2, First Message: {FakeLLMServer.answer_for(histories[2])}",
+        f"Chat 2, Follow-up Message: {FakeLLMServer.answer_for(histories[3])}",
+    ]
+    assert histories[1][1]["content"] == DEMO_CHATS[0][0]
+    assert histories[3][1]["content"] == DEMO_CHATS[1][0]
+
+
+def test_new_send_show_export_rm(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+    created = run(env, "new", "--title", "order help")
+    assert created.returncode == 0, created.stderr
+    chat_id = created.stdout.strip()
+
+    sent = run(env, "send", chat_id, "Where is my parcel?")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip() == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+    streamed = run(env, "send", "--stream", chat_id, "And now?")
+    assert streamed.stdout.strip() == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+
+    shown = run(env, "show", chat_id)
+    assert "user: Where is my parcel?" in shown.stdout
+    assert f"assistant: {sent.stdout.strip()}" in shown.stdout
+
+    listed = run(env, "list")
+    assert chat_id in listed.stdout
+    assert "order help" in listed.stdout
+
+    exported = json.loads(run(env, "export", chat_id, "--format", "json").stdout)
+    assert exported["chat"]["id"] == chat_id
+    assert [m["content"] for m in exported["messages"]][1:3] == [
+        "Where is my parcel?", sent.stdout.strip()]
+    markdown = run(env, "export", chat_id, "-f", "markdown").stdout
+    assert "# order help" in markdown
+    assert "## User" in markdown
+
+    assert run(env, "rm", chat_id).returncode == 0
+    gone = run(env, "show", chat_id)
+    assert gone.returncode == 3
+    assert gone.stderr.strip() == f"error: Chat session not found! ({chat_id})"
+
+
+def test_errors_are_one_line_with_exit_codes(env: dict[str, str]) -> None:
+    chat_id = run(env, "new").stdout.strip()
+    empty = run(env, "send", chat_id, "   ")
+    assert empty.returncode == 4
+    assert empty.stderr.strip() == "error: message is empty"
+    bad_format = run(env, "export", chat_id, "--format", "pdf")
+    assert bad_format.returncode == 2
+    assert "json, markdown" in bad_format.stderr
+    assert "Traceback" not in empty.stderr + bad_format.stderr
+
+
+def test_backend_failure_exit_code(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+    from chatsessions.testing import Fault
+
+    chat_id = run(env, "new").stdout.strip()
+    fake_llm.inject(Fault.status(500), times=10)
+    failed = run(env, "send", chat_id, "hello")
+    assert failed.returncode == 5
+    assert failed.stderr.startswith("error: the model backend answered 500")
+    assert "(failed" in run(env, "show", chat_id).stdout
+
+
+def test_interactive_chat_switches_and_streams(
+    env: dict[str, str], fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatsessions.cli import app, commands, demo, repl  # noqa: F401
+
+    for key in ("CHATSESSIONS_DATABASE_URL", "CHATSESSIONS_BACKEND", "CHATSESSIONS_MODEL",
+                "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.setenv(key, env[key])
+    script = "hello one\n/new Be brief.\nhello two\n/list\n/history\n/switch nope\n/quit\n"
+    result = CliRunner().invoke(app, ["chat"], input=script)
+    assert result.exit_code == 0, result.output
+    histories = fake_llm.chat_histories()
+    assert [h[-1]["content"] for h in histories] == ["hello one", "hello two"]
+    assert histories[1][0]["content"] == "Be brief."
+    assert FakeLLMServer.answer_for(histories[1]) in result.output
+    assert "Chat session not found! (nope)" in result.output
