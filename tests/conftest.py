@@ -79,7 +79,7 @@ def settings_kwargs(database_url: str, fake_llm: FakeLLMServer) -> dict[str, obj
         "openai_base_url": fake_llm.base_url,
         "openai_api_key": "test",
         "max_retries": 0,
-        "request_timeout": 5.0,
+        "request_timeout": 2.0,
     }
 
 
@@ -87,3 +87,48 @@ def settings_kwargs(database_url: str, fake_llm: FakeLLMServer) -> dict[str, obj
 async def sessions(settings_kwargs: dict[str, object]) -> AsyncIterator[AsyncChatSessions]:
     async with AsyncChatSessions(**settings_kwargs) as chats:  # type: ignore[arg-type]
         yield chats
+
+
+class LiveServer:
+    """The real service on uvicorn, on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_config=None, log_level="warning",  # type: ignore[arg-type]
+                                access_log=False, timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, args=([self.sock],), daemon=True)
+
+    def start(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def live_server(settings_kwargs: dict[str, object]) -> Iterator[LiveServer]:
+    """The service against the fake model, on SQLite and on PostgreSQL."""
+    from chatsessions.config import Settings
+    from chatsessions.service import create_app
+
+    server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
+    yield server
+    server.stop()

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     busy_timeout: float = Field(default=30.0, ge=0, description="max wait for a busy chat")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="history cache size")
+    rate_limit_per_minute: int = Field(
+        default=0, ge=0, description="requests per minute per API key (0: no limit)"
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body")
     local_n_ctx: int = Field(default=8192, ge=256)
     local_n_threads: int | None = None
 

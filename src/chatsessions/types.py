@@ -124,3 +124,15 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A tenant's API key as stored: only the SHA-256 of the secret, never the secret."""
+
+    id: str
+    tenant_id: str
+    key_hash: str
+    name: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    revoked_at: datetime | None = None

@@ -57,7 +57,7 @@ def exit_code(exc: ChatSessionsError) -> int:
 
 def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit code on failure."""
-    from chatsessions.cli import commands, demo, repl  # noqa: F401  (registers commands)
+    from chatsessions.cli import commands, demo, keys, repl, serve  # noqa: F401  (registers)
 
     try:
         app(standalone_mode=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
-from chatsessions.types import Chat, Message
+from chatsessions.types import ApiKey, Chat, Message
 
 
 class Store(Protocol):
@@ -62,6 +62,18 @@ class Store(Protocol):
 
     async def recover_pending(self) -> int:
         """Mark turns left pending by a crash as failed; return how many."""
+
+    async def add_api_key(self, key: ApiKey) -> None: ...
+
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The active (not revoked) key with this hash."""
+
+    async def has_api_keys(self) -> bool:
+        """Whether any active key exists: if none, the service runs in single-user mode."""
 
 
 def open_store(url: str, **options: Any) -> Store:

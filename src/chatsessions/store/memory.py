@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from chatsessions.errors import ChatNotFound, InvalidInput
-from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self._chats: dict[str, Chat] = {}
         self._messages: dict[str, list[Message]] = {}
+        self._keys: dict[str, ApiKey] = {}
 
     async def open(self) -> None:
         pass
@@ -122,3 +123,23 @@ class MemoryStore:
 
     async def recover_pending(self) -> int:
         return 0
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        self._keys[key.id] = key
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: k.created_at)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        key = self._keys.get(key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        self._keys[key_id] = replace(key, revoked_at=utcnow())
+        return True
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        return next((k for k in self._keys.values()
+                     if k.key_hash == key_hash and k.revoked_at is None), None)
+
+    async def has_api_keys(self) -> bool:
+        return any(k.revoked_at is None for k in self._keys.values())

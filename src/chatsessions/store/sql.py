@@ -14,8 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from chatsessions.store.schema import chats, messages
-from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.store.schema import api_keys, chats, messages
+from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
 
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
 
@@ -257,6 +257,42 @@ class SQLStore:
             )
         return int(result.rowcount or 0)
 
+    # api keys ------------------------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(api_keys.insert().values(
+                id=key.id, tenant_id=key.tenant_id, name=key.name, key_hash=key.key_hash,
+                created_at=key.created_at, revoked_at=key.revoked_at,
+            ))
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                api_keys.select().order_by(api_keys.c.created_at))).mappings().all()
+        return [_api_key(r) for r in rows]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        query = api_keys.select().where(
+            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _api_key(row) if row else None
+
+    async def has_api_keys(self) -> bool:
+        query = sa.select(api_keys.c.id).where(api_keys.c.revoked_at.is_(None)).limit(1)
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).first() is not None
+
 
 async def _next_seq(
     conn: AsyncConnection, chat_id: str, now: datetime, *,
@@ -353,6 +389,13 @@ def _message(row: Mapping[str, Any]) -> Message:
         completion_tokens=row["completion_tokens"], latency_ms=row["latency_ms"],
         created_at=_utc(row["created_at"]) or utcnow(),
         idempotency_key=row["idempotency_key"],
+    )
+
+
+def _api_key(row: Mapping[str, Any]) -> ApiKey:
+    return ApiKey(
+        id=row["id"], tenant_id=row["tenant_id"], key_hash=row["key_hash"], name=row["name"],
+        created_at=_utc(row["created_at"]) or utcnow(), revoked_at=_utc(row["revoked_at"]),
     )
 
 

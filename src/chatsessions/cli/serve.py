@@ -1,0 +1,63 @@
+"""``chatsessions serve``: the HTTP service and web console."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+from typing import Annotated
+
+import typer
+
+from chatsessions.cli.app import app, console, err_console
+from chatsessions.config import Settings
+from chatsessions.store import open_store
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _keys_configured(settings: Settings) -> bool:
+    store = open_store(settings.database_url)
+    await store.open()
+    try:
+        return await store.has_api_keys()
+    finally:
+        await store.close()
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    insecure: Annotated[bool, typer.Option(
+        help="allow a non-loopback address without API keys")] = False,
+) -> None:
+    """Run the HTTP API (docs at /docs) and the web console (at /)."""
+    import uvicorn
+
+    overrides = ctx.obj or {}
+    # Workers read their settings from the environment: hand the CLI's options on.
+    for name, value in overrides.items():
+        os.environ[f"CHATSESSIONS_{name.upper()}"] = str(value)
+    settings = Settings()
+    if not is_loopback(host) and not insecure and not asyncio.run(_keys_configured(settings)):
+        err_console.print(
+            f"error: refusing to serve {host} without API keys (anyone could read every "
+            "chat). Create one with 'chatsessions keys create --tenant NAME', or pass "
+            "--insecure.", highlight=False, markup=False)
+        raise typer.Exit(2)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    console.print(f"database: {settings.database_url}\nbackend: {settings.backend}", style="dim",
+                  highlight=False)
+    console.print(f"web console: {base}/\nAPI docs:    {base}/docs", highlight=False)
+    uvicorn.run("chatsessions.service:app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level="info", proxy_headers=False)

@@ -1,0 +1,73 @@
+"""The FastAPI application factory: routes, errors, limits, the web console."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from chatsessions import __version__
+from chatsessions.config import Settings
+from chatsessions.service import errors
+from chatsessions.service.auth import Authenticator
+from chatsessions.service.limits import BodySizeLimit
+from chatsessions.service.metrics import Metrics
+from chatsessions.service.routes import chats, health, messages
+from chatsessions.sessions import AsyncChatSessions
+
+STATIC = Path(__file__).parent / "static"
+
+DESCRIPTION = """Many simultaneous, durable conversations with large language models.
+
+Every error is `{"error": {"type": ..., "message": ...}}`. With API keys configured, send
+`Authorization: Bearer KEY`; a tenant only ever sees its own chats.
+"""
+
+
+def create_app(
+    settings: Settings | None = None, *, sessions: AsyncChatSessions | None = None
+) -> FastAPI:
+    """Build the service. Sessions are created (and closed) by the app's lifespan, on the
+    server's event loop, unless an already-built ``sessions`` is handed in."""
+    settings = settings or (sessions.settings if sessions else Settings())
+    owned = sessions is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live = sessions or AsyncChatSessions(settings)
+        await live.open()
+        app.state.sessions = live
+        app.state.auth = Authenticator(live.store, settings.rate_limit_per_minute)
+        try:
+            yield
+        finally:
+            if owned:
+                await live.close()
+
+    app = FastAPI(title="chatsessions", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    errors.install(app)
+    app.include_router(chats.router)
+    app.include_router(messages.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def console() -> FileResponse:
+            return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers): settings from the environment."""
+    return create_app(Settings())

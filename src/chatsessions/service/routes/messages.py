@@ -1,0 +1,99 @@
+"""/chats/{id}/messages: run a turn (JSON or Server-Sent Events) and page the history."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from chatsessions.errors import ChatSessionsError
+from chatsessions.service import sse
+from chatsessions.service.deps import SessionsDep
+from chatsessions.service.errors import error_body
+from chatsessions.service.metrics import Metrics
+from chatsessions.service.routes.chats import NOT_FOUND
+from chatsessions.service.schemas import ErrorBody, MessageCreate, MessageList, MessagePublic
+from chatsessions.types import Message
+
+router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
+
+TURN_ERRORS: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    409: {"model": ErrorBody, "description": "the chat is busy with another turn"},
+    422: {"model": ErrorBody, "description": "empty or oversized content, bad params"},
+    502: {"model": ErrorBody, "description": "the model failed; the message is kept"},
+    503: {"model": ErrorBody, "description": "the model backend is unavailable"},
+    504: {"model": ErrorBody, "description": "the model did not answer in time"},
+}
+
+
+@router.post("", response_model=MessagePublic, responses={
+    **TURN_ERRORS,
+    200: {"content": {"text/event-stream": {}},
+          "description": "the stored assistant message, or with `stream`: SSE events "
+                         "`delta` {content}, then `done` (the message) or `error`"},
+})
+async def send_message(
+    chat_id: str,
+    body: MessageCreate,
+    request: Request,
+    sessions: SessionsDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> Any:
+    """Send a user message with the whole history; get the assistant's answer."""
+    metrics: Metrics = request.app.state.metrics
+    if sse.wants_stream(accept, body.stream):
+        turn = sessions.stream(chat_id, body.content, params=body.params)
+        try:
+            first = await anext(turn)  # errors before any output get their own status
+        except ChatSessionsError:
+            metrics.turn_failed()
+            await turn.aclose()
+            raise
+        return StreamingResponse(_events(first, turn, metrics), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+    try:
+        answer = await sessions.send(chat_id, body.content, params=body.params)
+    except ChatSessionsError:
+        metrics.turn_failed()
+        raise
+    metrics.turn_ok(answer)
+    return MessagePublic.of(answer)
+
+
+async def _events(
+    first: str | Message, turn: AsyncIterator[str | Message], metrics: Metrics
+) -> AsyncIterator[bytes]:
+    """Deltas, then `done` with the stored message, or an `error` event: never a silent
+    close. If the client goes away, the turn is cancelled and recorded as failed."""
+    async with aclosing(turn):  # type: ignore[type-var]
+        item = first
+        try:
+            while True:
+                if isinstance(item, Message):
+                    metrics.turn_ok(item)
+                    yield sse.event("done", MessagePublic.of(item).model_dump(mode="json"))
+                    return
+                yield sse.event("delta", {"content": item})
+                item = await anext(turn)
+        except ChatSessionsError as exc:
+            metrics.turn_failed()
+            yield sse.event("error", error_body(exc.type, str(exc)))
+
+
+@router.get("", response_model=MessageList, responses=NOT_FOUND)
+async def list_messages(
+    chat_id: str,
+    sessions: SessionsDep,
+    after: Annotated[int, Query(ge=0, description="only messages with seq > after")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> MessageList:
+    """Stored messages in order, failed turns included (the system prompt is on the chat)."""
+    await sessions.get_chat(chat_id)
+    rows = await sessions.store.messages(chat_id, after_seq=after, limit=limit)
+    next_after = rows[-1].seq if len(rows) == limit else None
+    return MessageList(data=[MessagePublic.of(m) for m in rows], next_after=next_after)
