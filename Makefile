@@ -11,8 +11,8 @@ $(STAMP): pyproject.toml scripts/install.sh
 	@bash scripts/install.sh
 	@touch $(STAMP)
 
-run: install  ## set up everything and run on the embedded model and SQLite
-	$(VENV)/bin/chatsessions demo
+run: install  ## set up everything and serve on the embedded model and SQLite
+	$(VENV)/bin/chatsessions serve $(SERVE_ARGS)
 
 demo: install
 	$(VENV)/bin/chatsessions demo

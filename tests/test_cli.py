@@ -121,3 +121,60 @@ def test_interactive_chat_switches_and_streams(
     assert histories[1][0]["content"] == "Be brief."
     assert FakeLLMServer.answer_for(histories[1]) in result.output
     assert "Chat session not found! (nope)" in result.output
+
+
+def test_keys_create_list_revoke(env: dict[str, str]) -> None:
+    created = run(env, "keys", "create", "--tenant", "acme", "--name", "ci")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("cs_")
+    assert len(secret) > 30
+    listed = run(env, "keys", "list")
+    assert "acme" in listed.stdout
+    assert secret not in listed.stdout
+    key_id = next(line.split()[1] for line in listed.stdout.splitlines() if "acme" in line)
+    assert run(env, "keys", "revoke", key_id).returncode == 0
+    again = run(env, "keys", "revoke", key_id)
+    assert again.returncode == 4
+    assert "no active key" in again.stderr
+
+
+def test_serve_refuses_public_address_without_keys(env: dict[str, str]) -> None:
+    result = run(env, "serve", "--host", "0.0.0.0", "--port", "1")
+    assert result.returncode == 2
+    assert "without API keys" in result.stderr
+
+
+def test_serve_answers_http(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chatsessions", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health.json()["status"] == "ok"
+        chat = httpx.post(f"http://127.0.0.1:{port}/chats", json={}).json()
+        answer = httpx.post(f"http://127.0.0.1:{port}/chats/{chat['id']}/messages",
+                            json={"content": "hello"}, timeout=30).json()
+        assert answer["content"] == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+        assert "<html" in httpx.get(f"http://127.0.0.1:{port}/").text.lower()
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/docs" in out

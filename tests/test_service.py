@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from tests.conftest import LiveServer
 
 from chatsessions import DEFAULT_SYSTEM_PROMPT
 from chatsessions.prompts import DEMO_CHATS
 from chatsessions.testing import FakeLLMServer, Fault
+from tests.conftest import LiveServer
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ def main() -> None:
     from chatsessions.cli import commands, demo, keys, repl, serve  # noqa: F401  (registers)
 
     try:
-        app(standalone_mode=False)
+        result = app(standalone_mode=False)  # returns the code of a typer.Exit
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except ChatSessionsError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(exit_code(exc))
