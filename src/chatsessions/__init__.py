@@ -13,6 +13,7 @@ from chatsessions.errors import (
     ChatSessionsError,
     ContextTooLong,
     InvalidInput,
+    TurnInterrupted,
 )
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
 from chatsessions.sessions import AsyncChatSessions
@@ -36,6 +37,7 @@ __all__ = [
     "Message",
     "Role",
     "Settings",
+    "TurnInterrupted",
     "TurnStatus",
     "Usage",
 ]

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     busy_timeout: float = Field(default=30.0, ge=0, description="max wait for a busy chat")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="history cache size")
+    replica_id: str = Field(
+        default="", max_length=64,
+        description="stable id of this process among replicas (random when empty); reuse it "
+        "on restart to take back this replica's chats at once",
+    )
+    lease_ttl: float = Field(default=30.0, gt=0, description="seconds a dead replica blocks a chat")
+    turn_deadline: float = Field(default=300.0, gt=0, description="total seconds for a model call")
+    circuit_failures: int = Field(
+        default=5, ge=1, description="consecutive backend failures that open the circuit")
+    circuit_cooldown: float = Field(
+        default=10.0, gt=0, description="seconds the circuit stays open")
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
     rate_limit_per_minute: int = Field(
         default=0, ge=0, description="requests per minute per API key (0: no limit)"
     )

@@ -46,6 +46,12 @@ class ChatBusy(ChatSessionsError):
         self.retry_after = retry_after
 
 
+class TurnInterrupted(ChatSessionsError):
+    """This turn lost its chat to another replica (its lease expired); nothing was stored."""
+
+    type = "turn_interrupted"
+
+
 class BackendError(ChatSessionsError):
     """The model call failed; the user's message is kept and the turn is marked failed."""
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from chatsessions.backends import Backend, Completion, make_backend
-from chatsessions.cache import History, HistoryCache
+from chatsessions.backends import Backend
+from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
-from chatsessions.context import trim_start
-from chatsessions.errors import BackendError, ChatNotFound, ContextTooLong, InvalidInput
-from chatsessions.locks import ChatLocks
-from chatsessions.store import Store, open_store
-from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
+from chatsessions.core import Core
+from chatsessions.errors import ChatNotFound, InvalidInput
+from chatsessions.store import Store
+from chatsessions.turn import run_turn
+from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, utcnow
 from chatsessions.validation import (
     MAX_TITLE_CHARS,
     check_metadata,
@@ -27,41 +24,6 @@ from chatsessions.validation import (
 )
 
 _UNSET: Any = object()
-#: Tokens the chat template spends to open the assistant's answer.
-_ANSWER_PRIMER_TOKENS = 3
-
-
-class _Core:
-    """What every tenant view of one AsyncChatSessions shares."""
-
-    def __init__(self, settings: Settings, store: Store | None, backend: Backend | None) -> None:
-        self.settings = settings
-        self.store: Store = store or open_store(
-            settings.database_url, synchronous=settings.sqlite_synchronous
-        )
-        self.backends: dict[str, Backend] = {backend.name: backend} if backend else {}
-        self.default_backend = backend.name if backend else settings.backend
-        self.cache = HistoryCache(settings.cache_bytes)
-        self.locks = ChatLocks()
-        self.opened = False
-        self.open_lock = asyncio.Lock()
-
-    def backend(self, name: str) -> Backend:
-        if name not in self.backends:
-            self.backends[name] = make_backend(name, self.settings)
-        return self.backends[name]
-
-    async def visible_history(self, chat: Chat) -> History:
-        """The chat's ok messages, from the cache, reading only rows it has not seen."""
-        entry = self.cache.get(chat.id)
-        if entry is None:
-            entry = History()
-            entry.add(await self.store.messages(chat.id))
-            self.cache.put(chat.id, entry)
-        elif entry.last_seq < chat.message_count:
-            rows = await self.store.messages(chat.id, after_seq=entry.last_seq)
-            self.cache.grew(chat.id, entry.add(rows))
-        return entry
 
 
 class AsyncChatSessions:
@@ -88,7 +50,7 @@ class AsyncChatSessions:
             settings = Settings(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
-        self._core = _Core(settings, store, backend)
+        self._core = Core(settings, store, backend)
         self.tenant_id = tenant_id
 
     @property
@@ -116,7 +78,7 @@ class AsyncChatSessions:
         async with self._core.open_lock:
             if not self._core.opened:
                 await self._core.store.open()
-                await self._core.store.recover_pending()
+                await self._core.store.recover_pending(self._core.owner)
                 self._core.opened = True
 
     async def close(self) -> None:
@@ -151,8 +113,13 @@ class AsyncChatSessions:
         title: str | None = None,
         metadata: dict[str, Any] | None = None,
         chat_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Start a chat whose history begins with the system prompt; return its id."""
+        """Start a chat whose history begins with the system prompt; return its id.
+
+        Repeating a call with the same ``idempotency_key`` returns the same chat instead of
+        creating another; the same key with different arguments is refused.
+        """
         store = await self._ready()
         backend_name = backend or self._core.default_backend
         chat = Chat(
@@ -168,8 +135,22 @@ class AsyncChatSessions:
             params=check_params(params).as_kwargs(),
             metadata=check_metadata(metadata),
         )
-        await store.create_chat(chat)
-        return chat.id
+        if idempotency_key is None:
+            await store.create_chat(chat)
+            return chat.id
+        check_text(idempotency_key, field="idempotency key", max_chars=200)
+        digest = request_hash(chat)
+        for _ in range(2):  # the second look settles a race with a concurrent twin
+            earlier = await store.chat_by_idempotency_key(self.tenant_id, idempotency_key)
+            if earlier is not None:
+                if earlier[1] != digest:
+                    raise InvalidInput(
+                        "this Idempotency-Key was already used to create a different chat")
+                return earlier[0].id
+            if await store.create_chat(chat, idempotency_key=idempotency_key,
+                                       request_hash=digest) is not None:
+                return chat.id
+        raise InvalidInput("this Idempotency-Key is in use by a concurrent request")
 
     async def get_chat(self, chat_id: str) -> Chat:
         store = await self._ready()
@@ -303,98 +284,36 @@ class AsyncChatSessions:
         streaming: bool,
     ) -> AsyncIterator[str | Message]:
         text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
+        if idempotency_key is not None:
+            check_text(idempotency_key, field="idempotency key", max_chars=200)
         call_params = check_params(params)
+        await self._ready()
+        turn = run_turn(self._core, self.tenant_id, chat_id, text, call_params,
+                        idempotency_key, streaming=streaming)
+        async with aclosing(turn):
+            async for item in turn:
+                yield item
+
+    async def sweep(self) -> int:
+        """Housekeeping for long-running services: fail turns orphaned by dead replicas
+        (lease expired) and forget expired idempotency keys. Returns turns failed."""
         store = await self._ready()
-        core = self._core
-        async with core.locks.hold(chat_id, self.settings.busy_timeout):
-            chat = await store.get_chat(chat_id, self.tenant_id)
-            if chat is None:
-                raise ChatNotFound(chat_id)
-            backend = core.backend(chat.backend)
-            gen_params = GenerationParams.model_validate(chat.params).merged(call_params)
-            history = await core.visible_history(chat)
-            context = self._context(chat, history, text, backend, gen_params)
-
-            user = await store.add_user_message(chat.id, text, idempotency_key=idempotency_key)
-            started = time.perf_counter()
-            completion: Completion | None = None
-            try:
-                if streaming:
-                    deltas = backend.stream(context, gen_params, chat.model)
-                    async with aclosing(deltas):  # type: ignore[type-var]
-                        async for item in deltas:
-                            if isinstance(item, str):
-                                yield item
-                            else:
-                                completion = item
-                else:
-                    completion = await backend.complete(context, gen_params, chat.model)
-                if completion is None:
-                    raise BackendError("the model ended without an answer")
-                answer = Message(
-                    chat_id=chat.id, seq=0, role=Role.ASSISTANT,
-                    content=completion.text.strip(), model=completion.model,
-                    prompt_tokens=completion.usage.prompt_tokens,
-                    completion_tokens=completion.usage.completion_tokens,
-                    latency_ms=int((time.perf_counter() - started) * 1000),
-                )
-                stored = await store.complete_turn(user, answer)
-            except BackendError as exc:
-                await self._fail(user, str(exc), exc.partial, history)
-                raise
-            except BaseException as exc:  # cancelled, consumer gone, storage trouble
-                reason = "cancelled before the answer was stored" if isinstance(
-                    exc, (asyncio.CancelledError, GeneratorExit)) else f"internal error: {exc!r}"
-                await asyncio.shield(self._fail(user, reason, "", history))
-                raise
-            core.cache.grew(chat.id, history.add([replace(user, status=TurnStatus.OK), stored]))
-        yield stored
-
-    async def _fail(self, user: Message, error: str, partial: str, history: History) -> None:
-        """Keep the user message, mark the turn failed, keep any partial answer apart."""
-        partial_message = Message(
-            chat_id=user.chat_id, seq=0, role=Role.ASSISTANT, content=partial,
-            status=TurnStatus.FAILED, error=error,
-        ) if partial else None
-        try:
-            await self._core.store.fail_turn(user, error, partial_message)
-            history.add([replace(user, status=TurnStatus.FAILED)])
-        except Exception:
-            # Storage is in trouble too: forget the cached entry, recovery will mark
-            # the pending message failed when the store is healthy again.
-            self._core.cache.discard(user.chat_id)
-
-    def _context(
-        self,
-        chat: Chat,
-        history: History,
-        text: str,
-        backend: Backend,
-        params: GenerationParams,
-    ) -> list[dict[str, str]]:
-        """System prompt + the newest whole turns that fit + the new message."""
-        for index, token_count in enumerate(history.tokens):
-            if token_count is None:
-                message = history.messages[index]
-                history.tokens[index] = backend.count_tokens(
-                    message.role.value, message.content, chat.model)
-        reserve = params.max_tokens or self.settings.max_output_tokens
-        system_tokens = backend.count_tokens("system", chat.system_prompt, chat.model)
-        budget = (backend.context_window(chat.model) - reserve - system_tokens
-                  - _ANSWER_PRIMER_TOKENS)
-        if budget <= 0:
-            raise ContextTooLong(
-                "the system prompt and the reserved answer already fill the context window")
-        new = Message(chat.id, 0, Role.USER, text)
-        counts = [*history.tokens, backend.count_tokens("user", text, chat.model)]
-        visible = [*history.messages, new]
-        start = trim_start(visible, counts, budget)  # type: ignore[arg-type]
-        return [
-            {"role": "system", "content": chat.system_prompt},
-            *(m.as_openai() for m in visible[start:]),
-        ]
+        failed = await store.recover_pending()
+        cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
+        await store.expire_idempotency_keys(cutoff)
+        return failed
 
     def _check_system_prompt(self, value: str) -> str:
         return check_text(value, field="system_prompt",
                           max_chars=self.settings.max_message_chars, allow_empty=True)
 
+
+
+def request_hash(chat: Chat) -> str:
+    """What makes two chat creations "the same request" for idempotency."""
+    import hashlib
+    import json
+
+    fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
+              chat.metadata]
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

@@ -58,4 +58,6 @@ def make_backend(name: str, settings: Settings) -> Backend:
         from chatsessions.backends.local import LocalBackend
 
         return LocalBackend(settings)
-    raise ValueError(f"unknown backend {name!r} (expected 'local' or 'openai')")
+    from chatsessions.errors import InvalidInput
+
+    raise InvalidInput(f"unknown backend {name!r} (expected 'local' or 'openai')")

@@ -22,7 +22,15 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
-    async def create_chat(self, chat: Chat) -> Chat: ...
+    async def create_chat(
+        self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Chat | None:
+        """Insert ``chat``; None if the tenant already used ``idempotency_key``."""
+
+    async def chat_by_idempotency_key(
+        self, tenant_id: str, idempotency_key: str
+    ) -> tuple[Chat, str | None] | None:
+        """The chat created with this key, and the hash of the request that created it."""
 
     async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None: ...
 
@@ -49,10 +57,16 @@ class Store(Protocol):
     ) -> Message:
         """Append a pending user message, allocating the next seq atomically."""
 
-    async def complete_turn(self, user: Message, answer: Message) -> Message:
-        """Mark ``user`` ok, append ``answer`` and bump the chat's counters atomically."""
+    async def complete_turn(
+        self, user: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
+        """Mark ``user`` ok, append ``answer``, bump the chat's counters and release the
+        turn lease, atomically."""
 
-    async def fail_turn(self, user: Message, error: str, partial: Message | None = None) -> None:
+    async def fail_turn(
+        self, user: Message, error: str, partial: Message | None = None, *,
+        lease_owner: str | None = None,
+    ) -> None:
         """Mark ``user`` failed; keep a partial streamed answer as a failed message."""
 
     async def messages(
@@ -60,8 +74,26 @@ class Store(Protocol):
     ) -> list[Message]:
         """Messages with seq > after_seq, in order."""
 
-    async def recover_pending(self) -> int:
-        """Mark turns left pending by a crash as failed; return how many."""
+    async def recover_pending(self, owner: str | None = None) -> int:
+        """Fail turns left pending by a crash (in chats no live replica holds); return how
+        many. Also releases the leases ``owner`` held before a restart."""
+
+    async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
+        """Fail these pending messages: seen under our lease, nobody is finishing them."""
+
+    async def try_lease(
+        self, chat_id: str, tenant_id: str, owner: str, until: datetime
+    ) -> tuple[Chat | None, bool]:
+        """Take the chat's turn lease: (chat, acquired); (None, False) if no such chat."""
+
+    async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool: ...
+
+    async def release_lease(self, chat_id: str, owner: str) -> None: ...
+
+    async def message_by_idempotency_key(self, chat_id: str, key: str) -> Message | None: ...
+
+    async def expire_idempotency_keys(self, before: datetime) -> int:
+        """Forget idempotency keys older than ``before``."""
 
     async def add_api_key(self, key: ApiKey) -> None: ...
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from chatsessions.errors import ChatNotFound, InvalidInput
+from chatsessions.errors import ChatNotFound, InvalidInput, TurnInterrupted
 from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
 
 
@@ -18,6 +18,8 @@ class MemoryStore:
         self._chats: dict[str, Chat] = {}
         self._messages: dict[str, list[Message]] = {}
         self._keys: dict[str, ApiKey] = {}
+        self._leases: dict[str, tuple[str, datetime]] = {}
+        self._chat_keys: dict[tuple[str, str], tuple[str, str | None]] = {}
 
     async def open(self) -> None:
         pass
@@ -28,12 +30,26 @@ class MemoryStore:
     async def ping(self) -> None:
         pass
 
-    async def create_chat(self, chat: Chat) -> Chat:
+    async def create_chat(
+        self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Chat | None:
         if chat.id in self._chats:
             raise InvalidInput(f"a chat with id {chat.id} already exists")
+        if idempotency_key is not None:
+            if (chat.tenant_id, idempotency_key) in self._chat_keys:
+                return None
+            self._chat_keys[(chat.tenant_id, idempotency_key)] = (chat.id, request_hash)
         self._chats[chat.id] = chat
         self._messages[chat.id] = []
         return chat
+
+    async def chat_by_idempotency_key(
+        self, tenant_id: str, idempotency_key: str
+    ) -> tuple[Chat, str | None] | None:
+        found = self._chat_keys.get((tenant_id, idempotency_key))
+        if found is None or found[0] not in self._chats:
+            return None
+        return self._chats[found[0]], found[1]
 
     async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None:
         chat = self._chats.get(chat_id)
@@ -104,16 +120,29 @@ class MemoryStore:
             status=TurnStatus.PENDING, idempotency_key=idempotency_key,
         ))
 
-    async def complete_turn(self, user: Message, answer: Message) -> Message:
+    async def complete_turn(
+        self, user: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
         if user.chat_id not in self._chats:
             raise ChatNotFound(user.chat_id)
+        current = next((m for m in self._messages[user.chat_id] if m.seq == user.seq), None)
+        if current is None or current.status is not TurnStatus.PENDING:
+            raise TurnInterrupted("this turn was failed by someone else meanwhile")
         self._set_status(user, TurnStatus.OK)
-        return self._append(answer, answer.prompt_tokens, answer.completion_tokens)
+        stored = self._append(answer, answer.prompt_tokens, answer.completion_tokens)
+        if lease_owner is not None:
+            await self.release_lease(user.chat_id, lease_owner)
+        return stored
 
-    async def fail_turn(self, user: Message, error: str, partial: Message | None = None) -> None:
+    async def fail_turn(
+        self, user: Message, error: str, partial: Message | None = None, *,
+        lease_owner: str | None = None,
+    ) -> None:
         self._set_status(user, TurnStatus.FAILED, error)
         if partial is not None and user.chat_id in self._chats:
             self._append(partial)
+        if lease_owner is not None:
+            await self.release_lease(user.chat_id, lease_owner)
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -121,8 +150,54 @@ class MemoryStore:
         rows = [m for m in self._messages.get(chat_id, []) if m.seq > after_seq]
         return rows if limit is None else rows[:limit]
 
-    async def recover_pending(self) -> int:
-        return 0
+    async def recover_pending(self, owner: str | None = None) -> int:
+        return 0  # nothing survives the process, so nothing can be left pending
+
+    async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
+        for message in list(self._messages.get(chat_id, [])):
+            if message.seq in seqs and message.status is TurnStatus.PENDING:
+                self._set_status(message, TurnStatus.FAILED, "interrupted")
+
+    async def try_lease(
+        self, chat_id: str, tenant_id: str, owner: str, until: datetime
+    ) -> tuple[Chat | None, bool]:
+        chat = await self.get_chat(chat_id, tenant_id)
+        if chat is None:
+            return None, False
+        held = self._leases.get(chat_id)
+        if held is not None and held[0] != owner and held[1] > utcnow():
+            return chat, False
+        self._leases[chat_id] = (owner, until)
+        return chat, True
+
+    async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
+        held = self._leases.get(chat_id)
+        if held is None or held[0] != owner:
+            return False
+        self._leases[chat_id] = (owner, until)
+        return True
+
+    async def release_lease(self, chat_id: str, owner: str) -> None:
+        held = self._leases.get(chat_id)
+        if held is not None and held[0] == owner:
+            del self._leases[chat_id]
+
+    async def message_by_idempotency_key(self, chat_id: str, key: str) -> Message | None:
+        return next((m for m in self._messages.get(chat_id, [])
+                     if m.idempotency_key == key), None)
+
+    async def expire_idempotency_keys(self, before: datetime) -> int:
+        count = 0
+        for rows in self._messages.values():
+            for index, message in enumerate(rows):
+                if message.idempotency_key is not None and message.created_at < before:
+                    rows[index] = replace(message, idempotency_key=None)
+                    count += 1
+        for key, (chat_id, _) in list(self._chat_keys.items()):
+            chat = self._chats.get(chat_id)
+            if chat is None or chat.created_at < before:
+                del self._chat_keys[key]
+        return count
 
     async def add_api_key(self, key: ApiKey) -> None:
         self._keys[key.id] = key

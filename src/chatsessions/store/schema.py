@@ -30,6 +30,10 @@ chats = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("archived_at", UTCDateTime),
     sa.Column("expires_at", UTCDateTime),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("request_hash", sa.String(64)),
 )
 
 messages = sa.Table(

@@ -14,9 +14,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from chatsessions.errors import ChatNotFound, TurnInterrupted
 from chatsessions.store.schema import api_keys, chats, messages
 from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
 
+INTERRUPTED = "interrupted: the service stopped during this turn"
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
 
 
@@ -117,10 +119,29 @@ class SQLStore:
 
     # chats ---------------------------------------------------------------------------
 
-    async def create_chat(self, chat: Chat) -> Chat:
-        async with self.engine.begin() as conn:
-            await conn.execute(chats.insert().values(**_chat_row(chat)))
+    async def create_chat(
+        self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> Chat | None:
+        """Insert ``chat``; None if the tenant already used ``idempotency_key``."""
+        values = {**_chat_row(chat), "idempotency_key": idempotency_key,
+                  "request_hash": request_hash}
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(chats.insert().values(**values))
+        except sa.exc.IntegrityError:
+            if idempotency_key is None:
+                raise
+            return None
         return chat
+
+    async def chat_by_idempotency_key(
+        self, tenant_id: str, idempotency_key: str
+    ) -> tuple[Chat, str | None] | None:
+        query = chats.select().where(chats.c.tenant_id == tenant_id,
+                                     chats.c.idempotency_key == idempotency_key)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return (_chat(row), row["request_hash"]) if row else None
 
     async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None:
         query = chats.select().where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
@@ -206,22 +227,32 @@ class SQLStore:
             await conn.execute(messages.insert().values(**_message_row(message)))
         return message
 
-    async def complete_turn(self, user: Message, answer: Message) -> Message:
+    async def complete_turn(
+        self, user: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
         async with self.engine.begin() as conn:
-            await conn.execute(
+            marked = await conn.execute(
                 messages.update()
-                .where(messages.c.chat_id == user.chat_id, messages.c.seq == user.seq)
+                .where(messages.c.chat_id == user.chat_id, messages.c.seq == user.seq,
+                       messages.c.status == TurnStatus.PENDING.value)
                 .values(status=TurnStatus.OK.value, prompt_tokens=user.prompt_tokens)
             )
+            if marked.rowcount != 1:  # another replica declared this turn dead meanwhile
+                raise TurnInterrupted(
+                    "this turn took longer than its lease and was failed by another replica")
             seq = await _next_seq(
                 conn, user.chat_id, answer.created_at,
                 prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
+                release=lease_owner,
             )
             stored = _replace_seq(answer, seq)
             await conn.execute(messages.insert().values(**_message_row(stored)))
         return stored
 
-    async def fail_turn(self, user: Message, error: str, partial: Message | None = None) -> None:
+    async def fail_turn(
+        self, user: Message, error: str, partial: Message | None = None, *,
+        lease_owner: str | None = None,
+    ) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(
                 messages.update()
@@ -229,9 +260,12 @@ class SQLStore:
                 .values(status=TurnStatus.FAILED.value, error=error)
             )
             if partial is not None:
-                seq = await _next_seq(conn, user.chat_id, partial.created_at)
+                seq = await _next_seq(conn, user.chat_id, partial.created_at,
+                                      release=lease_owner)
                 await conn.execute(messages.insert().values(**_message_row(
                     _replace_seq(partial, seq))))
+            elif lease_owner is not None:
+                await conn.execute(_release(user.chat_id, lease_owner))
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -247,13 +281,92 @@ class SQLStore:
             rows = (await conn.execute(query)).mappings().all()
         return [_message(r) for r in rows]
 
-    async def recover_pending(self) -> int:
+    async def recover_pending(self, owner: str | None = None) -> int:
+        """Fail pending turns nobody can still finish: in chats whose lease is free, expired,
+        or held by ``owner`` (this replica, just restarted), and release ``owner``'s leases.
+        """
+        now = utcnow()
+        free = [chats.c.lease_owner.is_(None), chats.c.lease_expires_at < now]
+        if owner is not None:
+            free.append(chats.c.lease_owner == owner)
+        orphaned = sa.select(chats.c.id).where(sa.or_(*free))
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 messages.update()
-                .where(messages.c.status == TurnStatus.PENDING.value)
-                .values(status=TurnStatus.FAILED.value,
-                        error="interrupted: the service stopped during this turn")
+                .where(messages.c.status == TurnStatus.PENDING.value,
+                       messages.c.chat_id.in_(orphaned))
+                .values(status=TurnStatus.FAILED.value, error=INTERRUPTED)
+            )
+            if owner is not None:
+                await conn.execute(
+                    chats.update().where(chats.c.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+        return int(result.rowcount or 0)
+
+    async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                messages.update()
+                .where(messages.c.chat_id == chat_id, messages.c.seq.in_(seqs),
+                       messages.c.status == TurnStatus.PENDING.value)
+                .values(status=TurnStatus.FAILED.value, error=INTERRUPTED)
+            )
+
+    # leases: one turn at a time per chat, across processes ------------------------------
+
+    async def try_lease(
+        self, chat_id: str, tenant_id: str, owner: str, until: datetime
+    ) -> tuple[Chat | None, bool]:
+        """Take the chat's turn lease if free or expired: (chat, True); held by someone
+        else: (chat, False); no such chat for this tenant: (None, False)."""
+        now = utcnow()
+        query = (
+            chats.update()
+            .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id,
+                   sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_owner == owner,
+                          chats.c.lease_expires_at < now))
+            .values(lease_owner=owner, lease_expires_at=until)
+            .returning(*chats.c)
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is not None:
+            return _chat(row), True
+        return await self.get_chat(chat_id, tenant_id), False
+
+    async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                chats.update().where(chats.c.id == chat_id, chats.c.lease_owner == owner)
+                .values(lease_expires_at=until)
+            )
+        return bool(result.rowcount)
+
+    async def release_lease(self, chat_id: str, owner: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(_release(chat_id, owner))
+
+    # idempotency -------------------------------------------------------------------------
+
+    async def message_by_idempotency_key(self, chat_id: str, key: str) -> Message | None:
+        query = messages.select().where(messages.c.chat_id == chat_id,
+                                        messages.c.idempotency_key == key)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _message(row) if row else None
+
+    async def expire_idempotency_keys(self, before: datetime) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                messages.update()
+                .where(messages.c.idempotency_key.is_not(None), messages.c.created_at < before)
+                .values(idempotency_key=None)
+            )
+            await conn.execute(
+                chats.update()
+                .where(chats.c.idempotency_key.is_not(None), chats.c.created_at < before)
+                .values(idempotency_key=None, request_hash=None)
             )
         return int(result.rowcount or 0)
 
@@ -294,26 +407,33 @@ class SQLStore:
             return (await conn.execute(query)).first() is not None
 
 
+def _release(chat_id: str, owner: str) -> sa.Update:
+    return (chats.update().where(chats.c.id == chat_id, chats.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None))
+
+
 async def _next_seq(
     conn: AsyncConnection, chat_id: str, now: datetime, *,
-    prompt_tokens: int = 0, completion_tokens: int = 0,
+    prompt_tokens: int = 0, completion_tokens: int = 0, release: str | None = None,
 ) -> int:
-    """Allocate the chat's next seq in the same statement that bumps its counters."""
+    """Allocate the chat's next seq in the same statement that bumps its counters (and, at
+    the end of a turn, releases the turn lease)."""
+    values: dict[str, Any] = {
+        "message_count": chats.c.message_count + 1,
+        "prompt_tokens": chats.c.prompt_tokens + prompt_tokens,
+        "completion_tokens": chats.c.completion_tokens + completion_tokens,
+        "updated_at": now,
+    }
+    if release is not None:
+        mine = chats.c.lease_owner == release
+        values["lease_owner"] = sa.case((mine, None), else_=chats.c.lease_owner)
+        values["lease_expires_at"] = sa.case((mine, None), else_=chats.c.lease_expires_at)
     result = await conn.execute(
-        chats.update()
-        .where(chats.c.id == chat_id)
-        .values(
-            message_count=chats.c.message_count + 1,
-            prompt_tokens=chats.c.prompt_tokens + prompt_tokens,
-            completion_tokens=chats.c.completion_tokens + completion_tokens,
-            updated_at=now,
-        )
+        chats.update().where(chats.c.id == chat_id).values(**values)
         .returning(chats.c.message_count)
     )
     seq = result.scalar_one_or_none()
     if seq is None:
-        from chatsessions.errors import ChatNotFound
-
         raise ChatNotFound(chat_id)
     return int(seq)
 

@@ -1,0 +1,64 @@
+"""The state one AsyncChatSessions shares across its tenant views: store, backends,
+circuits, turn leases and the history cache."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from chatsessions.backends import Backend, make_backend
+from chatsessions.backends.circuit import CircuitBreaker
+from chatsessions.cache import History, HistoryCache
+from chatsessions.config import Settings
+from chatsessions.leases import TurnLeases
+from chatsessions.store import Store, open_store
+from chatsessions.types import Chat, TurnStatus
+
+
+class Core:
+    def __init__(self, settings: Settings, store: Store | None, backend: Backend | None) -> None:
+        self.settings = settings
+        self.store: Store = store or open_store(
+            settings.database_url, synchronous=settings.sqlite_synchronous
+        )
+        self.backends: dict[str, Backend] = {backend.name: backend} if backend else {}
+        self.circuits: dict[str, CircuitBreaker] = {}
+        self.default_backend = backend.name if backend else settings.backend
+        self.cache = HistoryCache(settings.cache_bytes)
+        self.owner = settings.replica_id or uuid.uuid4().hex
+        self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
+        self.opened = False
+        self.open_lock = asyncio.Lock()
+
+    def backend(self, name: str) -> Backend:
+        if name not in self.backends:
+            self.backends[name] = make_backend(name, self.settings)
+        return self.backends[name]
+
+    def circuit(self, name: str) -> CircuitBreaker:
+        if name not in self.circuits:
+            self.circuits[name] = CircuitBreaker(self.settings.circuit_failures,
+                                                 self.settings.circuit_cooldown)
+        return self.circuits[name]
+
+    async def visible_history(self, chat: Chat) -> History:
+        """The chat's ok messages, from the cache, reading only rows it has not seen.
+
+        Called under the chat's turn lease, so a pending row read here belongs to a turn
+        nobody is finishing any more (its replica died): it is failed on the spot.
+        """
+        entry = self.cache.get(chat.id)
+        if entry is not None and entry.last_seq >= chat.message_count:
+            return entry
+        rows = await self.store.messages(
+            chat.id, after_seq=entry.last_seq if entry is not None else 0)
+        orphans = [m.seq for m in rows if m.status is TurnStatus.PENDING]
+        if orphans:
+            await self.store.mark_interrupted(chat.id, orphans)
+        if entry is None:
+            entry = History()
+            entry.add(rows)
+            self.cache.put(chat.id, entry)
+        else:
+            self.cache.grew(chat.id, entry.add(rows))
+        return entry
