@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from chatsessions.service.routes import chats, health, messages
 from chatsessions.sessions import AsyncChatSessions
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("chatsessions.service")
 
 DESCRIPTION = """Many simultaneous, durable conversations with large language models.
 
@@ -42,9 +45,11 @@ def create_app(
         await live.open()
         app.state.sessions = live
         app.state.auth = Authenticator(live.store, settings.rate_limit_per_minute)
+        sweeper = asyncio.create_task(_sweep_forever(live, settings.lease_ttl))
         try:
             yield
         finally:
+            sweeper.cancel()
             if owned:
                 await live.close()
 
@@ -66,6 +71,16 @@ def create_app(
             return FileResponse(STATIC / "index.html")
 
     return app
+
+
+async def _sweep_forever(sessions: AsyncChatSessions, period: float) -> None:
+    """Fail turns whose replica died (once their lease expired) and expire old keys."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await sessions.sweep()
+        except Exception:
+            log.exception("sweep failed; retrying next period")
 
 
 def app_from_env() -> FastAPI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatsessions.sessions import AsyncChatSessions
@@ -23,3 +23,9 @@ async def tenant_sessions(
 
 
 SessionsDep = Annotated[AsyncChatSessions, Depends(tenant_sessions)]
+
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=200,
+    description="repeat a request safely: the same key returns the first result "
+    "(or waits for it); the same key with a different body is a 422",
+)]

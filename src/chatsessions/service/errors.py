@@ -18,6 +18,7 @@ from chatsessions.errors import (
     ChatNotFound,
     ChatSessionsError,
     InvalidInput,
+    TurnInterrupted,
 )
 
 log = logging.getLogger("chatsessions.service")
@@ -26,6 +27,7 @@ STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (ChatNotFound, 404),
     (InvalidInput, 422),
     (ChatBusy, 409),
+    (TurnInterrupted, 409),
     (BackendTimeout, 504),
     (BackendUnavailable, 503),
     (BackendError, 502),

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from chatsessions.errors import InvalidInput
 from chatsessions.export import export_json, export_markdown
-from chatsessions.service.deps import SessionsDep
+from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.schemas import ChatCreate, ChatList, ChatPublic, ChatUpdate, ErrorBody
 
 router = APIRouter(prefix="/chats", tags=["chats"])
@@ -39,11 +39,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.post("", status_code=201, response_model=ChatPublic,
              responses={422: {"model": ErrorBody}})
-async def create_chat(body: ChatCreate, sessions: SessionsDep) -> ChatPublic:
+async def create_chat(
+    body: ChatCreate, sessions: SessionsDep, idempotency_key: IdempotencyKey = None
+) -> ChatPublic:
     """Start a chat; its history begins with the system prompt."""
     chat_id = await sessions.create_chat(
         body.system_prompt, model=body.model, params=body.params, title=body.title,
-        metadata=body.metadata,
+        metadata=body.metadata, idempotency_key=idempotency_key,
     )
     return ChatPublic.of(await sessions.get_chat(chat_id))
 

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from chatsessions.errors import ChatSessionsError
 from chatsessions.service import sse
-from chatsessions.service.deps import SessionsDep
+from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.errors import error_body
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
@@ -42,11 +42,13 @@ async def send_message(
     request: Request,
     sessions: SessionsDep,
     accept: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Send a user message with the whole history; get the assistant's answer."""
     metrics: Metrics = request.app.state.metrics
     if sse.wants_stream(accept, body.stream):
-        turn = sessions.stream(chat_id, body.content, params=body.params)
+        turn = sessions.stream(chat_id, body.content, params=body.params,
+                               idempotency_key=idempotency_key)
         try:
             first = await anext(turn)  # errors before any output get their own status
         except ChatSessionsError:
@@ -57,7 +59,8 @@ async def send_message(
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
     try:
-        answer = await sessions.send(chat_id, body.content, params=body.params)
+        answer = await sessions.send(chat_id, body.content, params=body.params,
+                                     idempotency_key=idempotency_key)
     except ChatSessionsError:
         metrics.turn_failed()
         raise
