@@ -1,0 +1,147 @@
+"""One turn at a time per chat across instances (replicas) sharing a database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from chatsessions import AsyncChatSessions, BackendError, ChatBusy, InvalidInput, Role, TurnStatus
+from chatsessions.testing import FakeLLMServer
+from chatsessions.types import utcnow
+
+
+async def test_two_replicas_alternate_on_one_chat(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.delay = 0.005
+    async with (
+        AsyncChatSessions(**settings_kwargs, replica_id="a") as a,  # type: ignore[arg-type]
+        AsyncChatSessions(**settings_kwargs, replica_id="b") as b,  # type: ignore[arg-type]
+    ):
+        chat_id = await a.create_chat()
+        texts = [f"m{n}" for n in range(16)]
+        await asyncio.gather(*(
+            (a if n % 2 else b).send_message(chat_id, text) for n, text in enumerate(texts)))
+        history = await a.history(chat_id)
+        assert [m.role for m in history[1:]] == [Role.USER, Role.ASSISTANT] * 16
+        assert sorted(m.content for m in history[1::2]) == sorted(texts)
+        for index in range(2, len(history), 2):
+            seen = [m.as_openai() for m in history[:index]]
+            assert history[index].content == FakeLLMServer.answer_for(seen)
+
+
+async def test_a_dead_replicas_lease_expires_and_its_turn_is_failed(
+    settings_kwargs: dict[str, object],
+) -> None:
+    async with AsyncChatSessions(**settings_kwargs, busy_timeout=5) as alive:  # type: ignore[arg-type]
+        chat_id = await alive.create_chat()
+        store = alive.store
+        # A replica took the lease, stored the user message, then died.
+        chat, acquired = await store.try_lease(chat_id, "default", "dead",
+                                               utcnow() + timedelta(seconds=0.5))
+        assert acquired
+        assert chat is not None
+        await store.add_user_message(chat_id, "lost in the crash")
+        answer = await alive.send_message(chat_id, "anyone?")  # waits for the expiry
+        assert answer
+        rows = await alive.history(chat_id, include_failed=True)
+        assert [(m.content, m.status) for m in rows[1:3]] == [
+            ("lost in the crash", TurnStatus.FAILED), ("anyone?", TurnStatus.OK)]
+        assert "interrupted" in (rows[1].error or "")
+
+
+async def test_busy_beyond_the_wait_is_chat_busy(settings_kwargs: dict[str, object]) -> None:
+    async with AsyncChatSessions(**settings_kwargs, busy_timeout=0.3) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat()
+        await chats.store.try_lease(chat_id, "default", "other", utcnow() + timedelta(seconds=30))
+        with pytest.raises(ChatBusy) as info:
+            await chats.send_message(chat_id, "hello?")
+        assert info.value.retry_after > 0
+        assert (await chats.get_chat(chat_id)).message_count == 0
+
+
+async def test_restart_with_the_same_replica_id_takes_its_chats_back(
+    settings_kwargs: dict[str, object],
+) -> None:
+    async with AsyncChatSessions(**settings_kwargs, replica_id="r1") as first:  # type: ignore[arg-type]
+        chat_id = await first.create_chat()
+        await first.store.try_lease(chat_id, "default", "r1", utcnow() + timedelta(hours=1))
+        await first.store.add_user_message(chat_id, "in flight at the crash")
+    async with AsyncChatSessions(**settings_kwargs, replica_id="r1",  # type: ignore[arg-type]
+                                 busy_timeout=1) as again:
+        rows = await again.history(chat_id, include_failed=True)
+        assert rows[1].status is TurnStatus.FAILED
+        assert await again.send_message(chat_id, "carry on")
+
+
+async def test_idempotent_send_runs_once(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.delay = 0.05
+    chat_id = await sessions.create_chat()
+    first, second = await asyncio.gather(
+        sessions.send(chat_id, "pay my invoice", idempotency_key="k1"),
+        sessions.send(chat_id, "pay my invoice", idempotency_key="k1"),
+    )
+    assert first == second
+    assert len(fake_llm.requests) == 1
+    assert (await sessions.get_chat(chat_id)).message_count == 2
+    again = await sessions.send(chat_id, "pay my invoice", idempotency_key="k1")
+    assert again == first
+    with pytest.raises(InvalidInput, match="different message"):
+        await sessions.send(chat_id, "pay someone else", idempotency_key="k1")
+    streamed = [item async for item in sessions.stream(chat_id, "pay my invoice",
+                                                       idempotency_key="k1")]
+    assert streamed == [first.content, first]
+
+
+async def test_idempotent_failure_is_replayed_not_rerun(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    from chatsessions.testing import Fault
+
+    chat_id = await sessions.create_chat()
+    fake_llm.inject(Fault.status(500))
+    with pytest.raises(BackendError):
+        await sessions.send(chat_id, "try once", idempotency_key="k2")
+    with pytest.raises(BackendError, match="already failed"):
+        await sessions.send(chat_id, "try once", idempotency_key="k2")
+    assert len(fake_llm.requests) == 1
+
+
+async def test_idempotent_chat_creation(sessions: AsyncChatSessions) -> None:
+    ids = await asyncio.gather(*(
+        sessions.create_chat(title="same", idempotency_key="c1") for _ in range(5)))
+    assert len(set(ids)) == 1
+    assert len(await sessions.list_chats()) == 1
+    with pytest.raises(InvalidInput, match="different chat"):
+        await sessions.create_chat(title="other", idempotency_key="c1")
+    other_tenant = sessions.for_tenant("t2")
+    assert await other_tenant.create_chat(title="same", idempotency_key="c1") != ids[0]
+
+
+async def test_expired_idempotency_keys_are_forgotten(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat()
+    await sessions.send(chat_id, "once", idempotency_key="old")
+    assert await sessions.store.expire_idempotency_keys(utcnow() + timedelta(seconds=1)) == 1
+    await sessions.send(chat_id, "once", idempotency_key="old")
+    assert len(fake_llm.requests) == 2
+
+
+async def test_total_deadline(settings_kwargs: dict[str, object], fake_llm: FakeLLMServer) -> None:
+    from chatsessions import BackendTimeout
+
+    fake_llm.delay = 1.0
+    async with AsyncChatSessions(**settings_kwargs, turn_deadline=0.3) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat()
+        with pytest.raises(BackendTimeout, match="deadline"):
+            await chats.send_message(chat_id, "slow?")
+        with pytest.raises(BackendTimeout):
+            async for _ in chats.stream_message(chat_id, "slow stream?"):
+                pass
+        rows = await chats.history(chat_id, include_failed=True)
+        assert [m.status for m in rows[1:]] == [TurnStatus.FAILED, TurnStatus.FAILED]
