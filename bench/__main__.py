@@ -1,0 +1,98 @@
+"""``python -m bench [--quick] [--output DIR]``: run every benchmark, write JSON and docs.
+
+Without ``--output`` the results go to ``bench/results/`` (a timestamped file, ignored by
+git, and ``latest.json``, committed) and the page to ``docs/benchmarks.md`` + ``.png``.
+With ``--output DIR`` everything goes to DIR, so a test can run the benchmarks without
+touching the committed results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import flat, overhead, peer, placement, report
+from bench.harness import fake_model_process, machine_info, pg_database
+
+ROOT = Path(__file__).resolve().parent.parent
+_NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
+
+#: (chats, turns[, passes]) per benchmark and mode
+SIZES: dict[str, dict[str, tuple[int, ...]]] = {
+    "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
+             "peer": (100, 20, 1)},
+    "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
+              "peer": (3, 2, 1)},
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_all(mode: str, workdir: Path) -> dict[str, Any]:
+    sizes = SIZES[mode]
+    started, clock = datetime.now(UTC), time.perf_counter()
+    data: dict[str, Any] = {"mode": mode, "started_at": started.isoformat(),
+                            "machine": machine_info(), "benchmarks": {}}
+    with fake_model_process() as base_url, pg_database() as pg_url:
+        data["fake_model"] = {"delay_s": 0.0, "process": "separate",
+                              "placement": placement.run(base_url, *sizes["placement"], log)}
+        benches = data["benchmarks"]
+        benches["overhead"] = overhead.run(base_url, pg_url, workdir, *sizes["overhead"], log)
+        databases = {"sqlite": f"sqlite:///{workdir / 'flat.db'}", "postgresql": pg_url}
+        benches["flat"] = flat.run(databases, *sizes["flat"], log)
+        benches["peer"] = peer.run(base_url, {"sqlite": "", "postgresql": pg_url}, workdir,
+                                   *sizes["peer"], log)
+    data["duration_s"] = time.perf_counter() - clock
+    return data
+
+
+def to_json(data: dict[str, Any]) -> str:
+    """Indented JSON with each list of numbers on one line, so diffs stay readable."""
+    text = json.dumps(data, indent=1)
+    def inline(match: re.Match[str]) -> str:
+        return "[" + ", ".join(item.rstrip(",") for item in match.group(1).split()) + "]"
+
+    return _NUMBERS.sub(inline, text) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--output", type=Path, help="write JSON, Markdown and PNG here only")
+    args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    with tempfile.TemporaryDirectory(prefix="chatsessions-bench-") as tmp:
+        data = run_all(mode, Path(tmp))
+    if args.output is not None:
+        results_dir = docs_dir = args.output
+        stamped = None
+    else:
+        results_dir, docs_dir = ROOT / "bench" / "results", ROOT / "docs"
+        stamped = results_dir / f"{data['started_at'][:19].replace(':', '')}-{mode}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    text = to_json(data)
+    (results_dir / "latest.json").write_text(text)
+    if stamped is not None:
+        stamped.write_text(text)
+    report.plot(data, docs_dir / "benchmarks.png")
+    (docs_dir / "benchmarks.md").write_text(report.markdown(data, "benchmarks.png"))
+    for bench in data["benchmarks"].values():
+        for ratio in bench["ratios"]:
+            verdict = {True: "pass", False: "FAIL", None: "report"}[ratio["passed"]]
+            log(f"{ratio['name']:28s} {ratio['value']:7.2f}x  {verdict}")
+    log(f"wrote {results_dir / 'latest.json'} and {docs_dir / 'benchmarks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The benchmarks still run: ``python -m bench --quick`` end to end, in a subprocess.
+
+Quick sizes say nothing about speed, so only the shape of the results is checked: every
+benchmark is there, every ratio is a finite number, every side did the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
+    done = subprocess.run(  # run from the project root, where the bench package lives
+        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert data["mode"] == "quick"
+    assert data["machine"]["cpu_count"] >= 1
+    assert data["machine"]["python"]
+    assert set(data["benchmarks"]) == {"overhead", "flat", "peer"}
+    for name, bench in data["benchmarks"].items():
+        assert bench["ratios"], name
+        for ratio in bench["ratios"]:
+            assert isinstance(ratio["value"], float), ratio
+            assert math.isfinite(ratio["value"]), ratio
+            assert ratio["value"] > 0, ratio
+            assert ratio["passed"] in (True, False, None), ratio
+        assert bench.get("same_answers_on_every_side", True), name
+    assert math.isfinite(data["fake_model"]["placement"]["in_process_over_separate"])
+
+    page = (tmp_path / "benchmarks.md").read_text()
+    assert "| `overhead_sqlite_sync` |" in page
+    assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
