@@ -1,11 +1,14 @@
 """Target 2: a turn's non-model cost does not grow with the chat's length.
 
-An :class:`InstantBackend` answers at once, so a turn's wall time *is* its storage, cache,
-lock and context work; a transparent proxy around the store splits off the part spent in
-store calls. ``chats`` long chats first run turns 1–189 (the curve in the plot). Then
-their turns 190–200 alternate, step by step, with turns 1–10 of as many fresh chats, and
-the figure is the median of the first over the median of the second: both windows are
+The model answers at once (:class:`InstantBackend`; for the LangChain comparison, an
+instant ``RunnableLambda``), so a turn's wall time *is* its storage, cache, lock and
+context work; a transparent proxy around our store splits off the part spent in store
+calls. ``chats`` long chats first run turns 1–189 (the curve in the plot). Then their
+turns 190–200 alternate, step by step, with turns 1–10 of as many fresh chats, and the
+figure is the median of the first over the median of the second: both windows are
 measured side by side in time, so load from elsewhere on the machine hits them alike.
+LangChain goes through the same schedule, reported without a target, to show what a
+history layer that re-reads the chat every turn does over the same 200 turns.
 """
 
 from __future__ import annotations
@@ -14,10 +17,15 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
+from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.prompt_values import PromptValue
+
 from bench.harness import SYSTEM_PROMPT, InstantBackend, ModelTimer, Ratio, median, user_text
+from bench.langchain_side import LangChainSide, SQLChatMessageHistory
 from bench.workload import micro
 from chatsessions import AsyncChatSessions
 from chatsessions.store import Store, open_store
@@ -48,82 +56,159 @@ class TimedStore:
         return timed
 
 
-class _Turns:
-    """Runs one turn and records its non-model and in-store seconds under its turn index."""
+class _Ours:
+    """AsyncChatSessions on an instant backend, driven from a private event loop; each
+    turn is timed inside the coroutine, so driving the loop from here is not counted."""
 
-    def __init__(self, sessions: AsyncChatSessions, store: TimedStore, timer: ModelTimer,
-                 turns: int) -> None:
-        self.sessions, self.store, self.timer = sessions, store, timer
-        self.nonmodel: list[list[float]] = [[] for _ in range(turns)]
-        self.in_store: list[list[float]] = [[] for _ in range(turns)]
+    def __init__(self, database_url: str) -> None:
+        self.loop, self.timer = asyncio.new_event_loop(), ModelTimer()
+        self.store = TimedStore(open_store(database_url))
+        self.sessions = AsyncChatSessions(
+            store=self.store, backend=InstantBackend(self.timer),  # type: ignore[arg-type]
+            database_url=database_url, system_prompt=SYSTEM_PROMPT)
+        self.loop.run_until_complete(self.sessions.open())
+        self.turn(self.fresh_chat(), 0, 0)  # warm-up
 
-    async def turn(self, chat_id: str, chat: int, turn: int, record: bool = True) -> None:
+    def fresh_chat(self) -> str:
+        return self.loop.run_until_complete(self.sessions.create_chat())
+
+    async def _turn(self, chat_id: str, text: str) -> tuple[float, float]:
         self.store.seconds = 0.0
         began = time.perf_counter()
-        await self.sessions.send(chat_id, user_text(chat, turn))
-        if record:
-            self.nonmodel[turn].append(time.perf_counter() - began - self.timer.last)
-            self.in_store[turn].append(self.store.seconds)
+        await self.sessions.send(chat_id, text)
+        return time.perf_counter() - began - self.timer.last, self.store.seconds
+
+    def turn(self, chat_id: str, chat: int, turn: int) -> tuple[float, float]:
+        return self.loop.run_until_complete(self._turn(chat_id, user_text(chat, turn)))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.sessions.close())
+        self.loop.close()
 
 
-async def _measure(database_url: str, chats: int, turns: int) -> dict[str, Any]:
-    timer = ModelTimer()
-    store = TimedStore(open_store(database_url))
-    sessions = AsyncChatSessions(store=store, backend=InstantBackend(timer),  # type: ignore[arg-type]
-                                 database_url=database_url, system_prompt=SYSTEM_PROMPT)
-    long_run = _Turns(sessions, store, timer, turns)
-    fresh_run = _Turns(sessions, store, timer, turns)
-    async with sessions:
-        await sessions.send(await sessions.create_chat(), "warm-up")
-        long_ids = [await sessions.create_chat() for _ in range(chats)]
-        for turn in range(turns - LATE):
-            for chat, chat_id in enumerate(long_ids):
-                await long_run.turn(chat_id, chat, turn)
-        fresh_ids = [await sessions.create_chat() for _ in range(chats)]
-        for step in range(LATE):
-            for chat in range(chats):
-                pair = [(long_run, long_ids[chat], turns - LATE + step, True),
-                        (fresh_run, fresh_ids[chat], step, step < EARLY)]
-                for runner, chat_id, turn, record in pair[::-1] if (step + chat) % 2 else pair:
-                    await runner.turn(chat_id, chat, turn, record)
+class _TimedHistory(SQLChatMessageHistory):
+    """SQLChatMessageHistory adding up the seconds spent reading and writing it."""
 
-    def window(rows: list[list[float]]) -> float:
-        return median([x for row in rows for x in row])
+    seconds = 0.0  # class-wide: one benchmark side at a time
 
-    late_rows = slice(turns - LATE, turns)
-    early, late = window(fresh_run.nonmodel[:EARLY]), window(long_run.nonmodel[late_rows])
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        started = time.perf_counter()
+        try:
+            return super().messages
+        finally:
+            _TimedHistory.seconds += time.perf_counter() - started
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        started = time.perf_counter()
+        try:
+            super().add_messages(messages)
+        finally:
+            _TimedHistory.seconds += time.perf_counter() - started
+
+
+class _LangChain(LangChainSide):
+    """The LangChain side with a model step that answers at once."""
+
+    history_class = _TimedHistory
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__("http://127.0.0.1:9/v1", database_url)  # the client is never used
+        self.open()
+
+    def _model(self, prompt: PromptValue) -> BaseMessage:
+        with self.timer.time():
+            return AIMessage(content=f"Reply {len(prompt.to_messages())}: it is on its way.")
+
+    def fresh_chat(self) -> str:
+        return self.new_chat()[0]
+
+    def turn(self, chat_id: str, chat: int, turn: int) -> tuple[float, float]:
+        _TimedHistory.seconds = 0.0
+        _, seconds = self.send(chat_id, user_text(chat, turn))
+        return seconds - self.timer.last, _TimedHistory.seconds
+
+
+def schedule(
+    side: _Ours | _LangChain, chats: int, turns: int
+) -> Generator[None, None, dict[str, Any]]:
+    """Long chats up to turn ``turns - LATE``, then their last turns beside fresh chats.
+
+    A generator that pauses after every turn, so several sides can take turns about."""
+    samples: dict[str, list[list[float]]] = {
+        key: [[] for _ in range(turns)]
+        for key in ("long_nonmodel", "long_store", "fresh_nonmodel", "fresh_store")}
+
+    def step(kind: str, chat_id: str, chat: int, turn: int) -> None:
+        nonmodel, in_store = side.turn(chat_id, chat, turn)
+        samples[f"{kind}_nonmodel"][turn].append(nonmodel)
+        samples[f"{kind}_store"][turn].append(in_store)
+
+    long_ids = [side.fresh_chat() for _ in range(chats)]
+    for turn in range(turns - LATE):
+        for chat, chat_id in enumerate(long_ids):
+            step("long", chat_id, chat, turn)
+            yield
+    fresh_ids = [side.fresh_chat() for _ in range(chats)]
+    for index in range(LATE):
+        for chat in range(chats):
+            pair = [("long", long_ids[chat], turns - LATE + index),
+                    ("fresh", fresh_ids[chat], index)]
+            for kind, chat_id, turn in pair[::-1] if (index + chat) % 2 else pair:
+                step(kind, chat_id, chat, turn)
+                yield
+
+    def window(key: str, rows: slice) -> float:
+        return median([x for row in samples[key][rows] for x in row])
+
+    early, late = slice(0, EARLY), slice(turns - LATE, turns)
     return {
         "early_turns": [1, EARLY],
         "late_turns": [turns - LATE + 1, turns],
-        "early_median_s": early,
-        "late_median_s": late,
-        "ratio": late / early,
-        "early_store_median_s": window(fresh_run.in_store[:EARLY]),
-        "late_store_median_s": window(long_run.in_store[late_rows]),
-        "per_turn_median_s": [median(row) for row in long_run.nonmodel],
-        "per_turn_store_median_s": [median(row) for row in long_run.in_store],
-        "samples_s": {"long_nonmodel": micro(long_run.nonmodel),
-                      "long_store": micro(long_run.in_store),
-                      "fresh_nonmodel": micro(fresh_run.nonmodel[:EARLY]),
-                      "fresh_store": micro(fresh_run.in_store[:EARLY])},
+        "early_median_s": window("fresh_nonmodel", early),
+        "late_median_s": window("long_nonmodel", late),
+        "ratio": window("long_nonmodel", late) / window("fresh_nonmodel", early),
+        "early_store_median_s": window("fresh_store", early),
+        "late_store_median_s": window("long_store", late),
+        "per_turn_median_s": [median(row) for row in samples["long_nonmodel"]],
+        "per_turn_store_median_s": [median(row) for row in samples["long_store"]],
+        "samples_s": {key: micro(rows) for key, rows in samples.items()},
     }
 
 
-def run(databases: dict[str, str], chats: int, turns: int,
+def run(workdir: Path, pg_url: str, chats: int, turns: int,
         log: Callable[[str], None]) -> dict[str, Any]:
-    results = {}
-    for label, url in databases.items():
-        log(f"flat per-turn cost: {label}, {chats} long chats x {turns} turns")
-        results[label] = asyncio.run(_measure(url, chats, turns))
+    """All four sides (ours, LangChain; SQLite, PostgreSQL) in lockstep, one turn each in
+    turn, so their curves share whatever load the machine had."""
+    log(f"flat per-turn cost: 4 sides in lockstep, {chats} long chats x {turns} turns each")
+    sides: dict[str, _Ours | _LangChain] = {}
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for label in ("sqlite", "postgresql"):
+            for name, make in (("ours", _Ours), ("langchain", _LangChain)):
+                url = f"sqlite:///{workdir / f'flat-{name}.db'}" if label == "sqlite" else pg_url
+                sides[f"{name}_{label}"] = make(url)
+        running = {key: schedule(side, chats, turns) for key, side in sides.items()}
+        while running:
+            for key, steps in list(running.items()):
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    results[key] = done.value
+                    del running[key]
+    finally:
+        for side in sides.values():
+            side.close()
+    results = {key: results[key] for key in sides}
     ratios = [
-        Ratio(f"flat_{label}", r["ratio"], 1.2, "lower",
-              f"median non-model time of turns {r['late_turns'][0]}-{r['late_turns'][1]} / "
-              f"turns 1-{EARLY}, {label}")
-        for label, r in results.items()
+        Ratio(f"flat_{key}", r["ratio"], 1.2 if key.startswith("ours") else None, "lower",
+              f"median non-model time, turns {r['late_turns'][0]}-{r['late_turns'][1]} / "
+              f"turns 1-{EARLY}, {key.replace('_', ' on ')}")
+        for key, r in results.items()
     ]
     return {
         "title": "Flat per-turn cost",
-        "sizes": {"chats": chats, "turns": turns},
+        "sizes": {"long_chats": chats, "turns": turns},
         "results": results,
         "ratios": [r.as_dict() for r in ratios],
     }

@@ -83,9 +83,12 @@ class LangChainSide(Side):
                 input_messages_key="input", history_messages_key="history",
             )
 
+    #: what holds one chat's history (a subclass may time it)
+    history_class: type[SQLChatMessageHistory] = SQLChatMessageHistory
+
     def _history(self, session_id: str) -> BaseChatMessageHistory:
         if session_id not in self.histories:
-            self.histories[session_id] = SQLChatMessageHistory(
+            self.histories[session_id] = self.history_class(
                 session_id=session_id, connection=self.engine)
         return self.histories[session_id]
 

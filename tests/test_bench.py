@@ -20,11 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
+    committed = [ROOT / "bench" / "results" / "latest.json", ROOT / "docs" / "benchmarks.md"]
+    before = [p.stat().st_mtime_ns if p.exists() else None for p in committed]
     done = subprocess.run(  # run from the project root, where the bench package lives
         [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    # --output keeps the committed full-run results and page as they were
+    assert [p.stat().st_mtime_ns if p.exists() else None for p in committed] == before
 
     data = json.loads((tmp_path / "latest.json").read_text())
     assert data["mode"] == "quick"
