@@ -254,3 +254,39 @@ def test_health_metrics_and_openapi(client: httpx.Client, fake_llm: FakeLLMServe
     names = set(schema["components"]["schemas"])
     assert {"ChatCreate", "ChatUpdate", "ChatPublic", "ChatList", "MessageCreate",
             "MessagePublic", "MessageList", "ErrorBody"} <= names
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        ("/chats", b'{"system_prompt": "\\ud83d"}', 422, "lone surrogate"),
+        ("/chats", b'{"metadata": {"a": "x\\u0000y"}}', 422, "NUL"),
+        ("/chats", b'{"metadata": {"\\u0000": 1}}', 422, "NUL"),
+        ("/chats", b'{"title": "a\\u0007b"}', 422, "control characters"),
+        ("/chats", b'{"metadata": {"n": 1e400}}', 422, "plain JSON"),
+        ("/chats", b'{"metadata": ' + b'{"a":' * 20 + b"1" + b"}" * 20 + b"}", 422, "deeper"),
+        ("/chats", b'{"metadata": ' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}", 400, ""),
+        ("/chats", b'{"title": "\xff"}', 400, ""),
+        ("/chats", b"\xff\xfe{}", 400, "malformed JSON"),
+        ("/chats", b"[1, 2]", 422, "object"),
+        ("/chats", b'{"params": {"max_tokens": 99999999999999999999}}', 422, "max_tokens"),
+    ],
+)
+def test_hostile_input_is_a_clear_4xx(
+    client: httpx.Client, path: str, body: bytes, status: int, needle: str
+) -> None:
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status
+    assert needle in response.json()["error"]["message"]
+
+
+def test_hostile_ids_are_just_ids(client: httpx.Client) -> None:
+    for chat_id in ["' OR 1=1 --", "..%2F..%2Fetc%2Fpasswd", "x" * 5000, "%00", "ü🙂"]:
+        response = client.get(f"/chats/{chat_id}")
+        assert response.status_code == 404
+        assert len(response.text) < 400
+    chat_id = client.post("/chats", json={}).json()["id"]
+    surrogate = client.post(f"/chats/{chat_id}/messages", content=b'{"content": "\\ud800 x"}',
+                            headers={"content-type": "application/json"})
+    assert surrogate.status_code == 422
+    assert client.get(f"/chats/{chat_id}").json()["message_count"] == 0

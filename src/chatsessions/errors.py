@@ -19,7 +19,8 @@ class ChatNotFound(ChatSessionsError, ValueError):
     type = "not_found"
 
     def __init__(self, chat_id: str) -> None:
-        super().__init__(f"Chat session not found! ({chat_id})")
+        shown = chat_id if len(chat_id) <= 100 else chat_id[:100] + "…"
+        super().__init__(f"Chat session not found! ({shown})")
         self.chat_id = chat_id
 
 

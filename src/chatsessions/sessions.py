@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,12 +15,14 @@ from chatsessions.backends import Backend
 from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
 from chatsessions.core import Core
-from chatsessions.errors import ChatNotFound, InvalidInput
+from chatsessions.errors import ChatNotFound, ChatSessionsError, InvalidInput
+from chatsessions.leases import Lease, TurnLeases
 from chatsessions.store import Store
 from chatsessions.turn import run_turn
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, utcnow
 from chatsessions.validation import (
     MAX_TITLE_CHARS,
+    check_label,
     check_metadata,
     check_params,
     check_text,
@@ -128,10 +133,11 @@ class AsyncChatSessions:
             system_prompt=self._check_system_prompt(
                 self.settings.system_prompt if system_prompt is None else system_prompt
             ),
-            title=None if title is None else check_text(
-                title, field="title", max_chars=MAX_TITLE_CHARS, allow_empty=True),
+            title=None if title is None else check_label(
+                title, field="title", max_chars=MAX_TITLE_CHARS),
             backend=backend_name,
-            model=model or self._core.backend(backend_name).default_model,
+            model=check_label(model, field="model", max_chars=200) if model
+            else self._core.backend(backend_name).default_model,
             params=check_params(params).as_kwargs(),
             metadata=check_metadata(metadata),
         )
@@ -187,12 +193,12 @@ class AsyncChatSessions:
         store = await self._ready()
         changes: dict[str, Any] = {}
         if title is not _UNSET:
-            changes["title"] = None if title is None else check_text(
-                title, field="title", max_chars=MAX_TITLE_CHARS, allow_empty=True)
+            changes["title"] = None if title is None else check_label(
+                title, field="title", max_chars=MAX_TITLE_CHARS)
         if system_prompt is not _UNSET:
             changes["system_prompt"] = self._check_system_prompt(system_prompt)
         if model is not _UNSET:
-            changes["model"] = check_text(model, field="model", max_chars=200)
+            changes["model"] = check_label(model, field="model", max_chars=200)
         if params is not _UNSET:
             changes["params"] = check_params(params).as_kwargs()
         if metadata is not _UNSET:
@@ -307,6 +313,63 @@ class AsyncChatSessions:
         return check_text(value, field="system_prompt",
                           max_chars=self.settings.max_message_chars, allow_empty=True)
 
+    # building blocks for protocols on top (the OpenAI-compatible API) ----------------
+
+    def get_backend(self, name: str | None = None) -> Backend:
+        """The backend object chats use: the default one, or the one called ``name``."""
+        return self._core.backend(name or self._core.default_backend)
+
+    async def append_messages(
+        self, chat_id: str, messages: Sequence[tuple[Role, str]]
+    ) -> list[Message]:
+        """Add user/assistant messages to the history as they are, without asking the model
+        (imported history, a conversation's items). Taken in turn with the chat's turns."""
+        rows = []
+        for role, content in messages:
+            if role not in (Role.USER, Role.ASSISTANT):
+                raise InvalidInput(f"only user and assistant messages can be added, not {role}")
+            check_text(content, field="message", max_chars=self.settings.max_message_chars)
+            rows.append(Message(chat_id, 0, role, content))
+        await self._ready()
+        async with self._core.leases.hold(chat_id, self.tenant_id,
+                                          self.settings.busy_timeout) as lease:
+            return await self._core.store.append_messages(lease.chat.id, rows)
+
+    async def delete_message(self, chat_id: str, seq: int) -> bool:
+        """Delete one message for real (its seq is not reused); False if there is none."""
+        await self._ready()
+        async with self._core.leases.hold(chat_id, self.tenant_id, self.settings.busy_timeout):
+            deleted = await self._core.store.delete_message(chat_id, seq)
+            self._core.cache.discard(chat_id)
+        return deleted
+
+    async def fork_chat(self, chat_id: str, *, up_to_seq: int) -> str:
+        """A new chat (``parent_id`` = this one) with the same settings and a copy of the
+        ok messages up to ``up_to_seq``; returns its id."""
+        source = await self.get_chat(chat_id)
+        if not 0 <= up_to_seq <= source.message_count:
+            raise InvalidInput(f"up_to_seq must be within 0..{source.message_count}")
+        chat = replace(source, id=str(uuid.uuid4()), parent_id=source.id, created_at=utcnow(),
+                       updated_at=utcnow(), archived_at=None, expires_at=None)
+        await self._core.store.fork_chat(chat, up_to_seq)
+        return chat.id
+
+    async def with_turn_options(
+        self, *, system_prompt: str | None = None, if_message_count: int | None = None
+    ) -> AsyncChatSessions:
+        """This tenant's view for one call; its turns (``send``, ``stream``) answer under
+        ``system_prompt`` instead of the chat's own, which stays stored as it was
+        (per-call instructions), and with ``if_message_count`` start only if the chat still
+        holds exactly that many messages when their turn comes, else raise
+        :class:`ChatMoved` having stored nothing. Use it for one call; do not close it."""
+        if system_prompt is not None:
+            system_prompt = self._check_system_prompt(system_prompt)
+        await self._ready()
+        view = self.for_tenant(self.tenant_id)
+        view._core = copy.copy(self._core)
+        view._core.leases = _CallLeases(self._core.leases, system_prompt, if_message_count)
+        return view
+
 
 
 def request_hash(chat: Chat) -> str:
@@ -317,3 +380,36 @@ def request_hash(chat: Chat) -> str:
     fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
               chat.metadata]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+class ChatMoved(ChatSessionsError):
+    """The chat no longer holds the messages the caller expected: another turn or edit
+    came first. Nothing was stored."""
+
+    type = "chat_moved"
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(f"Chat {chat_id} has moved on: another turn or edit came first")
+        self.chat_id = chat_id
+
+
+class _CallLeases(TurnLeases):
+    """The shared turn leases (same per-chat queue), applying one call's options to the
+    chat a turn is handed under its lease."""
+
+    def __init__(self, leases: TurnLeases, system_prompt: str | None,
+                 if_message_count: int | None) -> None:
+        super().__init__(leases.store, leases.owner, leases.ttl)
+        self.locks = leases.locks
+        self._system_prompt = system_prompt
+        self._if_message_count = if_message_count
+
+    @contextlib.asynccontextmanager
+    async def hold(self, chat_id: str, tenant_id: str, wait: float) -> AsyncIterator[Lease]:
+        async with super().hold(chat_id, tenant_id, wait) as lease:
+            expected = self._if_message_count
+            if expected is not None and lease.chat.message_count != expected:
+                raise ChatMoved(chat_id)
+            if self._system_prompt is not None:
+                lease.chat = replace(lease.chat, system_prompt=self._system_prompt)
+            yield lease

@@ -11,6 +11,7 @@ from chatsessions.types import GenerationParams
 
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 8
 
 
 def check_text(value: Any, *, field: str, max_chars: int, allow_empty: bool = False) -> str:
@@ -22,7 +23,25 @@ def check_text(value: Any, *, field: str, max_chars: int, allow_empty: bool = Fa
         raise InvalidInput(f"{field} is {len(value)} characters long; the limit is {max_chars}")
     if "\x00" in value:
         raise InvalidInput(f"{field} contains a NUL character")
+    if not _is_utf8(value):
+        raise InvalidInput(f"{field} is not valid Unicode (it contains a lone surrogate)")
     return value
+
+
+def check_label(value: Any, *, field: str, max_chars: int) -> str:
+    """Titles, names, ids: one line of printable text."""
+    text = check_text(value, field=field, max_chars=max_chars, allow_empty=True)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise InvalidInput(f"{field} contains control characters")
+    return text
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_params(params: GenerationParams | dict[str, Any] | None) -> GenerationParams:
@@ -48,9 +67,22 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be an object")
     try:
-        size = len(json.dumps(metadata))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"metadata must be JSON-serializable: {exc}") from None
+        encoded = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+        size = len(encoded.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"metadata must be plain JSON: {type(exc).__name__}") from None
+    if "\x00" in encoded or "\\u0000" in encoded:
+        raise InvalidInput("metadata contains a NUL character")
+    if _depth(metadata) > MAX_METADATA_DEPTH:
+        raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
     if size > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
     return metadata
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0

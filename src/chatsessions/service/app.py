@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from chatsessions import __version__
 from chatsessions.config import Settings
-from chatsessions.service import errors
+from chatsessions.service import errors, openai_compat
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
@@ -61,6 +61,7 @@ def create_app(
     app.include_router(chats.router)
     app.include_router(messages.router)
     app.include_router(health.router)
+    app.include_router(openai_compat.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     if STATIC.is_dir():

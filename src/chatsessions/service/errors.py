@@ -53,7 +53,9 @@ class ServiceError(Exception):
 
 
 def error_body(type_: str, message: str) -> dict[str, Any]:
-    return {"error": {"type": type_, "message": message}}
+    # Messages may quote the caller's input: never let a lone surrogate break the reply.
+    safe = message.encode("utf-8", "replace").decode("utf-8")
+    return {"error": {"type": type_, "message": safe}}
 
 
 def error_response(status: int, type_: str, message: str,

@@ -107,6 +107,18 @@ class Store(Protocol):
     async def has_api_keys(self) -> bool:
         """Whether any active key exists: if none, the service runs in single-user mode."""
 
+    # history edits outside turns (conversation items, branches) -----------------------
+
+    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+        """Append finished messages as they are, allocating their seqs, in one transaction."""
+
+    async def delete_message(self, chat_id: str, seq: int) -> bool:
+        """Really delete one message; its seq is never reused."""
+
+    async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
+        """Create ``chat`` (``parent_id`` names the source) holding a copy of the source's ok
+        messages with seq <= ``up_to_seq``, seqs unchanged; its next seq is up_to_seq + 1."""
+
 
 def open_store(url: str, **options: Any) -> Store:
     """Pick the store for a database URL (not yet opened)."""

@@ -218,3 +218,33 @@ class MemoryStore:
 
     async def has_api_keys(self) -> bool:
         return any(k.revoked_at is None for k in self._keys.values())
+
+    # history edits outside turns (conversation items, branches) -----------------------
+
+    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+        if chat_id not in self._chats:
+            raise ChatNotFound(chat_id)
+        return [self._append(replace(row, chat_id=chat_id), row.prompt_tokens,
+                             row.completion_tokens) for row in rows]
+
+    async def delete_message(self, chat_id: str, seq: int) -> bool:
+        rows = self._messages.get(chat_id, [])
+        kept = [m for m in rows if m.seq != seq]
+        if len(kept) == len(rows):
+            return False
+        self._messages[chat_id] = kept
+        self._chats[chat_id] = replace(self._chats[chat_id], updated_at=utcnow())
+        return True
+
+    async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
+        if chat.id in self._chats:
+            raise InvalidInput(f"a chat with id {chat.id} already exists")
+        copied = [replace(m, chat_id=chat.id, idempotency_key=None)
+                  for m in self._messages.get(chat.parent_id or "", [])
+                  if m.seq <= up_to_seq and m.status is TurnStatus.OK]
+        forked = replace(chat, forked_at_seq=up_to_seq, message_count=up_to_seq,
+                         prompt_tokens=sum(m.prompt_tokens for m in copied),
+                         completion_tokens=sum(m.completion_tokens for m in copied))
+        self._chats[chat.id] = forked
+        self._messages[chat.id] = copied
+        return forked

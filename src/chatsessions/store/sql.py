@@ -144,6 +144,8 @@ class SQLStore:
         return (_chat(row), row["request_hash"]) if row else None
 
     async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None:
+        if not _storable(chat_id):
+            return None
         query = chats.select().where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
@@ -190,6 +192,8 @@ class SQLStore:
     async def update_chat(
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
     ) -> Chat | None:
+        if not _storable(chat_id):
+            return None
         values = {**changes, "updated_at": utcnow()}
         query = (
             chats.update()
@@ -202,6 +206,8 @@ class SQLStore:
         return _chat(row) if row else None
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
+        if not _storable(chat_id):
+            return False
         async with self.engine.begin() as conn:
             owned = await conn.execute(
                 sa.select(chats.c.id).where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
@@ -320,6 +326,8 @@ class SQLStore:
     ) -> tuple[Chat | None, bool]:
         """Take the chat's turn lease if free or expired: (chat, True); held by someone
         else: (chat, False); no such chat for this tenant: (None, False)."""
+        if not _storable(chat_id):
+            return None, False
         now = utcnow()
         query = (
             chats.update()
@@ -406,6 +414,47 @@ class SQLStore:
         async with self.engine.connect() as conn:
             return (await conn.execute(query)).first() is not None
 
+    # history edits outside turns (conversation items, branches) -----------------------
+
+    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+        stored = []
+        async with self.engine.begin() as conn:
+            for row in rows:
+                seq = await _next_seq(conn, chat_id, row.created_at,
+                                      prompt_tokens=row.prompt_tokens,
+                                      completion_tokens=row.completion_tokens)
+                stored.append(_replace_seq(row, seq))
+                await conn.execute(messages.insert().values(**_message_row(stored[-1])))
+        return stored
+
+    async def delete_message(self, chat_id: str, seq: int) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                messages.delete().where(messages.c.chat_id == chat_id, messages.c.seq == seq))
+            if result.rowcount:
+                await conn.execute(chats.update().where(chats.c.id == chat_id)
+                                   .values(updated_at=utcnow()))
+        return bool(result.rowcount)
+
+    async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
+        from dataclasses import replace
+
+        kept = sa.and_(messages.c.chat_id == chat.parent_id, messages.c.seq <= up_to_seq,
+                       messages.c.status == TurnStatus.OK.value)
+        columns = ["chat_id", "seq", "role", "content", "status", "error", "model",
+                   "prompt_tokens", "completion_tokens", "latency_ms", "created_at"]
+        copied = sa.select(sa.literal(chat.id, sa.String), *(messages.c[c] for c in columns[1:]))
+        async with self.engine.begin() as conn:
+            prompt, completion = (await conn.execute(sa.select(
+                sa.func.coalesce(sa.func.sum(messages.c.prompt_tokens), 0),
+                sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0),
+            ).where(kept))).one()
+            forked = replace(chat, forked_at_seq=up_to_seq, message_count=up_to_seq,
+                             prompt_tokens=int(prompt), completion_tokens=int(completion))
+            await conn.execute(chats.insert().values(**_chat_row(forked)))
+            await conn.execute(messages.insert().from_select(columns, copied.where(kept)))
+        return forked
+
 
 def _release(chat_id: str, owner: str) -> sa.Update:
     return (chats.update().where(chats.c.id == chat_id, chats.c.lease_owner == owner)
@@ -446,6 +495,18 @@ def _upgrade(connection: Connection) -> None:
     cfg.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
+
+
+def _storable(chat_id: str) -> bool:
+    """Ids no chat can have (too long, NUL, lone surrogates) are simply not found, before
+    the database driver gets to choke on them."""
+    if len(chat_id) > 64 or "\x00" in chat_id:
+        return False
+    try:
+        chat_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _escape_like(text: str) -> str:

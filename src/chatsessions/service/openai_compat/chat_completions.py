@@ -1,0 +1,137 @@
+"""POST /v1/chat/completions: a stateless pass-through to the configured backend.
+
+Nothing is stored: the caller sends the whole history, as with OpenAI. Streaming answers
+``chat.completion.chunk`` events and ``data: [DONE]``; a failure before the first token is
+an HTTP error, one after it an ``error`` event (the official client raises ``APIError``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from chatsessions.backends.base import StreamItem
+from chatsessions.errors import BackendError, ChatSessionsError
+from chatsessions.service.deps import SessionsDep
+from chatsessions.service.openai_compat.errors import (
+    OpenAIRoute,
+    bad_request,
+    from_domain,
+    unsupported,
+)
+from chatsessions.service.openai_compat.items import content_text
+from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
+from chatsessions.types import GenerationParams, Usage
+from chatsessions.validation import check_params
+
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/chat/completions")
+async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsDep) -> Response:
+    """One completion of the messages sent, by the configured backend; nothing is kept."""
+    body.refuse_unsupported()
+    messages = [backend_message(item, index) for index, item in enumerate(body.messages)]
+    params = generation_params(body)
+    backend = sessions.get_backend()
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": body.model, "system_fingerprint": None}
+    if body.stream:
+        deltas = backend.stream(messages, params, body.model)
+        try:
+            first = await anext(deltas)  # a failure before any output gets its own status
+        except BaseException:
+            await aclose(deltas)
+            raise
+        usage = bool((body.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_chunks(head, first, deltas, usage),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    completion = await backend.complete(messages, params, body.model)
+    message = {"role": "assistant", "content": completion.text, "refusal": None}
+    return JSONResponse({
+        **head, "object": "chat.completion", "model": completion.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": completion.finish_reason or "stop"}],
+        "usage": usage_object(completion.usage),
+    })
+
+
+def backend_message(item: Any, index: int) -> dict[str, str]:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict):
+        raise bad_request("Each message must be an object with a 'role'.", where)
+    role = item.get("role")
+    if role in ("tool", "function"):
+        raise unsupported(f"{where}.role", "Tool and function messages are not supported")
+    if role not in ROLES:
+        raise bad_request(f"Unsupported role {role!r}: expected one of {', '.join(ROLES)}.",
+                          f"{where}.role")
+    for field in ("tool_calls", "function_call", "audio"):
+        if item.get(field):
+            raise unsupported(f"{where}.{field}")
+    return {"role": ROLES[role], "content": content_text(item.get("content"), f"{where}.content")}
+
+
+def generation_params(body: ChatCompletionCreate) -> GenerationParams:
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    return check_params({
+        key: value for key, value in {
+            "temperature": body.temperature, "top_p": body.top_p,
+            "max_tokens": body.max_completion_tokens or body.max_tokens, "stop": stop,
+            "seed": body.seed, "presence_penalty": body.presence_penalty,
+            "frequency_penalty": body.frequency_penalty,
+        }.items() if value is not None
+    })
+
+
+def usage_object(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async generator we stop reading early (its ``finally`` blocks run now)."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+async def _chunks(head: dict[str, Any], first: StreamItem, rest: AsyncIterator[StreamItem],
+                  with_usage: bool) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _data({**head, "object": "chat.completion.chunk", "choices": [choice]})
+
+    async with aclosing(rest):  # type: ignore[type-var]
+        yield chunk({"role": "assistant", "content": ""})
+        item = first
+        try:
+            while isinstance(item, str):
+                if item:
+                    yield chunk({"content": item})
+                item = await anext(rest)
+        except ChatSessionsError as exc:
+            yield _data(from_domain(exc).body())
+            return
+        except StopAsyncIteration:
+            yield _data(from_domain(BackendError("the model ended without an answer")).body())
+            return
+        yield chunk({}, item.finish_reason or "stop")
+        if with_usage:
+            yield _data({**head, "object": "chat.completion.chunk", "choices": [],
+                         "usage": usage_object(item.usage)})
+        yield b"data: [DONE]\n\n"

@@ -1,0 +1,340 @@
+"""/v1/responses: turns of stored chats, through the same turn algorithm as ``/chats``.
+
+* ``conversation=ID``: the input is appended to that chat and answered with its history;
+* ``previous_response_id``: continues the chat that response belongs to, or, when the
+  chat has moved on since (or the input holds more than one message), a fork of it taken
+  at that response, so the context is exactly the history up to it;
+* neither: a new chat;
+* ``instructions`` (and system/developer input items) are the system prompt of this call
+  only; ``store=false`` answers from the same context and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from chatsessions.backends import Completion
+from chatsessions.context import trim_start
+from chatsessions.errors import ChatNotFound, ChatSessionsError, ContextTooLong
+from chatsessions.service.deps import SessionsDep
+from chatsessions.service.metrics import Metrics
+from chatsessions.service.openai_compat.chat_completions import aclose
+from chatsessions.service.openai_compat.conversations import get_conversation
+from chatsessions.service.openai_compat.errors import (
+    OpenAIRoute,
+    bad_request,
+    not_found,
+    unsupported,
+)
+from chatsessions.service.openai_compat.items import (
+    item_id,
+    output_message,
+    page,
+    parse_input,
+    parse_response_id,
+    response_id_for,
+)
+from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
+from chatsessions.service.openai_compat.streaming import (
+    SSE_HEADERS,
+    final_text,
+    now,
+    response_events,
+)
+from chatsessions.sessions import AsyncChatSessions, ChatMoved
+from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
+from chatsessions.validation import check_params, check_text
+
+router = APIRouter(prefix="/responses", route_class=OpenAIRoute, tags=["openai"])
+
+#: tokens the chat template spends to open the answer (as the turn counts them)
+ANSWER_PRIMER_TOKENS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What one request asks: answer ``text`` after ``prior``, under ``instructions``."""
+
+    instructions: str | None
+    prior: list[tuple[Role, str]]
+    text: str
+    params: GenerationParams
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A stored response: its chat, its answer, the input it answered, the one before."""
+
+    chat: Chat
+    answer: Message
+    inputs: list[Message]
+    previous_seq: int | None
+
+
+def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
+    """The request as text messages, refused (400) before anything is stored."""
+    body.refuse_unsupported()
+    if body.input is None:
+        raise bad_request("Missing required parameter: 'input'.", "input",
+                          "missing_required_parameter")
+    if body.conversation_id and body.previous_response_id:
+        raise bad_request("'previous_response_id' cannot be used together with "
+                          "'conversation'.", "previous_response_id")
+    limit = sessions.settings.max_message_chars
+    messages = parse_input(body.input, "input")
+    system = [m.text for m in messages if m.role == "system"]
+    rest = [m for m in messages if m.role != "system"]
+    if not rest or rest[-1].role != "user":
+        raise bad_request("The last input message must be a user message: it is what the "
+                          "model answers.", "input")
+    prior = [(Role(m.role), check_text(m.text, field="input", max_chars=limit))
+             for m in rest[:-1]]
+    parts = [p for p in (body.instructions, *system) if p]
+    instructions = "\n\n".join(parts) if parts else None
+    if instructions is not None:
+        check_text(instructions, field="instructions", max_chars=limit, allow_empty=True)
+    params = check_params({key: value for key, value in {
+        "temperature": body.temperature, "top_p": body.top_p,
+        "max_tokens": body.max_output_tokens}.items() if value is not None})
+    return Turn(instructions, prior, check_text(rest[-1].text, field="input", max_chars=limit),
+                params)
+
+
+@router.post("")
+async def create_response(body: ResponseCreate, request: Request,
+                          sessions: SessionsDep) -> Response:
+    """Answer the input as the next turn of a stored chat (see the module's docstring)."""
+    turn = read_turn(body, sessions)
+    created = now()
+    if body.store is False:
+        return await _unstored(body, turn, sessions, created)
+    metrics: Metrics = request.app.state.metrics
+    chat_id, expected = await _target(body, turn, sessions)
+    if not body.stream:
+        try:
+            answer = await _send(sessions, chat_id, turn, expected, metrics)
+        except ChatMoved:  # the chat went on after the previous response: branch off it
+            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
+            answer = await _send(sessions, chat_id, turn, None, metrics)
+        output = [output_message(item_id(answer.seq), answer.content)]
+        return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
+                                      "completed", output, answer, None))
+
+    view = await sessions.with_turn_options(system_prompt=turn.instructions,
+                                            if_message_count=expected)
+    stream = _counted(view.stream(chat_id, turn.text, params=turn.params), metrics)
+    try:
+        try:
+            first = await anext(stream)  # failures before any output get their own status
+        except ChatMoved:
+            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
+            view = await sessions.with_turn_options(system_prompt=turn.instructions)
+            stream = _counted(view.stream(chat_id, turn.text, params=turn.params), metrics)
+            first = await anext(stream)
+        # The turn holds the chat now: its user message is the chat's last one so far.
+        seq = first.seq if isinstance(first, Message) else (
+            await sessions.get_chat(chat_id)).message_count + 1
+    except BaseException:
+        await aclose(stream)
+        raise
+    id_ = response_id_for(chat_id, seq)
+    events = response_events(item_id(seq), first, stream, lambda *state: _response(
+        body, id_, chat_id, created, *state))
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.get("/{response_id}")
+async def retrieve_response(response_id: str, sessions: SessionsDep,
+                            stream: bool = False) -> dict[str, Any]:
+    """A stored response, rebuilt from its chat's messages."""
+    if stream:
+        raise unsupported("stream", "Streaming a stored response again is not supported")
+    found = await find_response(sessions, response_id, "response_id")
+    answer = found.answer
+    ok = answer.status is TurnStatus.OK
+    previous = (None if found.previous_seq is None
+                else response_id_for(found.chat.id, found.previous_seq))
+    return response_object(
+        id_=response_id, created_at=float(int(answer.created_at.timestamp())),
+        model=answer.model or found.chat.model, status="completed" if ok else "failed",
+        output=[output_message(item_id(answer.seq), answer.content)] if ok else [],
+        usage=answer.usage if ok else None, conversation_id=found.chat.id,
+        previous_response_id=previous, completed_at=float(int(answer.created_at.timestamp())),
+        error=None if ok else {"code": "server_error", "message": answer.error or "failed"},
+    )
+
+
+@router.get("/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    sessions: SessionsDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    """The messages this response answered: those after the previous answer."""
+    found = await find_response(sessions, response_id, "response_id")
+    return page(found.inputs, after=after, limit=limit, order=order)
+
+
+async def find_response(sessions: AsyncChatSessions, id_: str, param: str) -> Found:
+    """The stored response ``id_`` of the caller's tenant, or a 404."""
+    parsed = parse_response_id(id_)
+    missing = not_found(f"Response with id '{id_}' not found.", param)
+    if parsed is None:
+        raise missing
+    chat_id, seq = parsed
+    try:
+        chat = await sessions.get_chat(chat_id)
+    except ChatNotFound:
+        raise missing from None
+    # seqs are unique and start at 1: the first ``seq`` rows hold every seq up to it
+    rows = [m for m in await sessions.store.messages(chat_id, limit=seq) if m.seq <= seq]
+    if not rows or rows[-1].seq != seq or rows[-1].role is not Role.ASSISTANT or (
+            rows[-1].status is TurnStatus.PENDING):
+        raise missing
+    inputs: list[Message] = []
+    previous = None
+    for message in reversed(rows[:-1]):
+        if message.status is not TurnStatus.OK:
+            continue
+        if message.role is Role.ASSISTANT:
+            previous = message.seq
+            break
+        inputs.append(message)
+    return Found(chat, rows[-1], inputs[::-1], previous)
+
+
+async def _target(body: ResponseCreate, turn: Turn,
+                  sessions: AsyncChatSessions) -> tuple[str, int | None]:
+    """The chat this turn goes to, with any prior input already appended, and the message
+    count it must still have when the turn starts (None: no such condition)."""
+    if body.conversation_id:
+        chat = await get_conversation(sessions, body.conversation_id, "conversation")
+        if turn.prior:
+            await sessions.append_messages(chat.id, turn.prior)
+        return chat.id, None
+    if body.previous_response_id:
+        found = await find_response(sessions, body.previous_response_id,
+                                    "previous_response_id")
+        if found.answer.status is not TurnStatus.OK:
+            raise bad_request("That response failed; continue from an earlier one.",
+                              "previous_response_id")
+        seq = found.answer.seq
+        if not turn.prior and found.chat.message_count == seq:
+            return found.chat.id, seq
+        chat_id = await sessions.fork_chat(found.chat.id, up_to_seq=seq)
+    else:
+        chat_id = await sessions.create_chat(model=body.model)
+    if turn.prior:
+        await sessions.append_messages(chat_id, turn.prior)
+    return chat_id, None
+
+
+async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
+                expected: int | None, metrics: Metrics) -> Message:
+    view = await sessions.with_turn_options(system_prompt=turn.instructions,
+                                            if_message_count=expected)
+    try:
+        answer = await view.send(chat_id, turn.text, params=turn.params)
+    except ChatMoved:
+        raise
+    except ChatSessionsError:
+        metrics.turn_failed()
+        raise
+    metrics.turn_ok(answer)
+    return answer
+
+
+async def _counted(turn: AsyncIterator[str | Message],
+                   metrics: Metrics) -> AsyncIterator[str | Message]:
+    """A streamed turn's items, its outcome counted as ``/chats`` counts turns."""
+    async with aclosing(turn):  # type: ignore[type-var]
+        try:
+            async for item in turn:
+                if isinstance(item, Message):
+                    metrics.turn_ok(item)
+                yield item
+        except ChatMoved:
+            raise
+        except ChatSessionsError:
+            metrics.turn_failed()
+            raise
+
+
+def _response(body: ResponseCreate, id_: str, chat_id: str | None, created: float, status: str,
+              output: list[dict[str, Any]], final: Message | Completion | None,
+              error: dict[str, Any] | None) -> dict[str, Any]:
+    usage = None if final is None else final.usage
+    model = (final.model if final is not None else None) or body.model or ""
+    return response_object(
+        id_=id_, created_at=created, model=model, status=status,  # type: ignore[arg-type]
+        output=output, usage=usage, request=body, conversation_id=chat_id, error=error,
+        completed_at=now() if status == "completed" else None)
+
+
+# store=false ----------------------------------------------------------------------------
+
+async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessions,
+                    created: float) -> Response:
+    """The same context a stored turn would see, answered directly; nothing is kept."""
+    chat: Chat | None = None
+    history: list[Message] = []
+    if body.conversation_id:
+        chat = await get_conversation(sessions, body.conversation_id, "conversation")
+        history = (await sessions.history(chat.id))[1:]
+    elif body.previous_response_id:
+        found = await find_response(sessions, body.previous_response_id,
+                                    "previous_response_id")
+        chat = found.chat
+        history = [m for m in (await sessions.history(chat.id))[1:]
+                   if m.seq <= found.answer.seq]
+    backend = sessions.get_backend(chat.backend if chat else None)
+    model = chat.model if chat else body.model or backend.default_model
+    system = turn.instructions
+    if system is None:
+        system = chat.system_prompt if chat else sessions.settings.system_prompt
+    params = GenerationParams.model_validate(chat.params if chat else {}).merged(turn.params)
+    messages = [{"role": m.role.value, "content": m.content} for m in history]
+    messages += [{"role": role.value, "content": text} for role, text in turn.prior]
+    messages.append({"role": "user", "content": turn.text})
+    context = _fit(sessions, backend, model, system, messages, params)
+    id_, message_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+
+    if not body.stream:
+        completion = await backend.complete(context, params, model)
+        output = [output_message(message_id, final_text(completion))]
+        return JSONResponse(_response(body, id_, None, created, "completed", output, completion,
+                                      None))
+    stream = backend.stream(context, params, model)
+    try:
+        first = await anext(stream)
+    except BaseException:
+        await aclose(stream)
+        raise
+    events = response_events(message_id, first, stream, lambda *state: _response(
+        body, id_, None, created, *state))
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _fit(sessions: AsyncChatSessions, backend: Any, model: str, system: str,
+         messages: list[dict[str, str]], params: GenerationParams) -> list[dict[str, str]]:
+    """System prompt + the newest whole turns that fit the model's window."""
+    reserve = params.max_tokens or sessions.settings.max_output_tokens
+    budget = (backend.context_window(model) - reserve - ANSWER_PRIMER_TOKENS
+              - backend.count_tokens("system", system, model))
+    if budget <= 0:
+        raise ContextTooLong(
+            "the system prompt and the reserved answer already fill the context window")
+    rows = [Message("", 0, Role(m["role"]), m["content"]) for m in messages]
+    counts = [backend.count_tokens(m["role"], m["content"], model) for m in messages]
+    start = trim_start(rows, counts, budget)
+    return [{"role": "system", "content": system}, *messages[start:]]
+
