@@ -1,0 +1,499 @@
+// The chatsessions web console: plain JS, no build step, no third-party code.
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  // el("button", {className, onclick, data: {testid}}, ...children)
+  const el = (tag, { data = {}, ...props } = {}, ...children) => {
+    const node = Object.assign(document.createElement(tag), props);
+    Object.assign(node.dataset, data);
+    node.append(...children);
+    return node;
+  };
+  const KEY_STORAGE = "chatsessions.apiKey";
+
+  const state = {
+    chats: [],            // newest first, as the server orders them
+    nextCursor: null,
+    selected: null,       // chat id
+    loaded: false,        // the selected chat's history is on screen
+    lastSeq: 0,           // highest seq shown for the selected chat
+    loadToken: 0,         // discards history responses for a chat we already left
+    streams: new Map(),   // chat id -> {user, text, baseSeq}: turns still streaming
+    unread: new Set(),    // chats whose answer finished while we looked elsewhere
+  };
+
+  // ---- API -------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, type, message) { super(message); Object.assign(this, { status, type }); }
+  }
+  const isStatus = (err, status) => err instanceof ApiError && err.status === status;
+
+  function headers(extra = {}) {
+    const key = localStorage.getItem(KEY_STORAGE);
+    return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+  }
+
+  async function toError(res) {
+    let type = `http_${res.status}`, message = res.statusText || "request failed";
+    const body = await res.json().catch(() => null);  // not JSON: keep the status line
+    if (body?.error) ({ type = type, message = message } = body.error);
+    if (res.status === 401) showKeyForm();
+    return new ApiError(res.status, type, message);
+  }
+
+  async function api(method, path, body) {
+    const json = body !== undefined;
+    const res = await fetch(path, {
+      method,
+      headers: headers(json ? { "Content-Type": "application/json" } : {}),
+      body: json ? JSON.stringify(body) : undefined,
+    });
+    if (!res.ok) throw await toError(res);
+    return res.status === 204 ? null : res.json();
+  }
+
+  const chatPath = (id) => `/chats/${encodeURIComponent(id)}`;
+
+  // Server-sent events over fetch (EventSource cannot POST). Follows the SSE line
+  // rules: CR, LF or CRLF end a line, a blank line ends an event.
+  async function readEvents(res, onEvent) {
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "", event = "message", data = [];
+    const line = (text) => {
+      if (text === "") {
+        if (data.length) onEvent(event, data.join("\n"));
+        [event, data] = ["message", []];
+      } else if (!text.startsWith(":")) {
+        const [, field, value] = text.match(/^([^:]*):? ?(.*)$/s);
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+      }
+    };
+    for (let chunk; !(chunk = await reader.read()).done;) {
+      // A trailing "\r" may be half of a "\r\n" split across chunks: keep it for later.
+      const lines = (buf + chunk.value).split(/\r\n|\r(?!$)|\n/);
+      buf = lines.pop();
+      lines.forEach(line);
+    }
+    if (buf) line(buf.replace(/\r$/, ""));
+    line("");
+  }
+
+  // ---- Markdown (safe subset) --------------------------------------------------
+  // Model output is untrusted: everything is HTML-escaped first, and only the tags
+  // built below can appear. Links are made for http(s) URLs only.
+
+  const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) =>
+    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  const link = (url, text) =>
+    `<a href="${url}" target="_blank" rel="noopener noreferrer">${text}</a>`;
+
+  function inline(s) {
+    const slots = [];
+    // Code spans and links are set aside so emphasis rules cannot reach into them.
+    const keep = (html) => `\u0000${slots.push(html) - 1}\u0000`;
+    s = s.replace(/`([^`\n]+)`/g, (_, code) => keep(`<code>${code}</code>`));
+    s = s.replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g, (_, text, url) => keep(link(url, text)));
+    // Bare URLs stop before escaped quotes/brackets and trailing punctuation.
+    s = s.replace(/\bhttps?:\/\/(?:(?!&quot;|&#39;|&lt;|&gt;)[^\s\u0000])+/g, (url) => {
+      const tail = url.match(/(?:[.,;:!?)\]]|&amp;)+$/)?.[0] ?? "";
+      const bare = url.slice(0, url.length - tail.length);
+      return keep(link(bare, bare)) + tail;
+    });
+    s = s.replace(/\*\*(?=\S)([^]*?\S)\*\*/g, "<strong>$1</strong>");
+    s = s.replace(/(^|[^*\w])\*(?=[^\s*])([^*]*?[^\s*])?\*(?!\*)/g,
+      (m, pre, body) => (body === undefined ? m : `${pre}<em>${body}</em>`));
+    const restore = (t) => t.replace(/\u0000(\d+)\u0000/g, (_, n) => restore(slots[+n]));
+    return restore(s);
+  }
+
+  function renderMarkdown(source) {
+    // NUL is our placeholder marker; drop any the model sent so it cannot forge one.
+    const lines = escapeHtml(source.replace(/\u0000/g, "")).split(/\r\n|\r|\n/);
+    const out = [];
+    let para = [], list = null;
+    const flush = () => {
+      if (para.length) out.push(`<p>${inline(para.join("\n")).replace(/\n/g, "<br>")}</p>`);
+      if (list) {
+        const start = list.start !== 1 ? ` start="${list.start}"` : "";
+        const items = list.items.map((item) => `<li>${inline(item)}</li>`).join("");
+        out.push(`<${list.tag}${start}>${items}</${list.tag}>`);
+      }
+      [para, list] = [[], null];
+    };
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      const fence = line.match(/^\s*```\s*([\w+.#-]*)\s*$/);
+      const heading = line.match(/^(#{1,6})\s+(.*)$/);
+      const bullet = line.match(/^\s*[-*+]\s+(.*)$/);
+      const numbered = line.match(/^\s*(\d{1,9})[.)]\s+(.*)$/);
+      if (fence) {
+        flush();
+        const code = [];
+        // An unclosed fence (still streaming) runs to the end of the text.
+        while (++i < lines.length && !/^\s*```\s*$/.test(lines[i])) code.push(lines[i]);
+        out.push(`<pre><code${fence[1] ? ` data-lang="${fence[1]}"` : ""}>${code.join("\n")}</code></pre>`);
+      } else if (heading) {
+        flush();
+        out.push(`<h4>${inline(heading[2])}</h4>`);
+      } else if (bullet || numbered) {
+        const tag = bullet ? "ul" : "ol";
+        if (para.length || (list && list.tag !== tag)) flush();
+        list ??= { tag, items: [], start: numbered ? Number(numbered[1]) : 1 };
+        list.items.push(bullet ? bullet[1] : numbered[2]);
+      } else if (!line.trim()) {
+        flush();
+      } else if (list && /^\s/.test(line)) {
+        list.items[list.items.length - 1] += ` ${line.trim()}`;  // a wrapped list item
+      } else {
+        if (list) flush();
+        para.push(line);
+      }
+    }
+    flush();
+    return out.join("");
+  }
+
+  let bannerTimer = 0;
+  function showError(err) {
+    const text = err instanceof ApiError ? `${err.message} (${err.type})` : String(err.message || err);
+    $("banner-text").textContent = text;
+    $("banner").hidden = false;
+    clearTimeout(bannerTimer);
+    bannerTimer = setTimeout(() => { $("banner").hidden = true; }, 8000);
+  }
+  const unless404 = (err) => { if (!isStatus(err, 404)) showError(err); };
+
+  const showKeyForm = () => { $("key-form").hidden = false; $("key-input").focus(); };
+
+  // ---- chat list -------------------------------------------------------------
+
+  const chatTitle = (chat) => chat.title || "Untitled chat";
+
+  function ago(iso) {
+    const min = Math.floor((Date.now() - Date.parse(iso)) / 60000);
+    if (!(min >= 1)) return "just now";  // also a clock slightly ahead of ours
+    return min < 60 ? `${min} min ago` : min < 1440 ? `${Math.floor(min / 60)} h ago`
+      : new Date(iso).toLocaleDateString();
+  }
+
+  function renderChatList() {
+    // Re-rendering would throw away a title being typed; finishing the rename redraws.
+    if (document.activeElement?.classList.contains("rename-input")) return;
+    const items = state.chats.map((chat) => {
+      const count = `${chat.message_count} message${chat.message_count === 1 ? "" : "s"}`;
+      const open = el("button", {
+        className: "chat-open", type: "button", title: chatTitle(chat), onclick: () => selectChat(chat.id),
+      },
+      el("span", { className: "chat-title", textContent: chatTitle(chat) }),
+      el("span", { className: "chat-sub", textContent: `${count} · ${ago(chat.created_at)}` }));
+      const rename = el("button", {
+        className: "icon", type: "button", title: "Rename", textContent: "✎",
+        data: { testid: "rename" }, onclick: () => startRename(item, chat),
+      });
+      const del = el("button", {
+        className: "icon danger", type: "button", title: "Delete", textContent: "✕",
+        data: { testid: "delete" }, onclick: () => confirmDelete(del, chat),
+      });
+      const item = el("li", { className: "chat-item", data: { testid: "chat-item", id: chat.id } },
+        open, rename, del);
+      item.classList.toggle("selected", chat.id === state.selected);
+      item.classList.toggle("streaming", state.streams.has(chat.id));
+      item.classList.toggle("unread", state.unread.has(chat.id));
+      if (chat.id === state.selected) open.setAttribute("aria-current", "true");
+      return item;
+    });
+    $("chat-list").replaceChildren(...items);
+    $("more-chats").hidden = !state.nextCursor;
+  }
+
+  async function loadChats(more = false) {
+    const query = new URLSearchParams({ limit: "50" });
+    if (more && state.nextCursor) query.set("cursor", state.nextCursor);
+    const page = await api("GET", `/chats?${query}`);
+    const known = new Set(state.chats.map((c) => c.id));
+    state.chats = more ? state.chats.concat(page.data.filter((c) => !known.has(c.id))) : page.data;
+    state.nextCursor = page.next_cursor;
+    renderChatList();
+  }
+
+  function putChat(chat) {
+    const i = state.chats.findIndex((c) => c.id === chat.id);
+    if (i >= 0) state.chats[i] = chat;
+    else state.chats.unshift(chat);
+    renderChatList();
+    if (chat.id === state.selected) renderHeader();
+  }
+
+  // Shared while in flight: a message typed right after clicking "New chat" goes to that chat.
+  let creating = null;
+  const newChat = () => (creating ??= api("POST", "/chats", {}).then(async (chat) => {
+    putChat(chat);
+    await selectChat(chat.id);
+    return chat;
+  }).finally(() => { creating = null; }));
+
+  function startRename(item, chat) {
+    const open = item.querySelector(".chat-open");
+    if (!open) return;  // already renaming
+    const input = el("input", {
+      className: "rename-input", value: chat.title || "", maxLength: 200, data: { testid: "rename-input" },
+    });
+    let finished = false;
+    const finish = async (save) => {
+      if (finished) return;
+      finished = true;
+      const title = input.value.trim();
+      if (save && title !== (chat.title || "")) {
+        await api("PATCH", chatPath(chat.id), { title: title || null }).then(putChat, showError);
+      }
+      input.blur();
+      renderChatList();
+    };
+    input.onkeydown = (e) => {
+      if (e.key === "Enter") { e.preventDefault(); finish(true); }
+      if (e.key === "Escape") finish(false);
+    };
+    input.onblur = () => finish(true);
+    open.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  // Two clicks instead of confirm(): a native dialog would block the page.
+  async function confirmDelete(button, chat) {
+    if (!button.classList.contains("armed")) {
+      button.classList.add("armed");
+      button.textContent = "Delete?";
+      setTimeout(() => { if (button.isConnected) renderChatList(); }, 3000);
+      return;
+    }
+    try {
+      await api("DELETE", chatPath(chat.id));
+    } catch (err) {
+      if (!isStatus(err, 404)) return showError(err);
+    }
+    forget(chat.id);
+  }
+
+  function forget(id) {
+    state.chats = state.chats.filter((c) => c.id !== id);
+    if (state.selected === id) selectChat(null);
+    else renderChatList();
+  }
+
+  // ---- messages --------------------------------------------------------------
+
+  function renderHeader() {
+    const chat = state.chats.find((c) => c.id === state.selected);
+    $("chat-title").textContent = chat ? chatTitle(chat) : "No chat selected";
+    const tokens = chat ? chat.prompt_tokens + chat.completion_tokens : 0;
+    $("chat-meta").textContent = chat ? `${chat.model} · ${tokens} tokens used` : "";
+  }
+
+  function messageEl(msg) {
+    const bubble = el("div", { className: "bubble" });
+    if (msg.role === "assistant") bubble.innerHTML = renderMarkdown(msg.content);  // escaped inside
+    else bubble.textContent = msg.content;
+    const node = el("article", {
+      className: `msg ${msg.role} ${msg.status}`,
+      data: { testid: "message", role: msg.role, status: msg.status, seq: msg.seq ?? "" },
+    }, bubble);
+    const note = (className, textContent) => node.append(el("div", { className, textContent }));
+    if (msg.status === "failed") {
+      const what = msg.role === "user" ? "Not answered" : "Answer interrupted";
+      note("msg-error", `⚠ ${what}: ${msg.error || "unknown error"}`);
+    } else if (msg.status === "pending" && !state.streams.has(state.selected)) {
+      note("msg-note", "waiting for the answer…");  // a turn running elsewhere
+    } else if (msg.role === "assistant" && msg.model) {
+      const bits = [msg.model, `${msg.completion_tokens} tokens`];
+      if (msg.latency_ms != null) bits.push(`${(msg.latency_ms / 1000).toFixed(1)} s`);
+      note("msg-note", bits.join(" · "));
+    }
+    return node;
+  }
+
+  const pane = () => $("messages");
+  const nearBottom = () => pane().scrollHeight - pane().scrollTop - pane().clientHeight < 80;
+  const toBottom = () => { pane().scrollTop = pane().scrollHeight; };
+  const notice = (textContent) => el("p", { className: "empty", textContent });
+  const liveBubble = (stream) => Object.assign(
+    messageEl({ role: "assistant", content: stream.text, status: "streaming" }), { id: "live" });
+
+  // History from the server, plus the turn this tab is still streaming (if any).
+  function renderHistory(messages) {
+    const stream = state.streams.get(state.selected);
+    const nodes = messages.map(messageEl);
+    const turn = stream ? messages.filter((m) => m.seq > stream.baseSeq) : [];
+    if (stream && !turn.some((m) => m.role === "assistant")) {
+      if (!turn.length) nodes.push(messageEl({ role: "user", content: stream.user, status: "pending" }));
+      nodes.push(liveBubble(stream));
+    }
+    pane().replaceChildren(...(nodes.length ? nodes : [notice("No messages yet. Say hello!")]));
+    state.lastSeq = messages.reduce((max, m) => Math.max(max, m.seq), 0);
+    toBottom();
+  }
+
+  async function loadMessages(id) {
+    const token = ++state.loadToken;
+    let messages = [], after = 0;
+    do {
+      const page = await api("GET", `${chatPath(id)}/messages?limit=200&after=${after}`);
+      if (token !== state.loadToken) return null;  // the user moved on meanwhile
+      messages = messages.concat(page.data);
+      after = page.next_after;
+    } while (after != null);
+    state.loaded = true;
+    renderHistory(messages);
+    updateComposer();
+    return messages;
+  }
+
+  async function selectChat(id) {
+    Object.assign(state, { selected: id, loaded: id === null, loadToken: state.loadToken + 1 });
+    state.unread.delete(id);
+    history.replaceState(null, "", id ? `#${encodeURIComponent(id)}` : location.pathname);
+    renderChatList();
+    renderHeader();
+    updateComposer();
+    pane().replaceChildren(notice(id === null
+      ? "Pick a chat on the left, or just type below to start a new one." : "Loading…"));
+    if (id === null) return;
+    await loadMessages(id).catch((err) => {
+      showError(err);
+      if (isStatus(err, 404)) forget(id);  // deleted elsewhere
+    });
+  }
+
+  // ---- sending ---------------------------------------------------------------
+
+  function updateComposer() {
+    const busy = !state.loaded || state.streams.has(state.selected);
+    $("message-input").disabled = $("send").disabled = busy;
+    if (!busy && document.activeElement === document.body) $("message-input").focus();
+  }
+
+  // Repaint the live answer at most once per frame, however fast deltas come.
+  let paintQueued = false;
+  function paintLive() {
+    if (paintQueued) return;
+    paintQueued = true;
+    requestAnimationFrame(() => {
+      paintQueued = false;
+      const stream = state.streams.get(state.selected), live = $("live");
+      if (!stream || !live) return;
+      const stick = nearBottom();
+      live.replaceWith(liveBubble(stream));
+      if (stick) toBottom();
+    });
+  }
+
+  // One streamed turn; returns why it failed, or null.
+  async function streamTurn(id, stream) {
+    // No AbortController on purpose: leaving the chat must not cancel the turn.
+    const res = await fetch(`${chatPath(id)}/messages`, {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+      body: JSON.stringify({ content: stream.user, stream: true }),
+    });
+    if (!res.ok) return toError(res);
+    let outcome = new Error("the connection closed before the answer was complete");
+    await readEvents(res, (event, data) => {
+      if (event === "delta") {
+        stream.text += JSON.parse(data).content || "";
+        if (state.selected === id) paintLive();
+      } else if (event === "done") {
+        outcome = null;
+      } else if (event === "error") {
+        const { type = "error", message = "the turn failed" } = JSON.parse(data).error || {};
+        outcome = new ApiError(0, type, message);
+      }
+    });
+    return outcome;
+  }
+
+  async function send(text) {
+    const baseSeq = state.lastSeq;  // the selected chat's history is loaded (see updateComposer)
+    const chat = state.chats.find((c) => c.id === state.selected) || await newChat();
+    const id = chat.id;
+    // An untitled chat is named after its first message, so the list stays readable.
+    if (!chat.title && chat.message_count === 0) {
+      const title = text.replace(/\s+/g, " ").trim().slice(0, 60);
+      await api("PATCH", chatPath(id), { title }).then(putChat, () => {});  // a title is optional
+    }
+    const stream = { user: text, text: "", baseSeq: chat.message_count ? baseSeq : 0 };
+    state.streams.set(id, stream);
+    renderChatList();
+    updateComposer();
+    if (state.selected === id) {
+      pane().querySelector(".empty")?.remove();
+      pane().append(messageEl({ role: "user", content: text, status: "pending" }), liveBubble(stream));
+      toBottom();
+    }
+    const failure = await streamTurn(id, stream).catch((err) => err);
+    state.streams.delete(id);
+    if (failure) showError(failure);
+    if (state.selected !== id) {
+      state.unread.add(id);
+    } else {
+      // The stored messages replace what was streamed: they are the truth (and show failures).
+      const shown = await loadMessages(id).catch((err) => showError(err));
+      // Refused before it was stored (bad input, busy, no key): give the text back.
+      const input = $("message-input");
+      if (failure && shown && !shown.some((m) => m.seq > stream.baseSeq) && !input.value) {
+        input.value = text;
+        autosize();
+      }
+    }
+    await api("GET", chatPath(id)).then(putChat, unless404);  // new counts for the list
+    updateComposer();
+  }
+
+  function submit() {
+    const input = $("message-input");
+    const text = input.value;
+    if (!text.trim() || input.disabled) return;
+    input.value = "";
+    autosize();
+    send(text).catch(showError);
+  }
+
+  function autosize() {
+    const input = $("message-input");
+    input.style.height = "auto";  // shrink first, so scrollHeight measures the content
+    input.style.height = `${Math.min(input.scrollHeight, 220)}px`;
+  }
+
+  // ---- wiring ----------------------------------------------------------------
+
+  async function start() {
+    const loaded = await loadChats().then(() => true, showError);
+    if (!loaded) return;
+    $("key-form").hidden = true;
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    await selectChat(state.chats.some((c) => c.id === wanted) ? wanted : null);
+  }
+
+  $("composer").onsubmit = (e) => { e.preventDefault(); submit(); };
+  $("message-input").onkeydown = (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submit(); }
+  };
+  $("message-input").oninput = autosize;
+  $("new-chat").onclick = () => newChat().catch(showError);
+  $("more-chats").onclick = () => loadChats(true).catch(showError);
+  $("banner-close").onclick = () => { $("banner").hidden = true; };
+  $("key-toggle").onclick = () => { $("key-form").hidden = !$("key-form").hidden; };
+  $("key-forget").onclick = () => { localStorage.removeItem(KEY_STORAGE); start(); };
+  $("key-form").onsubmit = (e) => {
+    e.preventDefault();
+    const key = $("key-input").value.trim();
+    if (!key) return;
+    localStorage.setItem(KEY_STORAGE, key);
+    $("key-input").value = "";
+    $("banner").hidden = true;
+    start();
+  };
+
+  start();
+})();

@@ -1,0 +1,380 @@
+"""The web console in a real browser (Debian's chromium) against the live service.
+
+Answers come from the fake model through the real service, so what the page shows is
+checked against ``FakeLLMServer.answer_for`` and against what the server stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Dialog, Locator, Page, Route, expect, sync_playwright
+
+from chatsessions import AsyncChatSessions
+from chatsessions.service.auth import create_key
+from chatsessions.testing import FakeLLMServer, Fault
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+XSS = "<img src=x onerror=alert(1)>"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
+
+
+@pytest.fixture
+def settings_kwargs(settings_kwargs: dict[str, object]) -> dict[str, object]:
+    """A longer model timeout than the shared one: one test holds an answer back for seconds."""
+    return {**settings_kwargs, "request_timeout": 15.0}
+
+
+def _has(cls: str) -> re.Pattern[str]:
+    """Matches a class attribute that contains the class ``cls``."""
+    return re.compile(rf"(^|\s){cls}(\s|$)")
+
+
+class Console:
+    """The page plus the few moves a user makes; every wait is on something visible."""
+
+    def __init__(self, page: Page, url: str) -> None:
+        self.page, self.url = page, url
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def open(self) -> None:
+        self.page.goto(self.url)
+        expect(self.page.get_by_test_id("chat-list")).to_be_attached()
+
+    @property
+    def selected(self) -> str:
+        item = self.page.locator('[data-testid="chat-item"].selected')
+        expect(item).to_have_count(1)
+        return item.get_attribute("data-id") or ""
+
+    def new_chat(self) -> str:
+        before = self.page.get_by_test_id("chat-item").count()
+        self.page.get_by_test_id("new-chat").click()
+        expect(self.page.get_by_test_id("chat-item")).to_have_count(before + 1)
+        chat_id = self.selected
+        # The newest chat goes on top.
+        expect(self.page.get_by_test_id("chat-item").first).to_have_attribute("data-id", chat_id)
+        expect(self.page.get_by_test_id("message-input")).to_be_enabled()
+        return chat_id
+
+    def item(self, chat_id: str) -> Locator:
+        return self.page.locator(f'[data-testid="chat-item"][data-id="{chat_id}"]')
+
+    def select(self, chat_id: str) -> None:
+        self.item(chat_id).locator(".chat-open").click()
+        expect(self.item(chat_id)).to_have_class(_has("selected"))
+
+    def type_and_send(self, text: str) -> None:
+        box = self.page.get_by_test_id("message-input")
+        box.fill(text)
+        box.press("Enter")
+
+    def wait_idle(self, answers: int) -> None:
+        """Until ``answers`` stored answers are shown and the message box is usable again."""
+        done = self.page.locator('[data-testid="message"][data-role="assistant"][data-status="ok"]')
+        expect(done).to_have_count(answers, timeout=15_000)
+        expect(self.page.get_by_test_id("message-input")).to_be_enabled()
+
+    def history(self) -> list[tuple[str, str]]:
+        messages = self.page.get_by_test_id("message")
+        return [
+            (m.get_attribute("data-role") or "", m.locator(".bubble").inner_text())
+            for m in messages.all()
+        ]
+
+
+@pytest.fixture
+def console(live_server: Any) -> Iterator[Console]:
+    # Playwright starts after the live server on purpose: while its sync API is active it
+    # marks its event loop as running in this thread, and the database fixtures behind
+    # live_server use asyncio.run.
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_context().new_page()
+        page.set_default_timeout(10_000)
+        yield Console(page, live_server.url)
+        browser.close()
+
+
+def expected_answer(base_url: str, chat_id: str, *users_and_answers: str) -> str:
+    """What the fake model answers after this history, with the chat's own system prompt."""
+    chat = httpx.get(f"{base_url}/chats/{chat_id}").json()
+    messages: list[dict[str, str]] = [{"role": "system", "content": chat["system_prompt"]}]
+    for i, text in enumerate(users_and_answers):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return FakeLLMServer.answer_for(messages)
+
+
+def stored(base_url: str, chat_id: str) -> list[tuple[str, str, str]]:
+    data = httpx.get(f"{base_url}/chats/{chat_id}/messages").json()["data"]
+    return [(m["role"], m["status"], m["content"]) for m in data]
+
+
+def test_two_chats_keep_their_own_history_across_switches_and_reload(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    first = console.new_chat()
+    console.type_and_send("Where is my parcel?")
+    console.wait_idle(1)
+    answer_1 = expected_answer(url, first, "Where is my parcel?")
+
+    second = console.new_chat()
+    assert console.history() == []
+    console.type_and_send("I would like a refund, please.")
+    console.wait_idle(1)
+    answer_2 = expected_answer(url, second, "I would like a refund, please.")
+
+    chat_1 = [("user", "Where is my parcel?"), ("assistant", answer_1)]
+    chat_2 = [("user", "I would like a refund, please."), ("assistant", answer_2)]
+    assert console.history() == chat_2
+    for chat_id, shown in [(first, chat_1), (second, chat_2), (first, chat_1)]:
+        console.select(chat_id)
+        console.wait_idle(1)
+        assert console.history() == shown
+
+    # A second turn sends the whole history of that chat only.
+    console.type_and_send("It was ordered last week.")
+    console.wait_idle(2)
+    answer_3 = expected_answer(url, first, "Where is my parcel?", answer_1,
+                               "It was ordered last week.")
+    chat_1 += [("user", "It was ordered last week."), ("assistant", answer_3)]
+    assert console.history() == chat_1
+    assert stored(url, first) == [(role, "ok", text) for role, text in chat_1]
+
+    console.page.reload()
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(2)
+    assert console.selected == first  # the selection survives a reload (URL fragment)
+    console.wait_idle(2)
+    assert console.history() == chat_1
+    console.select(second)
+    console.wait_idle(1)
+    assert console.history() == chat_2
+    # Titles come from the first message; newest chat first.
+    titles = console.page.locator('[data-testid="chat-item"] .chat-title').all_inner_texts()
+    assert titles == ["I would like a refund, please.", "Where is my parcel?"]
+    assert console.errors == []
+
+
+def test_model_output_is_shown_as_text_never_as_html(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    console.open()
+    console.type_and_send(XSS)  # no chat selected: typing starts one
+    console.wait_idle(1)
+    chat_id = console.selected
+
+    answer = expected_answer(live_server.url, chat_id, XSS)
+    assert XSS in answer  # the fake echoes the message, so the answer carries the payload
+    assert console.history() == [("user", XSS), ("assistant", answer)]
+    pane = console.page.get_by_test_id("messages")
+    expect(pane.locator("img")).to_have_count(0)
+    console.page.wait_for_timeout(300)  # give a broken image's onerror time to fire
+    assert console.dialogs == []
+    assert console.errors == []
+
+
+def test_markdown_subset_is_rendered_safely(console: Console, live_server: Any) -> None:
+    """The renderer on a crafted answer (the fake model cannot produce multi-line text)."""
+    hostile = "\n".join([
+        "Intro with **bold**, *italic* and `code <b>`.",
+        "",
+        "- first",
+        "- second with [a link](https://example.com/a?b=1&c=2)",
+        "",
+        "1. one",
+        "2. two",
+        "",
+        "```python",
+        "print('<script>alert(1)</script>')",
+        "```",
+        "",
+        '[bad](javascript:alert(1)) <a href="javascript:alert(2)">x</a> ' + XSS,
+        "<script>alert(3)</script> \u00000\u0000 see http://example.org/x.",
+    ])
+    chat = httpx.post(f"{live_server.url}/chats", json={"title": "crafted"}).json()
+
+    def fake_history(route: Route) -> None:
+        message = {"chat_id": chat["id"], "seq": 2, "role": "assistant", "content": hostile,
+                   "status": "ok", "error": None, "model": "fake-model", "prompt_tokens": 1,
+                   "completion_tokens": 1, "latency_ms": 5, "created_at": chat["created_at"]}
+        route.fulfill(status=200, content_type="application/json",
+                      body=json.dumps({"data": [message], "next_after": None}))
+
+    console.page.route(re.compile(r"/chats/[^/]+/messages\?"), fake_history)
+    console.open()
+    console.select(chat["id"])
+    bubble = console.page.locator('[data-testid="message"][data-role="assistant"] .bubble')
+    expect(bubble).to_have_count(1)
+    expect(bubble.locator("strong")).to_have_text("bold")
+    expect(bubble.locator("em")).to_have_text("italic")
+    expect(bubble.locator("p code")).to_have_text("code <b>")
+    expect(bubble.locator("ul > li")).to_have_count(2)
+    expect(bubble.locator("ol > li")).to_have_text(["one", "two"])
+    expect(bubble.locator("pre code")).to_have_text("print('<script>alert(1)</script>')")
+    links = bubble.locator("a")
+    expect(links).to_have_count(2)
+    assert links.nth(0).get_attribute("href") == "https://example.com/a?b=1&c=2"
+    assert links.nth(1).get_attribute("href") == "http://example.org/x"
+    for i in range(2):
+        assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
+    text = bubble.inner_text()
+    for literal in ["[bad](javascript:alert(1))", '<a href="javascript:alert(2)">x</a>', XSS,
+                    "<script>alert(3)</script>"]:
+        assert literal in text
+    assert bubble.locator("img, script, b").count() == 0
+    console.page.wait_for_timeout(300)
+    assert console.dialogs == []
+    assert console.errors == []
+
+
+def test_switching_chats_while_an_answer_streams(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    slow = console.new_chat()
+    fake_llm.inject(Fault.timeout(5.0))  # only the next model call waits 5 s before answering
+    console.type_and_send("Slow question")
+    live = console.page.locator('[data-testid="message"][data-status="streaming"]')
+    expect(live).to_have_count(1)
+    expect(console.page.get_by_test_id("message-input")).to_be_disabled()
+
+    fast = console.new_chat()  # leave while the first answer is still on its way
+    assert console.history() == []
+    console.type_and_send("Fast question")
+    console.wait_idle(1)
+    fast_history = [("user", "Fast question"),
+                    ("assistant", expected_answer(url, fast, "Fast question"))]
+    assert console.history() == fast_history
+
+    # Back to the slow chat before it has answered: its turn is shown as in progress.
+    console.select(slow)
+    expect(live).to_have_count(1)
+    expect(console.page.get_by_test_id("message")).to_have_count(2)
+    expect(console.page.get_by_test_id("message-input")).to_be_disabled()
+    # The background stream finishes and its answer replaces the placeholder.
+    console.wait_idle(1)
+    slow_history = [("user", "Slow question"),
+                    ("assistant", expected_answer(url, slow, "Slow question"))]
+    assert console.history() == slow_history
+    assert stored(url, slow) == [("user", "ok", "Slow question"),
+                                 ("assistant", "ok", slow_history[1][1])]
+
+    # And once more the other way: leave during a stream, come back after it ended.
+    fake_llm.inject(Fault.timeout(3.0))
+    console.type_and_send("Another slow one")
+    expect(live).to_have_count(1)
+    console.select(fast)
+    console.wait_idle(1)
+    assert console.history() == fast_history
+    expect(console.item(slow)).to_have_class(_has("unread"), timeout=15_000)
+    console.select(slow)
+    console.wait_idle(2)
+    assert [role for role, _ in console.history()] == ["user", "assistant"] * 2
+    assert console.errors == []
+
+
+def test_rename_delete_and_multiline_messages(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    keep, drop = console.new_chat(), console.new_chat()
+    box = console.page.get_by_test_id("message-input")
+    box.fill("line one")
+    box.press("Shift+Enter")  # a new line, not a send
+    box.press_sequentially("line two")
+    assert box.input_value() == "line one\nline two"
+    console.page.get_by_test_id("send").click()
+    console.wait_idle(1)
+    assert console.history()[0] == ("user", "line one\nline two")
+    assert stored(url, drop)[0] == ("user", "ok", "line one\nline two")
+
+    console.item(keep).get_by_test_id("rename").click()
+    title = console.item(keep).get_by_test_id("rename-input")
+    title.fill("Parcel <b>questions</b>")
+    title.press("Enter")
+    expect(console.item(keep).locator(".chat-title")).to_have_text("Parcel <b>questions</b>")
+    assert httpx.get(f"{url}/chats/{keep}").json()["title"] == "Parcel <b>questions</b>"
+
+    delete = console.item(drop).get_by_test_id("delete")
+    delete.click()  # the first click only asks
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(2)
+    delete.click()
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(1)
+    assert httpx.get(f"{url}/chats/{drop}").status_code == 404
+    expect(console.page.locator("#chat-title")).to_have_text("No chat selected")
+
+    console.page.reload()
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(1)
+    expect(console.item(keep).locator(".chat-title")).to_have_text("Parcel <b>questions</b>")
+    assert console.dialogs == []
+    assert console.errors == []
+
+
+def test_failed_turn_is_marked_with_its_error(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    console.open()
+    chat_id = console.new_chat()
+    fake_llm.inject(Fault.status(500))
+    console.type_and_send("Will this fail?")
+    failed = console.page.locator('[data-testid="message"][data-status="failed"]')
+    expect(failed).to_have_count(1)
+    expect(failed.locator(".msg-error")).to_contain_text("Not answered")
+    expect(console.page.get_by_test_id("error-banner")).to_be_visible()
+    expect(console.page.get_by_test_id("message-input")).to_be_enabled()
+    assert stored(live_server.url, chat_id)[0][:2] == ("user", "failed")
+    # The chat stays usable.
+    console.type_and_send("And now?")
+    console.wait_idle(1)
+    assert console.errors == []
+
+
+def test_api_key_is_asked_for_stored_and_sent(
+    console: Console, live_server: Any, settings_kwargs: dict[str, Any]
+) -> None:
+    async def add_key() -> str:
+        async with AsyncChatSessions(**settings_kwargs) as sessions:
+            _, secret = await create_key(sessions.store, "default", "console test")
+            return secret
+
+    with ThreadPoolExecutor(1) as pool:  # asyncio.run needs a thread without Playwright's loop
+        secret = pool.submit(asyncio.run, add_key()).result()
+    console.open()
+    expect(console.page.get_by_test_id("api-key-form")).to_be_visible()
+    expect(console.page.get_by_test_id("error-banner")).to_be_visible()
+    console.page.get_by_test_id("api-key-input").fill(secret)
+    console.page.get_by_test_id("api-key-save").click()
+    expect(console.page.get_by_test_id("api-key-form")).to_be_hidden()
+
+    console.new_chat()
+    console.type_and_send("Hello with a key")  # the stream request carries the key too
+    console.wait_idle(1)
+    console.page.reload()
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(1)
+    console.wait_idle(1)
+    expect(console.page.get_by_test_id("api-key-form")).to_be_hidden()
+    assert console.errors == []
