@@ -100,7 +100,8 @@ async def test_unknown_chat_raises_before_anything_is_sent(
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("", "empty"), ("   \n", "empty"), ("x" * 40_000, "limit"), ("a\x00b", "NUL")],
+    [("", "empty"), ("   \n", "empty"), ("x" * 40_000, "limit"), ("a\x00b", "NUL"),
+     ("a\ud800b", "surrogate")],
 )
 async def test_bad_messages_are_refused_and_nothing_is_stored(
     sessions: AsyncChatSessions, fake_llm: FakeLLMServer, text: str, problem: str

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
@@ -64,6 +65,8 @@ def create_app(
     app.include_router(openai_compat.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
+    install_openapi(app)
+
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -72,6 +75,37 @@ def create_app(
             return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Document what every operation can answer: our error shape, not FastAPI's default
+    validation body, and the statuses auth and limits add everywhere."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        common = {"401": "missing or invalid API key", "413": "request body too large",
+                  "429": "rate limited"}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"] = {"description": "invalid input", "content": error}
+                if path.startswith("/v1/") or path in ("/healthz", "/metrics"):
+                    continue
+                for status, text in common.items():
+                    responses.setdefault(status, {"description": text, "content": error})
+        schemas = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _sweep_forever(sessions: AsyncChatSessions, period: float) -> None:

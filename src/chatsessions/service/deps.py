@@ -25,7 +25,7 @@ async def tenant_sessions(
 SessionsDep = Annotated[AsyncChatSessions, Depends(tenant_sessions)]
 
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", max_length=200,
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
     description="repeat a request safely: the same key returns the first result "
     "(or waits for it); the same key with a different body is a 422",
 )]

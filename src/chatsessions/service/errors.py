@@ -20,6 +20,7 @@ from chatsessions.errors import (
     InvalidInput,
     TurnInterrupted,
 )
+from chatsessions.service.schemas import PATTERN_HINTS
 
 log = logging.getLogger("chatsessions.service")
 
@@ -75,7 +76,10 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
             ctx = err.get("ctx") or {}
             return 400, "invalid_json", f"malformed JSON: {ctx.get('error', 'cannot parse')}"
         location = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        problems.append(f"{location}: {err.get('msg')}")
+        message = err.get("msg")
+        if err.get("type") == "string_pattern_mismatch":
+            message = PATTERN_HINTS.get((err.get("ctx") or {}).get("pattern"), message)
+        problems.append(f"{location}: {message}")
     return 422, "invalid_request", "; ".join(problems) or "invalid request"
 
 

@@ -3,11 +3,45 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from chatsessions.types import Chat, GenerationParams, Message
+
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+TEXT_PATTERN = r"^[^\x00]*$"
+CONTENT_PATTERN = r"^[^\x00]*\S[^\x00]*$"
+KEY_PATTERN = r"^[^\x00]+$"
+#: What a pattern mismatch means, for error messages people can act on.
+PATTERN_HINTS = {
+    LABEL_PATTERN: "must be one line without control characters",
+    TEXT_PATTERN: "must not contain a NUL character",
+    CONTENT_PATTERN: "is empty or contains a NUL character",
+    KEY_PATTERN: "must not contain a NUL character",
+}
+
+#: One line of text: no control characters.
+Label = Annotated[str, StringConstraints(max_length=500, pattern=LABEL_PATTERN)]
+#: Free text: anything but NUL, up to the default message limit.
+Text = Annotated[str, StringConstraints(max_length=32_000, pattern=TEXT_PATTERN)]
+#: A message must say something.
+Content = Annotated[str, StringConstraints(max_length=32_000, pattern=CONTENT_PATTERN)]
+MetadataValue = (
+    Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
+    | int | float | bool | None
+)
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                               pattern=KEY_PATTERN)]
+Metadata = Annotated[
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=32, description="up to 32 keys with scalar values, for filtering",
+          # pydantic states key patterns as patternProperties, which lets other keys
+          # through; propertyNames says what we actually enforce.
+          json_schema_extra={"propertyNames": {"minLength": 1, "maxLength": 64,
+                                               "pattern": "^[^\\x00]+$"},
+                             "additionalProperties": False}),
+]
 
 
 class ErrorDetail(BaseModel):
@@ -24,12 +58,12 @@ class ErrorBody(BaseModel):
 class ChatCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    system_prompt: str | None = Field(
+    system_prompt: Text | None = Field(
         default=None, description="defaults to the service's system prompt")
-    model: str | None = Field(default=None, max_length=200)
+    model: Label | None = Field(default=None, max_length=200)
     params: GenerationParams | None = None
-    title: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, Any] | None = None
+    title: Label | None = None
+    metadata: Metadata | None = None
 
 
 class ChatUpdate(BaseModel):
@@ -37,11 +71,12 @@ class ChatUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, max_length=500)
-    system_prompt: str | None = None
-    model: str | None = Field(default=None, max_length=200)
-    params: GenerationParams | None = None
-    metadata: dict[str, Any] | None = None
+    title: Label | None = None
+    # Absent means "unchanged"; these cannot be set to null, so the schema says string.
+    system_prompt: Text = None  # type: ignore[assignment]
+    model: Label = Field(default=None, max_length=200)
+    params: GenerationParams = None  # type: ignore[assignment]
+    metadata: Metadata = None  # type: ignore[assignment]
 
 
 class ChatPublic(BaseModel):
@@ -79,7 +114,7 @@ class ChatList(BaseModel):
 class MessageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(description="the user's message (size limit: the service's setting)")
+    content: Content = Field(description="the user's message (not blank)")
     params: GenerationParams | None = Field(
         default=None, description="overrides the chat's params for this turn")
     stream: bool = Field(default=False, description="answer with Server-Sent Events")
