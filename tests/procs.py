@@ -50,8 +50,10 @@ class ServiceProcess:
     """One ``chatsessions serve`` subprocess on a free loopback port; its output goes to a
     log file (a pipe nobody reads would eventually block the server)."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, name: str,
+                 args: tuple[str, ...] = ()) -> None:
         self.env = env
+        self.args = args
         self.workdir = workdir
         self.name = name
         self.port = free_port()
@@ -62,7 +64,8 @@ class ServiceProcess:
     def spawn(self) -> None:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "chatsessions", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "chatsessions", "serve", "--port", str(self.port),
+                 *self.args],
                 env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             )
 
@@ -113,8 +116,8 @@ class Services:
         self.workdir = workdir
         self.started: list[ServiceProcess] = []
 
-    def make(self, env: dict[str, str], name: str) -> ServiceProcess:
-        service = ServiceProcess(env, self.workdir, name)
+    def make(self, env: dict[str, str], name: str, args: tuple[str, ...] = ()) -> ServiceProcess:
+        service = ServiceProcess(env, self.workdir, name, args)
         self.started.append(service)
         return service
 

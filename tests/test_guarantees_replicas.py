@@ -85,3 +85,28 @@ async def test_two_processes_serialize_turns_on_one_chat(
     report("replicas", database=database_url.split(":", 1)[0], processes=2, sends=SENDS,
            messages=len(stored), handovers=handovers, lost=0, duplicates=0,
            seconds=round(elapsed, 2))
+
+
+async def test_workers_sharing_a_replica_id_serialize_turns(
+    database_url: str, fake_llm: FakeLLMServer, services: Services
+) -> None:
+    """`serve --workers 2` hands one replica id to both workers: each process must still
+    hold leases under a name of its own."""
+    fake_llm.delay = 0.01
+    service = services.make(service_env(database_url, fake_llm.base_url, "pod-1"), "workers",
+                            ("--workers", "2"))
+    service.spawn()
+    await service.ready()
+    sends = 40
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=sends)) as http:
+        chat = (await http.post(f"{service.url}/chats", json={})).json()
+        texts = [f"worker message {n:02d}" for n in range(sends)]
+        responses = await asyncio.gather(*(
+            http.post(f"{service.url}/chats/{chat['id']}/messages", json={"content": text})
+            for text in texts))
+        assert [r.status_code for r in responses] == [200] * sends
+        listed = await http.get(f"{service.url}/chats/{chat['id']}/messages",
+                                params={"limit": 1000})
+    stored = listed.json()["data"]
+    check_history(chat["system_prompt"], stored)
+    assert sorted(m["content"] for m in stored if m["role"] == "user") == sorted(texts)

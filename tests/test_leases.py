@@ -65,15 +65,27 @@ async def test_busy_beyond_the_wait_is_chat_busy(settings_kwargs: dict[str, obje
 async def test_restart_with_the_same_replica_id_takes_its_chats_back(
     settings_kwargs: dict[str, object],
 ) -> None:
+    """Leases of this replica's dead processes are taken back at start; a live sibling
+    process (another worker with the same replica id) keeps its own."""
+    import os
+
+    far = utcnow() + timedelta(hours=1)
     async with AsyncChatSessions(**settings_kwargs, replica_id="r1") as first:  # type: ignore[arg-type]
-        chat_id = await first.create_chat()
-        await first.store.try_lease(chat_id, "default", "r1", utcnow() + timedelta(hours=1))
-        await first.store.add_user_message(chat_id, "in flight at the crash")
+        mine, dead, sibling = [await first.create_chat() for _ in range(3)]
+        for chat_id, owner in ((mine, first._core.owner), (dead, "r1/999999999"),
+                               (sibling, f"r1/{os.getppid()}")):
+            await first.store.try_lease(chat_id, "default", owner, far)
+            await first.store.add_user_message(chat_id, "in flight at the crash")
     async with AsyncChatSessions(**settings_kwargs, replica_id="r1",  # type: ignore[arg-type]
-                                 busy_timeout=1) as again:
-        rows = await again.history(chat_id, include_failed=True)
-        assert rows[1].status is TurnStatus.FAILED
-        assert await again.send_message(chat_id, "carry on")
+                                 busy_timeout=0.5) as again:
+        for chat_id in (mine, dead):
+            rows = await again.history(chat_id, include_failed=True)
+            assert rows[1].status is TurnStatus.FAILED
+            assert await again.send_message(chat_id, "carry on")
+        rows = await again.history(chat_id=sibling, include_failed=True)
+        assert rows[1].status is TurnStatus.PENDING  # its live process may still finish it
+        with pytest.raises(ChatBusy):
+            await again.send_message(sibling, "wait your turn")
 
 
 async def test_idempotent_send_runs_once(

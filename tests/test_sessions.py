@@ -155,6 +155,7 @@ async def test_cut_stream_keeps_partial_text_in_a_failed_record(
             received.append(delta)
     assert received
     assert info.value.partial == "".join(received)
+    assert "broke off" in str(info.value)
     rows = await sessions.history(chat_id, include_failed=True)
     assert [(m.role, m.status) for m in rows[1:]] == [
         (Role.USER, TurnStatus.FAILED), (Role.ASSISTANT, TurnStatus.FAILED)]

@@ -4,6 +4,7 @@ circuits, turn leases and the history cache."""
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 from chatsessions.backends import Backend, make_backend
@@ -25,10 +26,25 @@ class Core:
         self.circuits: dict[str, CircuitBreaker] = {}
         self.default_backend = backend.name if backend else settings.backend
         self.cache = HistoryCache(settings.cache_bytes)
-        self.owner = settings.replica_id or uuid.uuid4().hex
+        # One lease owner per process: several workers may share a replica id.
+        self.replica = settings.replica_id or uuid.uuid4().hex
+        self.owner = f"{self.replica}/{os.getpid()}"
         self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
         self.opened = False
         self.open_lock = asyncio.Lock()
+
+    async def dead_owners(self) -> list[str]:
+        """Earlier processes of this replica whose leases are still in the database.
+
+        Just started, so a lease under our own name is stale (a restarted container often
+        gets the same pid); other pids under our replica id are stale once gone.
+        """
+        stale = []
+        for owner in await self.store.lease_owners(f"{self.replica}/"):
+            pid = owner.rsplit("/", 1)[-1]
+            if owner == self.owner or (pid.isdigit() and not _alive(int(pid))):
+                stale.append(owner)
+        return stale
 
     def backend(self, name: str) -> Backend:
         if name not in self.backends:
@@ -62,3 +78,13 @@ class Core:
         else:
             self.cache.grew(chat.id, entry.add(rows))
         return entry
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -83,7 +83,7 @@ class AsyncChatSessions:
         async with self._core.open_lock:
             if not self._core.opened:
                 await self._core.store.open()
-                await self._core.store.recover_pending(self._core.owner)
+                await self._core.store.recover_pending(await self._core.dead_owners())
                 self._core.opened = True
 
     async def close(self) -> None:

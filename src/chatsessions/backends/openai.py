@@ -96,9 +96,14 @@ class OpenAIBackend:
                     if choice.delta.content:
                         parts.append(choice.delta.content)
                         yield choice.delta.content
+        except openai.APIConnectionError as exc:
+            if not parts:
+                raise translate_error(exc) from exc
+            raise BackendError("the model's stream broke off before the answer was complete",
+                               partial="".join(parts)) from exc
         except openai.APIError as exc:
             raise translate_error(exc, partial="".join(parts)) from exc
-        except Exception as exc:  # a stream cut mid-way surfaces as an httpx error
+        except Exception as exc:  # a stream cut mid-way may surface as a transport error
             raise BackendError(
                 f"the model's stream broke off: {type(exc).__name__}", partial="".join(parts)
             ) from exc

@@ -7,6 +7,7 @@ transaction) or fail it. Nothing rewrites history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -74,9 +75,12 @@ class Store(Protocol):
     ) -> list[Message]:
         """Messages with seq > after_seq, in order."""
 
-    async def recover_pending(self, owner: str | None = None) -> int:
-        """Fail turns left pending by a crash (in chats no live replica holds); return how
-        many. Also releases the leases ``owner`` held before a restart."""
+    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
+        """Fail turns left pending by a crash (in chats no live process holds); return how
+        many. ``owners`` are lease owners known to be dead: their leases are released."""
+
+    async def lease_owners(self, prefix: str) -> list[str]:
+        """Owners of current leases whose name starts with ``prefix``."""
 
     async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
         """Fail these pending messages: seen under our lease, nobody is finishing them."""

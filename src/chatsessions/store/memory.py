@@ -5,6 +5,7 @@ Same semantics as the SQL store, nothing survives the process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -150,8 +151,11 @@ class MemoryStore:
         rows = [m for m in self._messages.get(chat_id, []) if m.seq > after_seq]
         return rows if limit is None else rows[:limit]
 
-    async def recover_pending(self, owner: str | None = None) -> int:
+    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
         return 0  # nothing survives the process, so nothing can be left pending
+
+    async def lease_owners(self, prefix: str) -> list[str]:
+        return sorted({owner for owner, _ in self._leases.values() if owner.startswith(prefix)})
 
     async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
         for message in list(self._messages.get(chat_id, [])):
@@ -165,7 +169,7 @@ class MemoryStore:
         if chat is None:
             return None, False
         held = self._leases.get(chat_id)
-        if held is not None and held[0] != owner and held[1] > utcnow():
+        if held is not None and held[1] > utcnow():
             return chat, False
         self._leases[chat_id] = (owner, until)
         return chat, True

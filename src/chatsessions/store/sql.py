@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -287,14 +287,14 @@ class SQLStore:
             rows = (await conn.execute(query)).mappings().all()
         return [_message(r) for r in rows]
 
-    async def recover_pending(self, owner: str | None = None) -> int:
+    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
         """Fail pending turns nobody can still finish: in chats whose lease is free, expired,
-        or held by ``owner`` (this replica, just restarted), and release ``owner``'s leases.
+        or held by one of ``owners`` (processes known to be dead), and release those leases.
         """
         now = utcnow()
         free = [chats.c.lease_owner.is_(None), chats.c.lease_expires_at < now]
-        if owner is not None:
-            free.append(chats.c.lease_owner == owner)
+        if owners:
+            free.append(chats.c.lease_owner.in_(list(owners)))
         orphaned = sa.select(chats.c.id).where(sa.or_(*free))
         async with self.engine.begin() as conn:
             result = await conn.execute(
@@ -303,12 +303,18 @@ class SQLStore:
                        messages.c.chat_id.in_(orphaned))
                 .values(status=TurnStatus.FAILED.value, error=INTERRUPTED)
             )
-            if owner is not None:
+            if owners:
                 await conn.execute(
-                    chats.update().where(chats.c.lease_owner == owner)
+                    chats.update().where(chats.c.lease_owner.in_(list(owners)))
                     .values(lease_owner=None, lease_expires_at=None)
                 )
         return int(result.rowcount or 0)
+
+    async def lease_owners(self, prefix: str) -> list[str]:
+        query = (sa.select(chats.c.lease_owner).distinct()
+                 .where(chats.c.lease_owner.startswith(prefix, autoescape=True)))
+        async with self.engine.connect() as conn:
+            return [row[0] for row in (await conn.execute(query)).all()]
 
     async def mark_interrupted(self, chat_id: str, seqs: list[int]) -> None:
         async with self.engine.begin() as conn:
@@ -332,8 +338,7 @@ class SQLStore:
         query = (
             chats.update()
             .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id,
-                   sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_owner == owner,
-                          chats.c.lease_expires_at < now))
+                   sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_expires_at < now))
             .values(lease_owner=owner, lease_expires_at=until)
             .returning(*chats.c)
         )
