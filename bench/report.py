@@ -51,25 +51,21 @@ run in lockstep.""",
 def choices(data: dict[str, Any]) -> str:
     """The decisions behind the numbers, with the measurement that backs the first one."""
     placed = data["fake_model"]["placement"]
+    measured = (f"in-process {placed['in_process_wall_s']:.3f} s against "
+                f"{placed['separate_process_wall_s']:.3f} s in a separate process "
+                f"({placed['in_process_over_separate']:.2f}×)")
     return f"""\
 * **The fake model runs in a separate process** (`python -m chatsessions.testing --port 0`),
   with zero delay. In-process, uvicorn runs on a thread of the benchmark's own interpreter
   and competes for the GIL with the code being measured; in its own process it has the
-  other core. Measured in this run on the plain baseline: in-process
-  {placed["in_process_wall_s"]:.3f} s against {placed["separate_process_wall_s"]:.3f} s
-  separate ({placed["in_process_over_separate"]:.2f}×), and the separate process keeps
-  the fake's CPU off the measured side either way.
+  other core. Measured in this run on the plain baseline, in lockstep: {measured}. The
+  difference is small, but the separate process keeps the fake's CPU off the measured side.
 * **Ratios, not absolute times**: every figure divides two numbers taken in the same run
-  on the same machine, sides run in rotating order, so machine noise largely cancels.
+  on the same machine, with the sides in lockstep (one step each in turn), so load from
+  anything else on the machine lands on every side alike.
 * **Model time** is measured on the client side around the model call on every side, so
   it includes the `openai` client's own request building (which grows with the history);
   non-model time is wall time minus that."""
-
-
-def _fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f}{unit}"
 
 
 def _verdict(ratio: dict[str, Any]) -> str:
