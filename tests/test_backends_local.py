@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chatsessions import AsyncChatSessions, TurnStatus
+from chatsessions import AsyncChatSessions, GenerationParams, TurnStatus
 from chatsessions.backends.local import model_path
 from chatsessions.prompts import DEMO_CHATS
 
@@ -53,3 +53,41 @@ def _answer(chat_id: str, text: str):  # type: ignore[no-untyped-def]
     from chatsessions.types import Message, Role
 
     return Message(chat_id, 0, Role.ASSISTANT, text)
+
+
+async def test_interleaved_chats_reuse_their_saved_model_state(tmp_path: Path) -> None:
+    from chatsessions.backends.local import LocalBackend
+
+    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 2048}
+    async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
+        backend = chats._core.backend("local")
+        assert isinstance(backend, LocalBackend)
+        ids = [await chats.create_chat(params={"max_tokens": 8, "temperature": 0})
+               for _ in range(3)]
+        for turn in range(3):
+            for chat_id in ids:
+                answer = await chats.send(chat_id, f"Question {turn}: where is my order?")
+                assert answer.content.strip()
+        states = backend.states
+        # The first turn of each chat misses; every later turn finds its chat's state.
+        assert (states.misses, states.hits) == (3, 6)
+        assert 0 < states.nbytes <= states.max_bytes
+        # A one-off call in between (no conversation) must not cost the chats their state.
+        await backend.complete([{"role": "user", "content": "hi"}],
+                               GenerationParams(max_tokens=4), "")
+        await chats.send(ids[0], "One more?")
+        assert states.hits == 7
+
+
+async def test_state_cache_stays_within_its_byte_budget(tmp_path: Path) -> None:
+    from chatsessions.backends.local import LocalBackend
+
+    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 1024,
+                "local_state_cache_bytes": 2_000_000}
+    async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
+        backend = chats._core.backend("local")
+        assert isinstance(backend, LocalBackend)
+        for _ in range(4):
+            chat_id = await chats.create_chat(params={"max_tokens": 4})
+            await chats.send(chat_id, "Hello there, I need help with an order.")
+        assert backend.states.nbytes <= 2_000_000

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body")
     local_n_ctx: int = Field(default=8192, ge=256)
     local_n_threads: int | None = None
+    local_state_cache_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0,
+        description="saved per-chat model state of the local backend (0: off)")
 
     @field_validator("database_url")
     @classmethod

@@ -4,13 +4,14 @@ the model, store the answer, or record the failure. Nothing about turns lives el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 
 from chatsessions.backends import Backend, Completion
-from chatsessions.backends.base import ChatMessages
+from chatsessions.backends.base import ChatMessages, conversation
 from chatsessions.cache import History
 from chatsessions.context import trim_start
 from chatsessions.core import Core
@@ -56,7 +57,7 @@ async def run_turn(
             circuit.before_call()
             completion: Completion | None = None
             calls = _call_model(backend, context, gen_params, chat.model, streaming,
-                                settings.turn_deadline)
+                                settings.turn_deadline, chat.id)
             async with aclosing(calls):
                 async for item in calls:
                     if isinstance(item, str):
@@ -96,29 +97,35 @@ async def _call_model(
     model: str,
     streaming: bool,
     deadline: float,
+    chat_id: str,
 ) -> AsyncIterator[str | Completion]:
     """The backend call under one total deadline (each wait gets what is left of it, so no
     timeout scope ever spans a ``yield``)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline
     parts: list[str] = []
+    token = conversation.set(chat_id)
     try:
-        if not streaming:
-            yield await asyncio.wait_for(backend.complete(context, params, model), deadline)
-            return
-        deltas = backend.stream(context, params, model)
-        async with aclosing(deltas):  # type: ignore[type-var]
-            while True:
-                try:
-                    item = await asyncio.wait_for(anext(deltas), end - loop.time())
-                except StopAsyncIteration:
-                    return
-                if isinstance(item, str):
-                    parts.append(item)
-                yield item
-    except TimeoutError:
-        raise BackendTimeout(f"no answer within the {deadline:g}s deadline",
-                             partial="".join(parts)) from None
+        try:
+            if not streaming:
+                yield await asyncio.wait_for(backend.complete(context, params, model), deadline)
+                return
+            deltas = backend.stream(context, params, model)
+            async with aclosing(deltas):  # type: ignore[type-var]
+                while True:
+                    try:
+                        item = await asyncio.wait_for(anext(deltas), end - loop.time())
+                    except StopAsyncIteration:
+                        return
+                    if isinstance(item, str):
+                        parts.append(item)
+                    yield item
+        except TimeoutError:
+            raise BackendTimeout(f"no answer within the {deadline:g}s deadline",
+                                 partial="".join(parts)) from None
+    finally:
+        with contextlib.suppress(ValueError):  # closed from another context
+            conversation.reset(token)
 
 
 async def _replay(core: Core, earlier: Message, text: str) -> Message:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -12,6 +13,10 @@ if TYPE_CHECKING:
     from chatsessions.config import Settings
 
 ChatMessages = Sequence[dict[str, str]]
+
+#: Which conversation the current call continues (the chat id), set by the turn. A hint for
+#: backends that keep per-conversation state (the local model's KV cache); others ignore it.
+conversation: ContextVar[str | None] = ContextVar("conversation", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatsessions.backends.base import ChatMessages, Completion, StreamItem
+from chatsessions.backends.base import ChatMessages, Completion, StreamItem, conversation
+from chatsessions.backends.local_state import StateCache
 from chatsessions.config import LOCAL_MODEL_NAME, Settings
 from chatsessions.errors import BackendError, BackendUnavailable
 from chatsessions.types import GenerationParams, Usage
@@ -52,6 +53,7 @@ class LocalBackend:
         self._window_override = settings.context_window
         self._default_max_tokens = settings.max_output_tokens
         self._llama: Llama | None = None
+        self.states = StateCache(settings.local_state_cache_bytes)
         self._load_lock = threading.Lock()
         self._generate_lock = asyncio.Lock()
 
@@ -79,10 +81,10 @@ class LocalBackend:
         self, messages: ChatMessages, params: GenerationParams, model: str
     ) -> Completion:
         async with self._generate_lock:
+            kwargs = self._kwargs(messages, params)
+            key = conversation.get()
             try:
-                result: dict[str, Any] = await asyncio.to_thread(
-                    lambda: self.llama.create_chat_completion(**self._kwargs(messages, params))
-                )
+                result: dict[str, Any] = await asyncio.to_thread(self._complete, kwargs, key)
             except BackendError:
                 raise
             except Exception as exc:
@@ -96,6 +98,12 @@ class LocalBackend:
             finish_reason=choice.get("finish_reason"),
         )
 
+    def _complete(self, kwargs: dict[str, Any], key: str | None) -> Any:
+        """On the worker thread: bring in the chat's saved state, then generate."""
+        llama = self.llama
+        self.states.switch_to(llama, key)
+        return llama.create_chat_completion(**kwargs)
+
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str
     ) -> AsyncIterator[StreamItem]:
@@ -105,7 +113,7 @@ class LocalBackend:
             stop = threading.Event()
             kwargs = self._kwargs(messages, params)
             worker = loop.run_in_executor(
-                None, self._produce, kwargs, stop, loop, queue
+                None, self._produce, kwargs, conversation.get(), stop, loop, queue
             )
             parts: list[str] = []
             try:
@@ -128,6 +136,7 @@ class LocalBackend:
     def _produce(
         self,
         kwargs: dict[str, Any],
+        key: str | None,
         stop: threading.Event,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[tuple[str, Any]],
@@ -139,6 +148,7 @@ class LocalBackend:
 
         started = time.perf_counter()
         try:
+            self.states.switch_to(self.llama, key)
             chunks: Iterator[Any] = self.llama.create_chat_completion(stream=True, **kwargs)
             parts: list[str] = []
             finish: str | None = None
