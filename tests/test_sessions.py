@@ -317,3 +317,17 @@ async def test_interrupted_turns_are_failed_on_start(settings_kwargs: dict[str, 
         assert rows[1].status is TurnStatus.FAILED
         assert "interrupted" in (rows[1].error or "")
         await second.send_message(chat_id, "carry on")
+
+
+async def test_backend_retries_honour_retry_after(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    async with AsyncChatSessions(**{**settings_kwargs, "max_retries": 2}) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat()
+        fake_llm.inject(Fault.status(429, retry_after=0), times=2)
+        answer = await chats.send_message(chat_id, "third time lucky")
+        assert [r.fault for r in fake_llm.requests] == ["status_429", "status_429", None]
+        assert answer == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+        fake_llm.inject(Fault.status(503), times=1)
+        streamed = [d async for d in chats.stream_message(chat_id, "and streamed")]
+        assert "".join(streamed) == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])

@@ -1,7 +1,10 @@
 """Any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM).
 
 Retries with backoff on 429/5xx/connection errors, honouring Retry-After, are the
-official client's own (``max_retries``); we only translate its errors into ours.
+official client's own (``max_retries``); we only translate its errors into ours. Requests
+go through the client's generic ``post``: ``chat.completions.create`` re-validates every
+message of the history on each call, a cost that grows with the chat (about 0.1 ms a
+message) while our messages are already plain, checked dicts.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from chatsessions.backends.base import ChatMessages, Completion, StreamItem
 from chatsessions.backends.tokens import context_window_for, count_message_tokens
@@ -54,8 +59,9 @@ class OpenAIBackend:
     ) -> Completion:
         client = self._require_client()
         try:
-            response = await client.chat.completions.create(
-                **self._request(messages, params, model)
+            response = await client.post(
+                "/chat/completions", body=self._request(messages, params, model),
+                cast_to=ChatCompletion,
             )
         except openai.APIError as exc:
             raise translate_error(exc) from exc
@@ -79,11 +85,10 @@ class OpenAIBackend:
         finish: str | None = None
         served_model = model
         try:
-            stream = await client.chat.completions.create(
-                **self._request(messages, params, model),
-                stream=True,
-                stream_options={"include_usage": True},
-            )
+            body = {**self._request(messages, params, model), "stream": True,
+                    "stream_options": {"include_usage": True}}
+            stream = await client.post("/chat/completions", body=body, cast_to=ChatCompletion,
+                                       stream=True, stream_cls=AsyncStream[ChatCompletionChunk])
             async with stream:
                 async for chunk in stream:
                     served_model = chunk.model or served_model
