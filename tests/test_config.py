@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatsessions.config import Settings, default_database_path
-from chatsessions.store.sql import async_url
+from chatsessions.store.engines import database_url
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,9 +47,10 @@ def test_invalid_backend_is_refused() -> None:
     [
         ("postgresql://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgres://u@h/db", "postgresql+asyncpg://u@h/db"),
-        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite:///x.db"),
         ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
     ],
 )
-def test_plain_urls_get_async_drivers(url: str, expected: str) -> None:
-    assert async_url(url) == expected
+def test_plain_urls_get_their_drivers(url: str, expected: str) -> None:
+    assert database_url(url).render_as_string() == expected

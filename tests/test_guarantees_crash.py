@@ -53,10 +53,8 @@ async def lease_owners(database_url: str, chat_ids: list[str]) -> list[str | Non
     store = SQLStore(database_url)
     await store.open()
     try:
-        async with store.engine.connect() as conn:
-            rows = await conn.execute(sa.select(chats.c.id, chats.c.lease_owner)
-                                      .where(chats.c.id.in_(chat_ids)))
-            owners = {row[0]: row[1] for row in rows}
+        query = sa.select(chats.c.id, chats.c.lease_owner).where(chats.c.id.in_(chat_ids))
+        owners = await store.db.read(lambda conn: {row[0]: row[1] for row in conn.execute(query)})
     finally:
         await store.close()
     return [owners[chat_id] for chat_id in chat_ids]

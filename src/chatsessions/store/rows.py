@@ -1,0 +1,98 @@
+"""Rows as stored and as the rest of chatsessions sees them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
+
+
+def storable(chat_id: str) -> bool:
+    """Ids no chat can have (too long, NUL, lone surrogates) are simply not found, before
+    the database driver gets to choke on them."""
+    if len(chat_id) > 64 or "\x00" in chat_id:
+        return False
+    try:
+        chat_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        loaded: dict[str, Any] = json.loads(value)
+        return loaded
+    return dict(value or {})
+
+
+def chat_row(chat: Chat) -> dict[str, Any]:
+    return {
+        "id": chat.id, "tenant_id": chat.tenant_id, "title": chat.title,
+        "system_prompt": chat.system_prompt, "backend": chat.backend, "model": chat.model,
+        "params": chat.params, "metadata": chat.metadata, "parent_id": chat.parent_id,
+        "forked_at_seq": chat.forked_at_seq, "message_count": chat.message_count,
+        "prompt_tokens": chat.prompt_tokens, "completion_tokens": chat.completion_tokens,
+        "created_at": chat.created_at, "updated_at": chat.updated_at,
+        "archived_at": chat.archived_at, "expires_at": chat.expires_at,
+    }
+
+
+def to_chat(row: Mapping[str, Any]) -> Chat:
+    return Chat(
+        id=row["id"], tenant_id=row["tenant_id"], title=row["title"],
+        system_prompt=row["system_prompt"], backend=row["backend"], model=row["model"],
+        params=_json(row["params"]), metadata=_json(row["metadata"]),
+        parent_id=row["parent_id"], forked_at_seq=row["forked_at_seq"],
+        message_count=row["message_count"], prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        created_at=_utc(row["created_at"]) or utcnow(),
+        updated_at=_utc(row["updated_at"]) or utcnow(),
+        archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
+    )
+
+
+def message_row(m: Message) -> dict[str, Any]:
+    return {
+        "chat_id": m.chat_id, "seq": m.seq, "role": m.role.value, "content": m.content,
+        "status": m.status.value, "error": m.error, "model": m.model,
+        "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
+        "latency_ms": m.latency_ms, "created_at": m.created_at,
+        "idempotency_key": m.idempotency_key,
+    }
+
+
+def to_message(row: Mapping[str, Any]) -> Message:
+    return Message(
+        chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),
+        content=row["content"], status=TurnStatus(row["status"]), error=row["error"],
+        model=row["model"], prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"], latency_ms=row["latency_ms"],
+        created_at=_utc(row["created_at"]) or utcnow(),
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+def to_api_key(row: Mapping[str, Any]) -> ApiKey:
+    return ApiKey(
+        id=row["id"], tenant_id=row["tenant_id"], key_hash=row["key_hash"], name=row["name"],
+        created_at=_utc(row["created_at"]) or utcnow(), revoked_at=_utc(row["revoked_at"]),
+    )
+
+
+def with_seq(message: Message, seq: int) -> Message:
+    return replace(message, seq=seq)
