@@ -17,11 +17,11 @@ from chatsessions.service.openai_compat import (
     models,
     responses,
 )
-from chatsessions.service.openai_compat.errors import OpenAIRoute, not_found
+from chatsessions.service.openai_compat.errors import ERRORS, OpenAIRoute, not_found
 
 __all__ = ["router"]
 
-_fallback = APIRouter(route_class=OpenAIRoute)
+_fallback = APIRouter(route_class=OpenAIRoute, responses=ERRORS)
 
 
 @_fallback.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

@@ -21,6 +21,7 @@ from chatsessions.backends.base import StreamItem
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
+    ERRORS,
     OpenAIRoute,
     bad_request,
     from_domain,
@@ -28,16 +29,17 @@ from chatsessions.service.openai_compat.errors import (
 )
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
+from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
 from chatsessions.types import GenerationParams, Usage
 from chatsessions.validation import check_params
 
-router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+router = APIRouter(route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=json_or_events(
+    "the completion, or with `stream`: `chat.completion.chunk` events, then `[DONE]`"))
 async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsDep) -> Response:
     """One completion of the messages sent, by the configured backend; nothing is kept."""
     body.refuse_unsupported()

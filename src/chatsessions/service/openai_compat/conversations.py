@@ -13,8 +13,14 @@ from fastapi import APIRouter, Query
 
 from chatsessions.errors import ChatNotFound
 from chatsessions.service.deps import SessionsDep
-from chatsessions.service.openai_compat.errors import OpenAIRoute, bad_request, not_found
+from chatsessions.service.openai_compat.errors import (
+    ERRORS,
+    OpenAIRoute,
+    bad_request,
+    not_found,
+)
 from chatsessions.service.openai_compat.items import (
+    ITEM_ID,
     InputMessage,
     item_list,
     message_item,
@@ -33,7 +39,8 @@ from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import Chat, Message, Role, TurnStatus
 from chatsessions.validation import check_text
 
-router = APIRouter(prefix="/conversations", route_class=OpenAIRoute, tags=["openai"])
+router = APIRouter(prefix="/conversations", route_class=OpenAIRoute, responses=ERRORS,
+                   tags=["openai"])
 
 
 async def get_conversation(sessions: AsyncChatSessions, conversation_id: str,
@@ -115,7 +122,7 @@ async def create_items(conversation_id: str, body: ItemsCreate,
 async def list_items(
     conversation_id: str,
     sessions: SessionsDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(pattern=ITEM_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from chatsessions.errors import ChatBusy, ChatSessionsError, ContextTooLong
@@ -24,6 +25,38 @@ log = logging.getLogger("chatsessions.service.openai")
 
 INVALID = "invalid_request_error"
 SERVER = "server_error"
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every /v1 error has this shape, as OpenAI's do."""
+
+    error: OpenAIErrorDetail
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": OpenAIErrorBody, "description": description}
+
+
+#: the statuses every /v1 route may answer with besides success
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _documented("invalid or unsupported request (the client's BadRequestError)"),
+    401: _documented("missing or invalid API key, once keys are configured"),
+    404: _documented("unknown id, or another tenant's"),
+    409: _documented("the conversation is busy with another turn"),
+    413: _documented("request body too large"),
+    429: _documented("rate limit of the API key reached"),
+    500: _documented("unexpected error"),
+    502: _documented("the model backend failed; the input is kept"),
+    503: _documented("the model backend is unavailable"),
+    504: _documented("the model backend did not answer in time"),
+}
 
 
 class OpenAIError(Exception):

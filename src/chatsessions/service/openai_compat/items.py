@@ -20,6 +20,7 @@ from chatsessions.service.openai_compat.errors import bad_request, unsupported
 from chatsessions.types import Message, Role, TurnStatus
 
 ITEM_PREFIX = "msg_"
+ITEM_ID = r"^msg_[0-9]{1,9}$"
 RESPONSE_PREFIX = "resp_"
 TEXT_PARTS = ("input_text", "output_text", "text")
 INPUT_ROLES = ("user", "assistant", "system", "developer")

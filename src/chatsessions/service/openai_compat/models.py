@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from chatsessions.service.deps import SessionsDep
-from chatsessions.service.openai_compat.errors import OpenAIRoute, not_found
+from chatsessions.service.openai_compat.errors import ERRORS, OpenAIRoute, not_found
 
-router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+router = APIRouter(route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 
 
 def model_object(name: str) -> dict[str, Any]:

@@ -28,12 +28,14 @@ from chatsessions.service.metrics import Metrics
 from chatsessions.service.openai_compat.chat_completions import aclose
 from chatsessions.service.openai_compat.conversations import get_conversation
 from chatsessions.service.openai_compat.errors import (
+    ERRORS,
     OpenAIRoute,
     bad_request,
     not_found,
     unsupported,
 )
 from chatsessions.service.openai_compat.items import (
+    ITEM_ID,
     item_id,
     output_message,
     page,
@@ -45,6 +47,7 @@ from chatsessions.service.openai_compat.schemas import ResponseCreate, response_
 from chatsessions.service.openai_compat.streaming import (
     SSE_HEADERS,
     final_text,
+    json_or_events,
     now,
     response_events,
 )
@@ -52,7 +55,7 @@ from chatsessions.sessions import AsyncChatSessions, ChatMoved
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
 from chatsessions.validation import check_params, check_text
 
-router = APIRouter(prefix="/responses", route_class=OpenAIRoute, tags=["openai"])
+router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 
 #: tokens the chat template spends to open the answer (as the turn counts them)
 ANSWER_PRIMER_TOKENS = 3
@@ -107,7 +110,9 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
                 params)
 
 
-@router.post("")
+@router.post("", responses=json_or_events(
+    "the Response, or with `stream`: its events, ending with `response.completed` or "
+    "`response.failed`"))
 async def create_response(body: ResponseCreate, request: Request,
                           sessions: SessionsDep) -> Response:
     """Answer the input as the next turn of a stored chat (see the module's docstring)."""
@@ -151,10 +156,10 @@ async def create_response(body: ResponseCreate, request: Request,
 
 
 @router.get("/{response_id}")
-async def retrieve_response(response_id: str, sessions: SessionsDep,
-                            stream: bool = False) -> dict[str, Any]:
+async def retrieve_response(response_id: str, request: Request,
+                            sessions: SessionsDep) -> dict[str, Any]:
     """A stored response, rebuilt from its chat's messages."""
-    if stream:
+    if request.query_params.get("stream", "false").lower() != "false":
         raise unsupported("stream", "Streaming a stored response again is not supported")
     found = await find_response(sessions, response_id, "response_id")
     answer = found.answer
@@ -175,7 +180,7 @@ async def retrieve_response(response_id: str, sessions: SessionsDep,
 async def list_input_items(
     response_id: str,
     sessions: SessionsDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(pattern=ITEM_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
 ) -> dict[str, Any]:

@@ -7,19 +7,66 @@ it, so a client never silently loses a feature it asked for.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from chatsessions.service.openai_compat.errors import unsupported
+from chatsessions.service.openai_compat.items import TEXT_PARTS
 from chatsessions.types import Chat, Usage
 
 #: accepted and without effect here (routing hints, end-user ids, caching, service tiers)
 IGNORED = frozenset({
     "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
     "service_tier", "parallel_tool_calls", "max_tool_calls", "store", "metadata",
-    "stream_options", "truncation", "n",
+    "stream_options", "truncation", "n", "name",
 })
+
+# The published JSON schemas say exactly what is accepted; requests are still parsed
+# loosely so that a refusal can name the offending parameter the way OpenAI does.
+NO_NUL = r"^[^\x00]*$"
+#: what ``str.strip`` removes, spelled out: ``\s`` differs between Python and ECMA regexes
+BLANK = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+MAX_TEXT = 32_000  # the default message limit (CHATSESSIONS_MAX_MESSAGE_CHARS)
+MAX_PARTS = 4
+MAX_PART = (MAX_TEXT - MAX_PARTS) // MAX_PARTS  # parts are joined with newlines
+
+
+def _content(pattern: str) -> dict[str, Any]:
+    part = {"type": "object", "required": ["type", "text"], "properties": {
+        "type": {"enum": list(TEXT_PARTS)},
+        "text": {"type": "string", "maxLength": MAX_PART, "pattern": pattern}}}
+    return {"anyOf": [{"type": "string", "maxLength": MAX_TEXT, "pattern": pattern},
+                      {"type": "array", "minItems": 1, "maxItems": MAX_PARTS, "items": part}]}
+
+
+def _messages(roles: list[str], pattern: str = NOT_BLANK, **limits: int) -> dict[str, Any]:
+    message = {"type": "object", "required": ["role", "content"], "properties": {
+        "type": {"const": "message"}, "role": {"enum": roles}, "content": _content(pattern)}}
+    return {"type": "array", "items": message, **limits}
+
+
+METADATA = {"type": "object", "maxProperties": 16,
+            "propertyNames": {"maxLength": 64, "pattern": NO_NUL},
+            "additionalProperties": {"type": "string", "maxLength": 512, "pattern": NO_NUL}}
+
+Items = Annotated[list[Any], WithJsonSchema(_messages(
+    ["user", "assistant"], maxItems=20,
+    description="user and assistant messages (text only)"))]
+Metadata = Annotated[dict[str, Any], WithJsonSchema(METADATA)]
+
+
+def _closed(*ignored: str, **rules: Any) -> Callable[[dict[str, Any]], None]:
+    """A model schema that refuses unknown parameters and lists the ignored ones."""
+    def schema(value: dict[str, Any]) -> None:
+        value["additionalProperties"] = False
+        for name in ignored:
+            value["properties"].setdefault(name, {"description": "accepted, has no effect"})
+        value.update(rules)
+    return schema
 
 
 class _Request(BaseModel):
@@ -37,35 +84,60 @@ class ConversationRef(BaseModel):
 
 
 class ConversationCreate(_Request):
-    items: list[Any] | None = Field(default=None, max_length=20)
-    metadata: dict[str, Any] | None = None
+    """Leading ``system``/``developer`` items (not listed here) become the system prompt."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_closed())
+
+    items: Items | None = None
+    metadata: Metadata | None = None
 
 
 class ConversationUpdate(_Request):
-    metadata: dict[str, Any]
+    model_config = ConfigDict(extra="allow", json_schema_extra=_closed())
+
+    metadata: Metadata
 
 
 class ItemsCreate(_Request):
-    items: list[Any] = Field(max_length=20)
+    model_config = ConfigDict(extra="allow", json_schema_extra=_closed())
+
+    items: Items
 
 
 class ResponseCreate(_Request):
-    model: str | None = Field(default=None, max_length=200)
-    input: str | list[Any] | None = None
-    instructions: str | None = None
+    """A text turn. ``input`` may also hold assistant messages and, anywhere,
+    system/developer messages (this call's instructions) before its last, user, message."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_closed(
+        "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
+        "service_tier", "parallel_tool_calls", "max_tool_calls", "stream_options",
+        "truncation", **{"not": {"required": ["conversation", "previous_response_id"]}}))
+
+    model: Annotated[str | None, WithJsonSchema(
+        {"type": "string", "maxLength": 200, "pattern": ONE_LINE})] = None
+    input: Annotated[str | list[Any], WithJsonSchema({"anyOf": [
+        {"type": "string", "maxLength": MAX_TEXT, "pattern": NOT_BLANK},
+        _messages(["user"], minItems=1)]})]
+    instructions: Annotated[str | None, WithJsonSchema(
+        {"type": "string", "maxLength": MAX_TEXT, "pattern": NO_NUL})] = None
     conversation: str | ConversationRef | None = None
     previous_response_id: str | None = None
     store: bool | None = None
     stream: bool | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    metadata: dict[str, Any] | None = None
-    text: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    include: list[str] | None = None
-    background: bool | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=32768)
+    metadata: Annotated[dict[str, str] | None, WithJsonSchema(METADATA)] = None
+    text: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object", "properties": {
+        "format": {"type": "object", "required": ["type"],
+                   "properties": {"type": {"const": "text"}}}}})] = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(
+        {"type": "array", "maxItems": 0})] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(
+        {"enum": ["auto", "none"]})] = None
+    include: Annotated[list[str] | None, WithJsonSchema(
+        {"type": "array", "maxItems": 0})] = None
+    background: Annotated[bool | None, WithJsonSchema({"const": False})] = None
 
     def refuse_unsupported(self) -> None:
         self.refuse_unknown()
@@ -90,21 +162,29 @@ class ResponseCreate(_Request):
 
 
 class ChatCompletionCreate(_Request):
+    model_config = ConfigDict(extra="allow", json_schema_extra=_closed(
+        "user", "metadata", "store", "service_tier", "parallel_tool_calls",
+        "prompt_cache_key", "safety_identifier"))
+
     model: str = Field(max_length=200)
-    messages: list[Any] = Field(min_length=1)
+    messages: Annotated[list[Any], Field(min_length=1), WithJsonSchema(_messages(
+        ["system", "developer", "user", "assistant"], NO_NUL, minItems=1))]
     stream: bool | None = None
-    stream_options: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    stop: str | list[str] | None = None
+    stream_options: Annotated[dict[str, Any] | None, WithJsonSchema(
+        {"type": "object", "properties": {"include_usage": {"type": "boolean"}}})] = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=32768)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    n: int | None = None
-    response_format: dict[str, Any] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    n: Annotated[int | None, WithJsonSchema({"const": 1})] = None
+    response_format: Annotated[dict[str, Any] | None, WithJsonSchema(
+        {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}})] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(
+        {"enum": ["none", "auto"]})] = None
 
     def refuse_unsupported(self) -> None:
         self.refuse_unknown()
@@ -148,7 +228,7 @@ def response_object(
     completed_at: float | None = None,
 ) -> dict[str, Any]:
     """A Response object; ``request`` supplies the settings echoed back on creation."""
-    request = request or ResponseCreate()
+    request = request or ResponseCreate(input="")
     return {
         "id": id_, "object": "response", "created_at": created_at, "status": status,
         "completed_at": completed_at, "background": False, "error": error,

@@ -23,6 +23,12 @@ from chatsessions.types import Message
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+
+def json_or_events(description: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI: a JSON object, or with ``stream`` Server-Sent Events."""
+    return {200: {"content": {"application/json": {}, "text/event-stream": {}},
+                  "description": description}}
+
 #: builds the Response object at each stage: (status, output items, final item, error)
 Snapshot = Callable[[str, list[dict[str, Any]], "Message | Completion | None",
                      "dict[str, Any] | None"], dict[str, Any]]
