@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 
@@ -32,7 +32,7 @@ async def run_turn(
     idempotency_key: str | None,
     *,
     streaming: bool,
-) -> AsyncIterator[str | Message]:
+) -> AsyncGenerator[str | Message, None]:
     """Yield text deltas (when streaming), then the stored assistant message."""
     settings = core.settings
     async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
@@ -98,7 +98,7 @@ async def _call_model(
     streaming: bool,
     deadline: float,
     chat_id: str,
-) -> AsyncIterator[str | Completion]:
+) -> AsyncGenerator[str | Completion, None]:
     """The backend call under one total deadline (each wait gets what is left of it, so no
     timeout scope ever spans a ``yield``)."""
     loop = asyncio.get_running_loop()
@@ -111,7 +111,7 @@ async def _call_model(
                 yield await asyncio.wait_for(backend.complete(context, params, model), deadline)
                 return
             deltas = backend.stream(context, params, model)
-            async with aclosing(deltas):  # type: ignore[type-var]
+            async with aclosing(deltas):
                 while True:
                     try:
                         item = await asyncio.wait_for(anext(deltas), end - loop.time())

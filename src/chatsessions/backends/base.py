@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -42,7 +42,7 @@ class Backend(Protocol):
 
     def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Like ``complete`` but yields deltas as they arrive."""
 
     def count_tokens(self, role: str, content: str, model: str) -> int:

@@ -12,9 +12,9 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chatsessions.backends.base import ChatMessages, Completion, StreamItem, conversation
 from chatsessions.backends.local_state import StateCache
@@ -106,7 +106,7 @@ class LocalBackend:
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         async with self._generate_lock:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -149,7 +149,7 @@ class LocalBackend:
         started = time.perf_counter()
         try:
             self.states.switch_to(self.llama, key)
-            chunks: Iterator[Any] = self.llama.create_chat_completion(stream=True, **kwargs)
+            chunks = cast(Iterator[Any], self.llama.create_chat_completion(stream=True, **kwargs))
             parts: list[str] = []
             finish: str | None = None
             for chunk in chunks:

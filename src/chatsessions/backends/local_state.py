@@ -75,7 +75,7 @@ class StateCache:
             self.current = None
             self._saved.clear()
             self._bytes = 0
-            llama.reset()
+            llama.reset()  # type: ignore[no-untyped-call]
 
     def _put(self, key: str, state: SavedState) -> None:
         if state.nbytes > self.max_bytes:

@@ -9,7 +9,7 @@ message) while our messages are already plain, checked dicts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -78,7 +78,7 @@ class OpenAIBackend:
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         client = self._require_client()
         parts: list[str] = []
         usage = Usage()

@@ -73,7 +73,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: shown by click, exit code 2
         exc.show()  # type: ignore[attr-defined]
-        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)
     except Exception as exc:  # anything unexpected: one line, never a traceback
         message = f"{type(exc).__name__}: {exc}"
         err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)

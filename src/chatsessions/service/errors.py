@@ -78,7 +78,7 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
         location = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         message = err.get("msg")
         if err.get("type") == "string_pattern_mismatch":
-            message = PATTERN_HINTS.get((err.get("ctx") or {}).get("pattern"), message)
+            message = PATTERN_HINTS.get(str((err.get("ctx") or {}).get("pattern")), message)
         problems.append(f"{location}: {message}")
     return 422, "invalid_request", "; ".join(problems) or "invalid request"
 

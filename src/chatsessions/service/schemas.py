@@ -74,7 +74,7 @@ class ChatUpdate(BaseModel):
     title: Label | None = None
     # Absent means "unchanged"; these cannot be set to null, so the schema says string.
     system_prompt: Text = None  # type: ignore[assignment]
-    model: Label = Field(default=None, max_length=200)
+    model: Label = Field(default=None, max_length=200)  # type: ignore[assignment]
     params: GenerationParams = None  # type: ignore[assignment]
     metadata: Metadata = None  # type: ignore[assignment]
 

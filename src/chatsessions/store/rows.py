@@ -52,7 +52,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
     }
 
 
-def to_chat(row: Mapping[str, Any]) -> Chat:
+def to_chat(row: Mapping[Any, Any]) -> Chat:
     return Chat(
         id=row["id"], tenant_id=row["tenant_id"], title=row["title"],
         system_prompt=row["system_prompt"], backend=row["backend"], model=row["model"],
@@ -76,7 +76,7 @@ def message_row(m: Message) -> dict[str, Any]:
     }
 
 
-def to_message(row: Mapping[str, Any]) -> Message:
+def to_message(row: Mapping[Any, Any]) -> Message:
     return Message(
         chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),
         content=row["content"], status=TurnStatus(row["status"]), error=row["error"],
@@ -87,7 +87,7 @@ def to_message(row: Mapping[str, Any]) -> Message:
     )
 
 
-def to_api_key(row: Mapping[str, Any]) -> ApiKey:
+def to_api_key(row: Mapping[Any, Any]) -> ApiKey:
     return ApiKey(
         id=row["id"], tenant_id=row["tenant_id"], key_hash=row["key_hash"], name=row["name"],
         created_at=_utc(row["created_at"]) or utcnow(), revoked_at=_utc(row["revoked_at"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -69,11 +69,11 @@ async def send_message(
 
 
 async def _events(
-    first: str | Message, turn: AsyncIterator[str | Message], metrics: Metrics
+    first: str | Message, turn: AsyncGenerator[str | Message, None], metrics: Metrics
 ) -> AsyncIterator[bytes]:
     """Deltas, then `done` with the stored message, or an `error` event: never a silent
     close. If the client goes away, the turn is cancelled and recorded as failed."""
-    async with aclosing(turn):  # type: ignore[type-var]
+    async with aclosing(turn):
         item = first
         try:
             while True:
