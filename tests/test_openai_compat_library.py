@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chatsessions import AsyncChatSessions, ChatNotFound, InvalidInput
-from chatsessions.sessions import ChatMoved
+from chatsessions.errors import ChatMoved
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Role, TurnStatus
 
@@ -77,18 +77,15 @@ async def test_fork_copies_the_ok_history_up_to_a_seq(chats: AsyncChatSessions,
 
 async def test_turn_options(chats: AsyncChatSessions, fake_llm: FakeLLMServer) -> None:
     chat_id = await chats.create_chat("Stored prompt.")
-    view = await chats.with_turn_options(system_prompt="This call only.")
-    await view.send(chat_id, "hi")
+    await chats.send(chat_id, "hi", system_prompt="This call only.")
     assert fake_llm.chat_histories()[-1][0] == {"role": "system", "content": "This call only."}
     assert (await chats.get_chat(chat_id)).system_prompt == "Stored prompt."
     await chats.send(chat_id, "again")
     assert fake_llm.chat_histories()[-1][0]["content"] == "Stored prompt."
 
-    stale = await chats.with_turn_options(if_message_count=2)
     with pytest.raises(ChatMoved):
-        await stale.send(chat_id, "from an old point")
+        await chats.send(chat_id, "from an old point", if_message_count=2)
     assert len(fake_llm.requests) == 2
     assert (await chats.get_chat(chat_id)).message_count == 4
-    current = await chats.with_turn_options(if_message_count=4)
-    parts = [item async for item in current.stream(chat_id, "from the tip")]
+    parts = [item async for item in chats.stream(chat_id, "from the tip", if_message_count=4)]
     assert parts[-1].seq == 6  # type: ignore[union-attr]

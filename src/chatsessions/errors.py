@@ -53,6 +53,17 @@ class TurnInterrupted(ChatSessionsError):
     type = "turn_interrupted"
 
 
+class ChatMoved(ChatSessionsError):
+    """The chat no longer holds the messages the caller expected (another turn or edit
+    came first); nothing was stored."""
+
+    type = "chat_moved"
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(f"Chat {chat_id} has moved on: another turn or edit came first")
+        self.chat_id = chat_id
+
+
 class BackendError(ChatSessionsError):
     """The model call failed; the user's message is kept and the turn is marked failed."""
 

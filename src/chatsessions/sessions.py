@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -15,10 +13,9 @@ from chatsessions.backends import Backend
 from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
 from chatsessions.core import Core
-from chatsessions.errors import ChatNotFound, ChatSessionsError, InvalidInput
-from chatsessions.leases import Lease, TurnLeases
+from chatsessions.errors import ChatNotFound, InvalidInput
 from chatsessions.store import Store
-from chatsessions.turn import run_turn
+from chatsessions.turn import TurnOptions, run_turn
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, utcnow
 from chatsessions.validation import (
     MAX_TITLE_CHARS,
@@ -234,10 +231,18 @@ class AsyncChatSessions:
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        if_message_count: int | None = None,
     ) -> Message:
-        """Run one turn and return the stored assistant message (with usage)."""
+        """Run one turn and return the stored assistant message (with usage).
+
+        ``system_prompt`` answers this turn under another prompt (the chat keeps its own);
+        ``if_message_count`` runs the turn only if the chat still holds that many messages
+        when its turn comes, else raises :class:`ChatMoved` having stored nothing.
+        """
         answer: Message | None = None
-        turn = self._turn(chat_id, text, params, idempotency_key, streaming=False)
+        turn = self._turn(chat_id, text, TurnOptions(
+            params, idempotency_key, system_prompt, if_message_count), streaming=False)
         async with aclosing(turn):
             async for item in turn:
                 if isinstance(item, Message):
@@ -256,14 +261,20 @@ class AsyncChatSessions:
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> AsyncIterator[str | Message]:
-        """Yield text deltas as they arrive, then the stored assistant message."""
-        turn = self._turn(chat_id, text, params, idempotency_key, streaming=True)
+        system_prompt: str | None = None,
+        if_message_count: int | None = None,
+    ) -> AsyncGenerator[str | Message, None]:
+        """Yield text deltas as they arrive, then the stored assistant message (options as
+        for :meth:`send`)."""
+        turn = self._turn(chat_id, text, TurnOptions(
+            params, idempotency_key, system_prompt, if_message_count), streaming=True)
         async with aclosing(turn):
             async for item in turn:
                 yield item
 
-    async def stream_message(self, chat_id: str, text: str, **kwargs: Any) -> AsyncIterator[str]:
+    async def stream_message(
+        self, chat_id: str, text: str, **kwargs: Any
+    ) -> AsyncGenerator[str, None]:
         """Yield only the answer's text deltas."""
         stream = self.stream(chat_id, text, **kwargs)
         async with aclosing(stream):
@@ -284,18 +295,21 @@ class AsyncChatSessions:
         self,
         chat_id: str,
         text: str,
-        params: GenerationParams | dict[str, Any] | None,
-        idempotency_key: str | None,
+        options: TurnOptions,
         *,
         streaming: bool,
-    ) -> AsyncIterator[str | Message]:
+    ) -> AsyncGenerator[str | Message, None]:
         text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
-        if idempotency_key is not None:
-            check_text(idempotency_key, field="idempotency key", max_chars=200)
-        call_params = check_params(params)
+        if options.idempotency_key is not None:
+            check_text(options.idempotency_key, field="idempotency key", max_chars=200)
+        options = replace(
+            options, params=check_params(options.params),
+            system_prompt=None if options.system_prompt is None
+            else self._check_system_prompt(options.system_prompt),
+        )
         await self._ready()
-        turn = run_turn(self._core, self.tenant_id, chat_id, text, call_params,
-                        idempotency_key, streaming=streaming)
+        turn = run_turn(self._core, self.tenant_id, chat_id, text, options,
+                        streaming=streaming)
         async with aclosing(turn):
             async for item in turn:
                 yield item
@@ -354,23 +368,6 @@ class AsyncChatSessions:
         await self._core.store.fork_chat(chat, up_to_seq)
         return chat.id
 
-    async def with_turn_options(
-        self, *, system_prompt: str | None = None, if_message_count: int | None = None
-    ) -> AsyncChatSessions:
-        """This tenant's view for one call; its turns (``send``, ``stream``) answer under
-        ``system_prompt`` instead of the chat's own, which stays stored as it was
-        (per-call instructions), and with ``if_message_count`` start only if the chat still
-        holds exactly that many messages when their turn comes, else raise
-        :class:`ChatMoved` having stored nothing. Use it for one call; do not close it."""
-        if system_prompt is not None:
-            system_prompt = self._check_system_prompt(system_prompt)
-        await self._ready()
-        view = self.for_tenant(self.tenant_id)
-        view._core = copy.copy(self._core)
-        view._core.leases = _CallLeases(self._core.leases, system_prompt, if_message_count)
-        return view
-
-
 
 def request_hash(chat: Chat) -> str:
     """What makes two chat creations "the same request" for idempotency."""
@@ -380,36 +377,3 @@ def request_hash(chat: Chat) -> str:
     fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
               chat.metadata]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-class ChatMoved(ChatSessionsError):
-    """The chat no longer holds the messages the caller expected: another turn or edit
-    came first. Nothing was stored."""
-
-    type = "chat_moved"
-
-    def __init__(self, chat_id: str) -> None:
-        super().__init__(f"Chat {chat_id} has moved on: another turn or edit came first")
-        self.chat_id = chat_id
-
-
-class _CallLeases(TurnLeases):
-    """The shared turn leases (same per-chat queue), applying one call's options to the
-    chat a turn is handed under its lease."""
-
-    def __init__(self, leases: TurnLeases, system_prompt: str | None,
-                 if_message_count: int | None) -> None:
-        super().__init__(leases.store, leases.owner, leases.ttl)
-        self.locks = leases.locks
-        self._system_prompt = system_prompt
-        self._if_message_count = if_message_count
-
-    @contextlib.asynccontextmanager
-    async def hold(self, chat_id: str, tenant_id: str, wait: float) -> AsyncIterator[Lease]:
-        async with super().hold(chat_id, tenant_id, wait) as lease:
-            expected = self._if_message_count
-            if expected is not None and lease.chat.message_count != expected:
-                raise ChatMoved(chat_id)
-            if self._system_prompt is not None:
-                lease.chat = replace(lease.chat, system_prompt=self._system_prompt)
-            yield lease

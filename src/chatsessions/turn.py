@@ -8,14 +8,20 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from chatsessions.backends import Backend, Completion
 from chatsessions.backends.base import ChatMessages, conversation
 from chatsessions.cache import History
 from chatsessions.context import trim_start
 from chatsessions.core import Core
-from chatsessions.errors import BackendError, BackendTimeout, ContextTooLong, InvalidInput
+from chatsessions.errors import (
+    BackendError,
+    BackendTimeout,
+    ChatMoved,
+    ContextTooLong,
+    InvalidInput,
+)
 from chatsessions.leases import Lease
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
 
@@ -23,20 +29,37 @@ from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
 ANSWER_PRIMER_TOKENS = 3
 
 
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    """What one call may change about its turn (already validated by the caller)."""
+
+    params: GenerationParams | None = None
+    idempotency_key: str | None = None
+    #: answer under this prompt instead of the chat's own (which stays as stored)
+    system_prompt: str | None = None
+    #: run only if the chat still holds exactly this many messages when its turn comes
+    if_message_count: int | None = None
+
+
 async def run_turn(
     core: Core,
     tenant_id: str,
     chat_id: str,
     text: str,
-    params: GenerationParams,
-    idempotency_key: str | None,
+    options: TurnOptions,
     *,
     streaming: bool,
 ) -> AsyncGenerator[str | Message, None]:
     """Yield text deltas (when streaming), then the stored assistant message."""
     settings = core.settings
+    idempotency_key = options.idempotency_key
     async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
         chat = lease.chat
+        expected = options.if_message_count
+        if expected is not None and chat.message_count != expected:
+            raise ChatMoved(chat_id)
+        if options.system_prompt is not None:
+            chat = replace(chat, system_prompt=options.system_prompt)
         if idempotency_key is not None:
             earlier = await core.store.message_by_idempotency_key(chat.id, idempotency_key)
             if earlier is not None:
@@ -46,7 +69,7 @@ async def run_turn(
                 yield answer
                 return
         backend = core.backend(chat.backend)
-        gen_params = GenerationParams.model_validate(chat.params).merged(params)
+        gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
         history = await core.visible_history(chat)
         context = build_context(core, chat, history, text, backend, gen_params)
 

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatsessions.backends import Completion
 from chatsessions.context import trim_start
-from chatsessions.errors import ChatNotFound, ChatSessionsError, ContextTooLong
+from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError, ContextTooLong
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.openai_compat.chat_completions import aclose
@@ -51,7 +51,7 @@ from chatsessions.service.openai_compat.streaming import (
     now,
     response_events,
 )
-from chatsessions.sessions import AsyncChatSessions, ChatMoved
+from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
 from chatsessions.validation import check_params, check_text
 
@@ -132,16 +132,16 @@ async def create_response(body: ResponseCreate, request: Request,
         return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
                                       "completed", output, answer, None))
 
-    view = await sessions.with_turn_options(system_prompt=turn.instructions,
-                                            if_message_count=expected)
-    stream = _counted(view.stream(chat_id, turn.text, params=turn.params), metrics)
+    stream = _counted(sessions.stream(chat_id, turn.text, params=turn.params,
+                                      system_prompt=turn.instructions,
+                                      if_message_count=expected), metrics)
     try:
         try:
             first = await anext(stream)  # failures before any output get their own status
         except ChatMoved:
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            view = await sessions.with_turn_options(system_prompt=turn.instructions)
-            stream = _counted(view.stream(chat_id, turn.text, params=turn.params), metrics)
+            stream = _counted(sessions.stream(chat_id, turn.text, params=turn.params,
+                                              system_prompt=turn.instructions), metrics)
             first = await anext(stream)
         # The turn holds the chat now: its user message is the chat's last one so far.
         seq = first.seq if isinstance(first, Message) else (
@@ -245,10 +245,9 @@ async def _target(body: ResponseCreate, turn: Turn,
 
 async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 expected: int | None, metrics: Metrics) -> Message:
-    view = await sessions.with_turn_options(system_prompt=turn.instructions,
-                                            if_message_count=expected)
     try:
-        answer = await view.send(chat_id, turn.text, params=turn.params)
+        answer = await sessions.send(chat_id, turn.text, params=turn.params,
+                                     system_prompt=turn.instructions, if_message_count=expected)
     except ChatMoved:
         raise
     except ChatSessionsError:
