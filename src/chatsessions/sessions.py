@@ -242,7 +242,8 @@ class AsyncChatSessions:
         """
         answer: Message | None = None
         turn = self._turn(chat_id, text, TurnOptions(
-            params, idempotency_key, system_prompt, if_message_count), streaming=False)
+            check_params(params), idempotency_key, system_prompt, if_message_count),
+            streaming=False)
         async with aclosing(turn):
             async for item in turn:
                 if isinstance(item, Message):
@@ -267,7 +268,8 @@ class AsyncChatSessions:
         """Yield text deltas as they arrive, then the stored assistant message (options as
         for :meth:`send`)."""
         turn = self._turn(chat_id, text, TurnOptions(
-            params, idempotency_key, system_prompt, if_message_count), streaming=True)
+            check_params(params), idempotency_key, system_prompt, if_message_count),
+            streaming=True)
         async with aclosing(turn):
             async for item in turn:
                 yield item
@@ -302,11 +304,9 @@ class AsyncChatSessions:
         text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
         if options.idempotency_key is not None:
             check_text(options.idempotency_key, field="idempotency key", max_chars=200)
-        options = replace(
-            options, params=check_params(options.params),
-            system_prompt=None if options.system_prompt is None
-            else self._check_system_prompt(options.system_prompt),
-        )
+        if options.system_prompt is not None:
+            options = replace(options,
+                              system_prompt=self._check_system_prompt(options.system_prompt))
         await self._ready()
         turn = run_turn(self._core, self.tenant_id, chat_id, text, options,
                         streaming=streaming)
