@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from chatsessions.types import Chat, GenerationParams, Message
+from chatsessions.types import Chat, GenerationParams, Message, SearchHit, UsageReport
 
 LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 TEXT_PATTERN = r"^[^\x00]*$"
-CONTENT_PATTERN = r"^[^\x00]*\S[^\x00]*$"
+#: what ``str.strip`` removes, spelled out: ``\s`` differs between Python and ECMA regexes
+BLANK = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+CONTENT_PATTERN = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
 KEY_PATTERN = r"^[^\x00]+$"
 #: What a pattern mismatch means, for error messages people can act on.
 PATTERN_HINTS = {
@@ -64,14 +66,18 @@ class ChatCreate(BaseModel):
     params: GenerationParams | None = None
     title: Label | None = None
     metadata: Metadata | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="when the chat and its messages are deleted for good")
 
 
 class ChatUpdate(BaseModel):
-    """Only the fields present are changed; ``title: null`` clears the title."""
+    """Only the fields present are changed; ``title: null`` clears the title and
+    ``expires_at: null`` the expiry."""
 
     model_config = ConfigDict(extra="forbid")
 
     title: Label | None = None
+    expires_at: datetime | None = None
     # Absent means "unchanged"; these cannot be set to null, so the schema says string.
     system_prompt: Text = None  # type: ignore[assignment]
     model: Label = Field(default=None, max_length=200)  # type: ignore[assignment]
@@ -93,6 +99,8 @@ class ChatPublic(BaseModel):
     completion_tokens: int
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None = Field(description="set while the chat is archived")
+    expires_at: datetime | None = Field(description="when the chat will be deleted")
 
     @classmethod
     def of(cls, chat: Chat) -> ChatPublic:
@@ -102,7 +110,8 @@ class ChatPublic(BaseModel):
             metadata=chat.metadata, parent_id=chat.parent_id,
             message_count=chat.message_count, prompt_tokens=chat.prompt_tokens,
             completion_tokens=chat.completion_tokens, created_at=chat.created_at,
-            updated_at=chat.updated_at,
+            updated_at=chat.updated_at, archived_at=chat.archived_at,
+            expires_at=chat.expires_at,
         )
 
 
@@ -162,3 +171,55 @@ class MessageList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     database: Literal["ok"]
+
+
+class ModelUsagePublic(BaseModel):
+    model: str
+    turns: int = Field(description="answered turns")
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float = Field(description="USD, from the price table; 0 when unpriced")
+    priced: bool = Field(description="false when the price table has no entry for the model")
+
+
+class UsagePublic(BaseModel):
+    """A tenant's usage over [from, to); an open end means no bound."""
+
+    start: datetime | None = Field(serialization_alias="from")
+    end: datetime | None = Field(serialization_alias="to")
+    models: list[ModelUsagePublic]
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float = Field(description="USD; excludes unpriced models")
+    unpriced: list[str] = Field(description="models used without a price")
+
+    @classmethod
+    def of(cls, report: UsageReport) -> UsagePublic:
+        return cls(
+            start=report.start, end=report.end,
+            models=[ModelUsagePublic(model=m.model, turns=m.turns,
+                                     prompt_tokens=m.prompt_tokens,
+                                     completion_tokens=m.completion_tokens, cost=m.cost,
+                                     priced=m.priced) for m in report.models],
+            turns=report.turns, prompt_tokens=report.prompt_tokens,
+            completion_tokens=report.completion_tokens, cost=report.cost,
+            unpriced=report.unpriced,
+        )
+
+
+class SearchHitPublic(BaseModel):
+    chat_id: str
+    seq: int
+    role: Literal["system", "user", "assistant"]
+    snippet: str = Field(description="the matching words in context, marked [like this]")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, hit: SearchHit) -> SearchHitPublic:
+        return cls(chat_id=hit.chat_id, seq=hit.seq, role=hit.role.value, snippet=hit.snippet,
+                   created_at=hit.created_at)
+
+
+class SearchResults(BaseModel):
+    data: list[SearchHitPublic]

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from chatsessions.service.openai_compat.errors import unsupported
 from chatsessions.service.openai_compat.items import TEXT_PARTS
+from chatsessions.service.schemas import CONTENT_PATTERN, LABEL_PATTERN, TEXT_PATTERN
 from chatsessions.types import Chat, Usage
 
 #: accepted and without effect here (routing hints, end-user ids, caching, service tiers)
@@ -25,11 +26,9 @@ IGNORED = frozenset({
 
 # The published JSON schemas say exactly what is accepted; requests are still parsed
 # loosely so that a refusal can name the offending parameter the way OpenAI does.
-NO_NUL = r"^[^\x00]*$"
-#: what ``str.strip`` removes, spelled out: ``\s`` differs between Python and ECMA regexes
-BLANK = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_BLANK = rf"^[^\x00]*[^\x00{BLANK}][^\x00]*$"
-ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+NO_NUL = TEXT_PATTERN
+NOT_BLANK = CONTENT_PATTERN
+ONE_LINE = LABEL_PATTERN
 MAX_TEXT = 32_000  # the default message limit (CHATSESSIONS_MAX_MESSAGE_CHARS)
 MAX_PARTS = 4
 MAX_PART = (MAX_TEXT - MAX_PARTS) // MAX_PARTS  # parts are joined with newlines
