@@ -19,7 +19,17 @@ from chatsessions.errors import (
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
-from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, Usage
+from chatsessions.types import (
+    Chat,
+    GenerationParams,
+    Message,
+    ModelUsage,
+    Role,
+    SearchHit,
+    TurnStatus,
+    Usage,
+    UsageReport,
+)
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -37,10 +47,13 @@ __all__ = [
     "GenerationParams",
     "InvalidInput",
     "Message",
+    "ModelUsage",
     "Role",
+    "SearchHit",
     "Settings",
     "TurnInterrupted",
     "TurnStatus",
     "Usage",
+    "UsageReport",
 ]
 __version__ = "0.1.0"

@@ -70,11 +70,26 @@ class Settings(BaseSettings):
         default=0, ge=0, description="requests per minute per API key (0: no limit)"
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="USD per million prompt and completion tokens, by model name "
+        '(env: JSON, e.g. {"gpt-4o-mini": [0.15, 0.6]}); unpriced models cost 0',
+    )
     local_n_ctx: int = Field(default=8192, ge=256)
     local_n_threads: int | None = None
     local_state_cache_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0,
         description="saved per-chat model state of the local backend (0: off)")
+
+    @field_validator("prices")
+    @classmethod
+    def _no_negative_prices(
+        cls, value: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
+        for model, (prompt, completion) in value.items():
+            if not (prompt >= 0 and completion >= 0):
+                raise ValueError(f"prices for {model} must be non-negative numbers")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -16,13 +16,24 @@ from chatsessions.core import Core
 from chatsessions.errors import ChatNotFound, InvalidInput
 from chatsessions.store import Store
 from chatsessions.turn import TurnOptions, run_turn
-from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus, utcnow
+from chatsessions.types import (
+    Chat,
+    GenerationParams,
+    Message,
+    ModelUsage,
+    Role,
+    SearchHit,
+    TurnStatus,
+    UsageReport,
+    utcnow,
+)
 from chatsessions.validation import (
     MAX_TITLE_CHARS,
     check_label,
     check_metadata,
     check_params,
     check_text,
+    check_when,
 )
 
 _UNSET: Any = object()
@@ -116,6 +127,7 @@ class AsyncChatSessions:
         metadata: dict[str, Any] | None = None,
         chat_id: str | None = None,
         idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
     ) -> str:
         """Start a chat whose history begins with the system prompt; return its id.
 
@@ -137,6 +149,7 @@ class AsyncChatSessions:
             else self._core.backend(backend_name).default_model,
             params=check_params(params).as_kwargs(),
             metadata=check_metadata(metadata),
+            expires_at=check_when(expires_at, field="expires_at"),
         )
         if idempotency_key is None:
             await store.create_chat(chat)
@@ -169,12 +182,19 @@ class AsyncChatSessions:
         before: tuple[datetime, str] | None = None,
         title_contains: str | None = None,
         metadata: dict[str, Any] | None = None,
+        include_archived: bool = False,
+        archived: bool | None = None,
     ) -> list[Chat]:
-        """Newest first; pass the last chat's ``(created_at, id)`` as ``before`` to page."""
+        """Newest first; pass the last chat's ``(created_at, id)`` as ``before`` to page.
+
+        Archived chats are left out unless ``include_archived``; ``archived=True`` lists
+        only them (and ``False`` only the others), whatever ``include_archived`` says."""
         store = await self._ready()
+        if archived is None and not include_archived:
+            archived = False
         return await store.list_chats(
             self.tenant_id, limit=limit, before=before,
-            title_contains=title_contains, metadata=metadata,
+            title_contains=title_contains, metadata=metadata, archived=archived,
         )
 
     async def update_chat(
@@ -186,7 +206,9 @@ class AsyncChatSessions:
         model: str = _UNSET,
         params: GenerationParams | dict[str, Any] = _UNSET,
         metadata: dict[str, Any] = _UNSET,
+        expires_at: datetime | None = _UNSET,
     ) -> Chat:
+        """Change the fields given; ``title=None`` and ``expires_at=None`` clear them."""
         store = await self._ready()
         changes: dict[str, Any] = {}
         if title is not _UNSET:
@@ -200,6 +222,8 @@ class AsyncChatSessions:
             changes["params"] = check_params(params).as_kwargs()
         if metadata is not _UNSET:
             changes["metadata"] = check_metadata(metadata)
+        if expires_at is not _UNSET:
+            changes["expires_at"] = check_when(expires_at, field="expires_at")
         if not changes:
             return await self.get_chat(chat_id)
         chat = await store.update_chat(chat_id, self.tenant_id, changes)
@@ -213,6 +237,21 @@ class AsyncChatSessions:
         if not await store.delete_chat(chat_id, self.tenant_id):
             raise ChatNotFound(chat_id)
         self._core.cache.discard(chat_id)
+
+    async def archive_chat(self, chat_id: str) -> Chat:
+        """Hide the chat from :meth:`list_chats` (unless asked for); it stays usable."""
+        return await self._set_archived(chat_id, archived=True)
+
+    async def unarchive_chat(self, chat_id: str) -> Chat:
+        return await self._set_archived(chat_id, archived=False)
+
+    async def _set_archived(self, chat_id: str, *, archived: bool) -> Chat:
+        store = await self._ready()
+        chat = await store.update_chat(chat_id, self.tenant_id,
+                                       {"archived_at": utcnow() if archived else None})
+        if chat is None:
+            raise ChatNotFound(chat_id)
+        return chat
 
     async def history(self, chat_id: str, *, include_failed: bool = False) -> list[Message]:
         """The conversation as stored, starting with the system prompt (seq 0)."""
@@ -316,12 +355,49 @@ class AsyncChatSessions:
 
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
-        (lease expired) and forget expired idempotency keys. Returns turns failed."""
+        (lease expired), forget expired idempotency keys, and delete expired chats (of
+        every tenant) with their messages. Returns turns failed."""
         store = await self._ready()
         failed = await store.recover_pending()
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)
+        for chat_id in await store.delete_expired(utcnow()):
+            self._core.cache.discard(chat_id)
         return failed
+
+    # usage and search ---------------------------------------------------------------
+
+    async def usage(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> UsageReport:
+        """This tenant's answered turns, tokens and cost per model, for answers given in
+        ``[start, end)``. Costs come from ``Settings.prices``; models without a price
+        cost 0 and are listed in the report's ``unpriced``."""
+        start = check_when(start, field="start")
+        end = check_when(end, field="end")
+        if start is not None and end is not None and end < start:
+            raise InvalidInput("the end of the range is before its start")
+        store = await self._ready()
+        prices = self.settings.prices
+        models = []
+        for used in await store.usage(self.tenant_id, start, end):
+            price = prices.get(used.model)
+            if price is None:
+                models.append(used)
+                continue
+            cost = (used.prompt_tokens * price[0] + used.completion_tokens * price[1]) / 1e6
+            models.append(ModelUsage(used.model, used.turns, used.prompt_tokens,
+                                     used.completion_tokens, cost=cost, priced=True))
+        return UsageReport(start=start, end=end, models=models)
+
+    async def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        """Messages of this tenant's chats that contain every word of ``query``, best
+        match first, each with a snippet (matched words in [brackets])."""
+        query = check_text(query, field="query", max_chars=1000)
+        if not 1 <= limit <= 200:
+            raise InvalidInput("limit must be within 1..200")
+        store = await self._ready()
+        return await store.search(self.tenant_id, query, limit)
 
     def _check_system_prompt(self, value: str) -> str:
         return check_text(value, field="system_prompt",

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from chatsessions.config import Settings
 from chatsessions.sessions import AsyncChatSessions
-from chatsessions.types import Chat, Message
+from chatsessions.types import Chat, Message, SearchHit, UsageReport
 
 T = TypeVar("T")
 
@@ -111,6 +111,21 @@ class ChatSessions:
 
     def history(self, chat_id: str, *, include_failed: bool = False) -> list[Message]:
         return self._call(self.aio.history(chat_id, include_failed=include_failed))
+
+    def archive_chat(self, chat_id: str) -> Chat:
+        return self._call(self.aio.archive_chat(chat_id))
+
+    def unarchive_chat(self, chat_id: str) -> Chat:
+        return self._call(self.aio.unarchive_chat(chat_id))
+
+    def usage(self, start: datetime | None = None, end: datetime | None = None) -> UsageReport:
+        return self._call(self.aio.usage(start, end))
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        return self._call(self.aio.search(query, limit))
+
+    def sweep(self) -> int:
+        return self._call(self.aio.sweep())
 
 
 def _shutdown(

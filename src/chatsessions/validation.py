@@ -86,3 +86,19 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+def check_when(value: Any, *, field: str) -> Any:
+    """A moment as an aware UTC datetime (naive ones are taken as UTC); None stays None."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{field} must be a date and time")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{field} is out of range") from None

@@ -57,7 +57,14 @@ def exit_code(exc: ChatSessionsError) -> int:
 
 def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit code on failure."""
-    from chatsessions.cli import commands, demo, keys, repl, serve  # noqa: F401  (registers)
+    from chatsessions.cli import (  # noqa: F401  (registers)
+        commands,
+        demo,
+        find,
+        keys,
+        repl,
+        serve,
+    )
 
     try:
         result = app(standalone_mode=False)  # returns the code of a typer.Exit

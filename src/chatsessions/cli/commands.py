@@ -47,12 +47,14 @@ def send(
 def list_chats(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    include_archived: Annotated[bool, typer.Option(help="list archived chats too")] = False,
 ) -> None:
     """List chats, newest first."""
     with open_sessions(ctx) as chats:
         table = Table("id", "title", "messages", "model", "updated")
-        for chat in chats.list_chats(limit=limit):
-            table.add_row(chat.id, escape(chat.title or ""), str(chat.message_count),
+        for chat in chats.list_chats(limit=limit, include_archived=include_archived):
+            title = escape(chat.title or "") + (" (archived)" if chat.archived_at else "")
+            table.add_row(chat.id, title, str(chat.message_count),
                           chat.model, chat.updated_at.strftime("%Y-%m-%d %H:%M"))
         console.print(table)
 
@@ -95,3 +97,20 @@ def remove(ctx: typer.Context, chat_ids: list[str]) -> None:
         for chat_id in chat_ids:
             chats.delete_chat(chat_id)
             console.print(f"deleted {chat_id}", highlight=False)
+
+
+@app.command()
+def archive(
+    ctx: typer.Context,
+    chat_ids: list[str],
+    undo: Annotated[bool, typer.Option("--undo", help="unarchive instead")] = False,
+) -> None:
+    """Archive chats: hidden from `list` (see --include-archived), still usable."""
+    with open_sessions(ctx) as chats:
+        for chat_id in chat_ids:
+            if undo:
+                chats.unarchive_chat(chat_id)
+                console.print(f"unarchived {chat_id}", highlight=False)
+            else:
+                chats.archive_chat(chat_id)
+                console.print(f"archived {chat_id}", highlight=False)

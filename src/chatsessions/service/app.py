@@ -19,7 +19,7 @@ from chatsessions.service import errors, openai_compat
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
-from chatsessions.service.routes import chats, health, messages
+from chatsessions.service.routes import chats, health, messages, search, usage
 from chatsessions.sessions import AsyncChatSessions
 
 STATIC = Path(__file__).parent / "static"
@@ -61,6 +61,8 @@ def create_app(
     errors.install(app)
     app.include_router(chats.router)
     app.include_router(messages.router)
+    app.include_router(search.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     app.include_router(openai_compat.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -109,7 +111,8 @@ def install_openapi(app: FastAPI) -> None:
 
 
 async def _sweep_forever(sessions: AsyncChatSessions, period: float) -> None:
-    """Fail turns whose replica died (once their lease expired) and expire old keys."""
+    """Fail turns whose replica died (once their lease expired), expire old keys and
+    delete expired chats."""
     while True:
         await asyncio.sleep(period)
         try:

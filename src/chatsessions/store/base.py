@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from chatsessions.types import ApiKey, Chat, Message
+from chatsessions.types import ApiKey, Chat, Message, ModelUsage, SearchHit
 
 
 class Store(Protocol):
@@ -43,8 +43,10 @@ class Store(Protocol):
         before: tuple[datetime, str] | None = None,
         title_contains: str | None = None,
         metadata: dict[str, Any] | None = None,
+        archived: bool | None = False,
     ) -> list[Chat]:
-        """Newest first; ``before`` is the (created_at, id) of the last chat already seen."""
+        """Newest first; ``before`` is the (created_at, id) of the last chat already seen.
+        ``archived``: False only active chats, True only archived ones, None both."""
 
     async def update_chat(
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
@@ -122,6 +124,22 @@ class Store(Protocol):
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         """Create ``chat`` (``parent_id`` names the source) holding a copy of the source's ok
         messages with seq <= ``up_to_seq``, seqs unchanged; its next seq is up_to_seq + 1."""
+
+    # usage, search, retention -----------------------------------------------------------
+
+    async def usage(
+        self, tenant_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[ModelUsage]:
+        """Answered turns and their tokens per model, for answers created in [start, end),
+        in one aggregate query. Messages a fork copied are counted once, in the source.
+        Costs are left at 0: prices are the caller's business."""
+
+    async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
+        """Messages of the tenant's chats containing every word of ``query``, best first."""
+
+    async def delete_expired(self, now: datetime) -> list[str]:
+        """Really delete chats (all tenants) whose ``expires_at`` has passed, with their
+        messages; chats in the middle of a turn wait for the next sweep. Returns their ids."""
 
 
 def open_store(url: str, **options: Any) -> Store:

@@ -11,7 +11,17 @@ from datetime import datetime
 from typing import Any
 
 from chatsessions.errors import ChatNotFound, InvalidInput, TurnInterrupted
-from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.store.search import snippet, words
+from chatsessions.types import (
+    ApiKey,
+    Chat,
+    Message,
+    ModelUsage,
+    Role,
+    SearchHit,
+    TurnStatus,
+    utcnow,
+)
 
 
 class MemoryStore:
@@ -64,10 +74,12 @@ class MemoryStore:
         before: tuple[datetime, str] | None = None,
         title_contains: str | None = None,
         metadata: dict[str, Any] | None = None,
+        archived: bool | None = False,
     ) -> list[Chat]:
         found = [
             c for c in self._chats.values()
             if c.tenant_id == tenant_id
+            and (archived is None or (c.archived_at is not None) == archived)
             and (before is None or (c.created_at, c.id) < before)
             and (not title_contains or title_contains.lower() in (c.title or "").lower())
             and all(c.metadata.get(k) == v for k, v in (metadata or {}).items())
@@ -252,3 +264,49 @@ class MemoryStore:
         self._chats[chat.id] = forked
         self._messages[chat.id] = copied
         return forked
+
+    # usage, search, retention -----------------------------------------------------------
+
+    async def usage(
+        self, tenant_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[ModelUsage]:
+        totals: dict[str, list[int]] = {}
+        for chat in self._chats.values():
+            if chat.tenant_id != tenant_id:
+                continue
+            for m in self._messages[chat.id]:
+                if (m.role is not Role.ASSISTANT or m.status is not TurnStatus.OK
+                        or (chat.forked_at_seq is not None and m.seq <= chat.forked_at_seq)
+                        or (start is not None and m.created_at < start)
+                        or (end is not None and m.created_at >= end)):
+                    continue
+                total = totals.setdefault(m.model or chat.model, [0, 0, 0])
+                total[0] += 1
+                total[1] += m.prompt_tokens
+                total[2] += m.completion_tokens
+        return [ModelUsage(model, turns, prompt, completion)
+                for model, (turns, prompt, completion) in sorted(totals.items())]
+
+    async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
+        wanted = set(words(query))
+        if not wanted:
+            return []
+        hits = [
+            SearchHit(m.chat_id, m.seq, m.role, snippet(m.content, query), m.created_at)
+            for chat in self._chats.values() if chat.tenant_id == tenant_id
+            for m in self._messages[chat.id] if wanted <= set(words(m.content))
+        ]
+        hits.sort(key=lambda hit: hit.created_at, reverse=True)
+        return hits[:limit]
+
+    async def delete_expired(self, now: datetime) -> list[str]:
+        ids = [
+            c.id for c in self._chats.values()
+            if c.expires_at is not None and c.expires_at <= now
+            and (c.id not in self._leases or self._leases[c.id][1] < now)
+        ]
+        for chat_id in ids:
+            del self._chats[chat_id]
+            del self._messages[chat_id]
+            self._leases.pop(chat_id, None)
+        return ids

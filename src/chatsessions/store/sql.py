@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from chatsessions.errors import ChatNotFound, TurnInterrupted
+from chatsessions.store import search as fulltext
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
     chat_row,
@@ -28,7 +29,16 @@ from chatsessions.store.rows import (
     with_seq,
 )
 from chatsessions.store.schema import api_keys, chats, messages
-from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.types import (
+    ApiKey,
+    Chat,
+    Message,
+    ModelUsage,
+    Role,
+    SearchHit,
+    TurnStatus,
+    utcnow,
+)
 
 INTERRUPTED = "interrupted: the service stopped during this turn"
 
@@ -103,8 +113,12 @@ class SQLStore:
         before: tuple[datetime, str] | None = None,
         title_contains: str | None = None,
         metadata: dict[str, Any] | None = None,
+        archived: bool | None = False,
     ) -> list[Chat]:
         query = chats.select().where(chats.c.tenant_id == tenant_id)
+        if archived is not None:
+            query = query.where(chats.c.archived_at.is_not(None) if archived
+                                else chats.c.archived_at.is_(None))
         if before is not None:
             created, chat_id = before
             query = query.where(sa.or_(
@@ -391,6 +405,58 @@ class SQLStore:
             conn.execute(chats.insert().values(**chat_row(forked)))
             conn.execute(messages.insert().from_select(columns, copied.where(kept)))
             return forked
+
+        return await self.db.write(run)
+
+    # usage, search, retention -----------------------------------------------------------
+
+    async def usage(
+        self, tenant_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[ModelUsage]:
+        model = sa.func.coalesce(messages.c.model, chats.c.model)
+        query = (
+            sa.select(model.label("model"), sa.func.count().label("turns"),
+                      sa.func.coalesce(sa.func.sum(messages.c.prompt_tokens), 0),
+                      sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0))
+            .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
+            .where(chats.c.tenant_id == tenant_id,
+                   messages.c.role == Role.ASSISTANT.value,
+                   messages.c.status == TurnStatus.OK.value,
+                   # a fork's copies of its source's messages were paid for once
+                   sa.or_(chats.c.forked_at_seq.is_(None),
+                          messages.c.seq > chats.c.forked_at_seq))
+            .group_by(model)
+            .order_by(model)
+        )
+        if start is not None:
+            query = query.where(messages.c.created_at >= start)
+        if end is not None:
+            query = query.where(messages.c.created_at < end)
+        return await self.db.read(lambda conn: [
+            ModelUsage(model=str(name), turns=int(turns), prompt_tokens=int(prompt),
+                       completion_tokens=int(completion))
+            for name, turns, prompt, completion in conn.execute(query)
+        ])
+
+    async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
+        dialect = self.dialect
+        return await self.db.read(
+            lambda conn: fulltext.search(conn, dialect, tenant_id, query, limit))
+
+    async def delete_expired(self, now: datetime) -> list[str]:
+        expired = (
+            sa.select(chats.c.id)
+            .where(chats.c.expires_at <= now,
+                   sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_expires_at < now))
+            .limit(1000)
+        )
+
+        def run(conn: Connection) -> list[str]:
+            ids = [row[0] for row in conn.execute(expired)]
+            if ids:
+                conn.execute(messages.delete().where(messages.c.chat_id.in_(ids)))
+                conn.execute(chats.delete().where(chats.c.id.in_(ids)))
+            return ids
 
         return await self.db.write(run)
 

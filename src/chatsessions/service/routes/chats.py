@@ -45,7 +45,7 @@ async def create_chat(
     """Start a chat; its history begins with the system prompt."""
     chat_id = await sessions.create_chat(
         body.system_prompt, model=body.model, params=body.params, title=body.title,
-        metadata=body.metadata, idempotency_key=idempotency_key,
+        metadata=body.metadata, idempotency_key=idempotency_key, expires_at=body.expires_at,
     )
     return ChatPublic.of(await sessions.get_chat(chat_id))
 
@@ -58,6 +58,8 @@ async def list_chats(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     title: Annotated[str | None, Query(max_length=500,
                                        description="only chats whose title contains this")] = None,
+    archived: Annotated[Literal["false", "true", "all"], Query(
+        description="false: active chats only; true: archived ones only; all: both")] = "false",
 ) -> ChatList:
     """Newest first. Filter by metadata with `?metadata.KEY=VALUE` (values compared as JSON
     when they parse, else as strings)."""
@@ -68,7 +70,8 @@ async def list_chats(
     }
     before = decode_cursor(cursor) if cursor else None
     chats = await sessions.list_chats(limit=limit, before=before, title_contains=title,
-                                      metadata=metadata or None)
+                                      metadata=metadata or None, include_archived=True,
+                                      archived=None if archived == "all" else archived == "true")
     next_cursor = encode_cursor(chats[-1].created_at, chats[-1].id) if len(chats) == limit else None
     return ChatList(data=[ChatPublic.of(c) for c in chats], next_cursor=next_cursor)
 
@@ -96,6 +99,17 @@ async def delete_chat(chat_id: str, sessions: SessionsDep) -> Response:
     """Delete the chat and all its messages, for real."""
     await sessions.delete_chat(chat_id)
     return Response(status_code=204)
+
+
+@router.post("/{chat_id}/archive", response_model=ChatPublic, responses=NOT_FOUND)
+async def archive_chat(chat_id: str, sessions: SessionsDep) -> ChatPublic:
+    """Hide the chat from the list (see `?archived=`); it stays readable and usable."""
+    return ChatPublic.of(await sessions.archive_chat(chat_id))
+
+
+@router.post("/{chat_id}/unarchive", response_model=ChatPublic, responses=NOT_FOUND)
+async def unarchive_chat(chat_id: str, sessions: SessionsDep) -> ChatPublic:
+    return ChatPublic.of(await sessions.unarchive_chat(chat_id))
 
 
 @router.get("/{chat_id}/export", responses={

@@ -1,0 +1,94 @@
+"""Full-text search over messages: SQLite FTS5 and PostgreSQL text search.
+
+Migration 0003 keeps the index: on SQLite an external-content FTS5 table, ``messages_fts``,
+kept in step with ``messages`` by triggers; on PostgreSQL a GIN index on
+``to_tsvector('simple', content)``. Both take the user's words as plain words (every one
+must appear), never as query syntax.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from chatsessions.store.schema import UTCDateTime
+from chatsessions.types import Role, SearchHit
+
+#: How matched words are marked in snippets.
+MARK_START, MARK_END, ELLIPSIS = "[", "]", "…"
+
+_SQLITE = sa.text(f"""
+    SELECT m.chat_id, m.seq, m.role, m.created_at,
+           snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '{ELLIPSIS}', 16) AS snippet
+    FROM messages_fts
+    JOIN messages AS m ON m.rowid = messages_fts.rowid
+    JOIN chats AS c ON c.id = m.chat_id
+    WHERE messages_fts MATCH :q AND c.tenant_id = :tenant
+    ORDER BY messages_fts.rank, m.created_at DESC
+    LIMIT :limit
+""").columns(created_at=UTCDateTime)
+
+_POSTGRESQL = sa.text(f"""
+    SELECT hit.chat_id, hit.seq, hit.role, hit.created_at,
+           ts_headline('simple', hit.content, plainto_tsquery('simple', :q),
+                       'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=24, MinWords=8')
+               AS snippet
+    FROM (
+        SELECT m.chat_id, m.seq, m.role, m.created_at, m.content,
+               ts_rank(to_tsvector('simple', m.content), plainto_tsquery('simple', :q)) AS rank
+        FROM messages AS m
+        JOIN chats AS c ON c.id = m.chat_id
+        WHERE to_tsvector('simple', m.content) @@ plainto_tsquery('simple', :q)
+          AND c.tenant_id = :tenant
+        ORDER BY rank DESC, m.created_at DESC
+        LIMIT :limit
+    ) AS hit
+    ORDER BY hit.rank DESC, hit.created_at DESC
+""").columns(created_at=UTCDateTime)
+
+
+def words(query: str) -> list[str]:
+    """The words of a query, as the search matches them."""
+    return re.findall(r"\w+", query.lower())
+
+
+def fts5_query(query: str) -> str:
+    """Every word as a quoted FTS5 string: plain words, never FTS5 syntax."""
+    return " ".join(f'"{word}"' for word in words(query))
+
+
+def search(conn: Connection, dialect: str, tenant_id: str, query: str,
+           limit: int) -> list[SearchHit]:
+    if not words(query):
+        return []
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
+    if dialect == "sqlite":
+        statement, params["q"] = _SQLITE, fts5_query(query)
+    else:
+        statement, params["q"] = _POSTGRESQL, query
+    return [
+        SearchHit(chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),
+                  snippet=row["snippet"], created_at=_utc(row["created_at"]))
+        for row in conn.execute(statement, params).mappings()
+    ]
+
+
+def snippet(content: str, query: str, width: int = 16) -> str:
+    """A snippet like the databases' for stores without a full-text index: the words
+    around the first match, matches marked."""
+    wanted = set(words(query))
+    tokens = content.split()
+    first = next((i for i, t in enumerate(tokens) if set(words(t)) & wanted), 0)
+    start = max(0, first - width // 2)
+    shown = [f"{MARK_START}{t}{MARK_END}" if set(words(t)) & wanted else t
+             for t in tokens[start:start + width]]
+    return ((ELLIPSIS if start else "") + " ".join(shown)
+            + (ELLIPSIS if start + width < len(tokens) else ""))
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

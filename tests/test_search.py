@@ -1,0 +1,69 @@
+"""Full-text search across a tenant's chats: library, HTTP API and CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatsessions import AsyncChatSessions, InvalidInput
+from chatsessions.testing import FakeLLMServer
+from chatsessions.types import Role
+from tests.conftest import LiveServer
+from tests.test_cli import run
+from tests.test_usage import cli_env
+
+
+async def test_a_word_said_in_turn_40_is_found_only_in_its_tenant(
+    sessions: AsyncChatSessions,
+) -> None:
+    chat = await sessions.create_chat()
+    noise = await sessions.create_chat()
+    for turn in range(1, 41):
+        text = "My order number is Kumquat-7731" if turn == 40 else f"question {turn}"
+        await sessions.send(chat, text)
+    await sessions.send(noise, "nothing to see")
+    stranger = sessions.for_tenant("other")
+    theirs = await stranger.create_chat()
+    await stranger.send(theirs, "kumquat kumquat")
+
+    hits = await sessions.search("kumquat")
+    users = [h for h in hits if h.role is Role.USER]
+    assert [(h.chat_id, h.seq) for h in users] == [(chat, 79)]  # turn 40's user message
+    assert "[Kumquat]" in users[0].snippet
+    assert all(h.chat_id == chat for h in hits)  # the answer may quote it, same chat
+    assert [h.chat_id for h in await stranger.search("kumquat")] == [theirs, theirs]
+    assert await sessions.search("kumquat missingword") == []
+    assert await sessions.search('"kumquat* (-') != []  # words, never query syntax
+    assert len(await sessions.search("question", limit=5)) == 5
+
+    await sessions.delete_chat(chat)
+    assert await sessions.search("kumquat") == []
+    with pytest.raises(InvalidInput):
+        await sessions.search("x", limit=0)
+
+
+def test_search_over_http(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url, timeout=30) as client:
+        chat = client.post("/chats", json={}).json()["id"]
+        client.post(f"/chats/{chat}/messages", json={"content": "the pangolin arrived"})
+        hits = client.get("/search", params={"q": "Pangolin"}).json()["data"]
+        assert {(h["chat_id"], h["seq"], h["role"]) for h in hits} >= {(chat, 1, "user")}
+        assert "[pangolin]" in hits[0]["snippet"]
+        assert len(client.get("/search", params={"q": "pangolin", "limit": 1}).json()["data"]) == 1
+        assert client.get("/search", params={"q": ""}).status_code == 422
+        assert client.get("/search").status_code == 422
+        assert client.delete(f"/chats/{chat}").status_code == 204
+        assert client.get("/search", params={"q": "pangolin"}).json()["data"] == []
+
+
+def test_search_from_the_command_line(tmp_path: Path, fake_llm: FakeLLMServer) -> None:
+    env = cli_env(tmp_path, fake_llm)
+    chat_id = run(env, "new").stdout.strip()
+    run(env, "send", chat_id, "my capybara is lost")
+    found = run(env, "search", "capybara")
+    assert found.returncode == 0, found.stderr
+    assert chat_id in found.stdout
+    assert "[capybara]" in found.stdout
+    assert chat_id not in run(env, "search", "wombat").stdout

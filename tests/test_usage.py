@@ -1,0 +1,123 @@
+"""Usage and cost per tenant over a time range: library, HTTP API and CLI."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatsessions import AsyncChatSessions, InvalidInput
+from chatsessions.config import Settings
+from chatsessions.service import create_app
+from chatsessions.testing import FakeLLMServer
+from chatsessions.types import utcnow
+from tests.conftest import LiveServer
+from tests.test_cli import run
+
+
+def cli_env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
+    """The environment the command line runs in: a SQLite file and the fake model."""
+    return {
+        **os.environ,
+        "CHATSESSIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "CHATSESSIONS_BACKEND": "openai",
+        "CHATSESSIONS_MODEL": "fake-model",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "OPENAI_API_KEY": "test",
+        "COLUMNS": "200",
+    }
+
+
+async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, object]) -> None:
+    prices = {"fake-model": (1.0, 2.0)}
+    async with AsyncChatSessions(**settings_kwargs, prices=prices) as chats:  # type: ignore[arg-type]
+        first = await chats.create_chat()
+        answers = [await chats.send(first, "Where is my parcel?"),
+                   await chats.send(first, "And the invoice?")]
+        other = await chats.create_chat(model="other-model")
+        unpriced = await chats.send(other, "hello")
+        await chats.fork_chat(first, up_to_seq=4)  # its copies were paid for once
+        stranger = chats.for_tenant("someone-else")
+        await stranger.send(await stranger.create_chat(), "not mine")
+
+        report = await chats.usage()
+        by_model = {m.model: m for m in report.models}
+        assert set(by_model) == {"fake-model", "other-model"}
+        fake = by_model["fake-model"]
+        prompt = sum(a.prompt_tokens for a in answers)
+        completion = sum(a.completion_tokens for a in answers)
+        assert (fake.turns, fake.prompt_tokens, fake.completion_tokens) == (
+            2, prompt, completion)
+        assert fake.priced
+        assert fake.cost == pytest.approx((prompt * 1.0 + completion * 2.0) / 1e6)
+        assert by_model["other-model"].turns == 1
+        assert by_model["other-model"].prompt_tokens == unpriced.prompt_tokens
+        assert (by_model["other-model"].cost, report.unpriced) == (0.0, ["other-model"])
+        assert report.turns == 3
+        assert report.cost == fake.cost
+
+        assert (await chats.usage(start=utcnow())).models == []
+        assert (await chats.usage(end=answers[1].created_at)).turns == 1
+        window = await chats.usage(start=answers[1].created_at,
+                                   end=unpriced.created_at + timedelta(seconds=1))
+        assert window.turns == 2
+        with pytest.raises(InvalidInput):
+            await chats.usage(start=utcnow(), end=utcnow() - timedelta(days=1))
+
+
+def test_prices_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATSESSIONS_PRICES", '{"gpt-4o-mini": [0.15, 0.6]}')
+    assert Settings().prices == {"gpt-4o-mini": (0.15, 0.6)}
+    with pytest.raises(ValueError, match="non-negative"):
+        Settings(prices={"m": (-1.0, 0.0)})
+
+
+def test_usage_over_http(settings_kwargs: dict[str, object]) -> None:
+    server = LiveServer(create_app(Settings(**settings_kwargs,  # type: ignore[arg-type]
+                                            prices={"fake-model": (1.0, 2.0)}))).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            chat = client.post("/chats", json={}).json()["id"]
+            answer = client.post(f"/chats/{chat}/messages", json={"content": "hi"}).json()
+            body = client.get("/usage").json()
+            assert body["models"] == [{
+                "model": "fake-model", "turns": 1, "prompt_tokens": answer["prompt_tokens"],
+                "completion_tokens": answer["completion_tokens"], "priced": True,
+                "cost": pytest.approx((answer["prompt_tokens"]
+                                       + 2 * answer["completion_tokens"]) / 1e6),
+            }]
+            assert (body["from"], body["to"], body["unpriced"], body["turns"]) == (
+                None, None, [], 1)
+            later = client.get("/usage", params={"from": answer["created_at"],
+                                                 "to": "2999-01-01T00:00:00Z"}).json()
+            assert later["turns"] == 1
+            assert later["to"].startswith("2999-01-01T00:00:00")
+            empty = client.get("/usage", params={"to": answer["created_at"]}).json()
+            assert (empty["turns"], empty["models"]) == (0, [])
+            bad = client.get("/usage", params={"from": "yesterday"})
+            assert bad.status_code == 422
+            assert bad.json()["error"]["type"]
+            backwards = client.get("/usage", params={"from": "2030-01-01T00:00:00Z",
+                                                     "to": "2020-01-01T00:00:00Z"})
+            assert backwards.status_code == 422
+            schema = client.get("/openapi.json").json()
+            assert "UsagePublic" in schema["components"]["schemas"]
+    finally:
+        server.stop()
+
+
+def test_usage_from_the_command_line(tmp_path: Path, fake_llm: FakeLLMServer) -> None:
+    env = {**cli_env(tmp_path, fake_llm), "CHATSESSIONS_PRICES": '{"fake-model": [1, 2]}'}
+    chat_id = run(env, "new").stdout.strip()
+    assert run(env, "send", chat_id, "hello").returncode == 0
+    shown = run(env, "usage", "--from", "2000-01-01")
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "fake-model" in line)
+    assert row.split("│")[2].strip() == "1"  # turns
+    assert "no price" not in shown.stdout
+    unpriced = {**env, "CHATSESSIONS_PRICES": "{}"}
+    assert "no price for: fake-model" in run(unpriced, "usage").stdout
+    assert run(env, "usage", "--to", "next week").returncode == 2
