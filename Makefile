@@ -17,7 +17,9 @@ run: install  ## set up everything and serve on the embedded model and SQLite
 demo: install
 	$(VENV)/bin/chatsessions demo
 
-test: install
+test: install  ## lint, types, then the whole suite
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 lint: install
