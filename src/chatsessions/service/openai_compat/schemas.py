@@ -35,16 +35,18 @@ MAX_PART = (MAX_TEXT - MAX_PARTS) // MAX_PARTS  # parts are joined with newlines
 
 
 def _content(pattern: str) -> dict[str, Any]:
-    part = {"type": "object", "required": ["type", "text"], "properties": {
-        "type": {"enum": list(TEXT_PARTS)},
-        "text": {"type": "string", "maxLength": MAX_PART, "pattern": pattern}}}
+    part = {"type": "object", "required": ["type", "text"], "additionalProperties": False,
+            "properties": {"type": {"enum": list(TEXT_PARTS)},
+                           "text": {"type": "string", "maxLength": MAX_PART, "pattern": pattern}}}
     return {"anyOf": [{"type": "string", "maxLength": MAX_TEXT, "pattern": pattern},
                       {"type": "array", "minItems": 1, "maxItems": MAX_PARTS, "items": part}]}
 
 
 def _messages(roles: list[str], pattern: str = NOT_BLANK, **limits: int) -> dict[str, Any]:
-    message = {"type": "object", "required": ["role", "content"], "properties": {
-        "type": {"const": "message"}, "role": {"enum": roles}, "content": _content(pattern)}}
+    # Other keys (function_call, tool_calls, ...) are refused by name, so none is published.
+    message = {"type": "object", "required": ["role", "content"], "additionalProperties": False,
+               "properties": {"type": {"const": "message"}, "role": {"enum": roles},
+                              "content": _content(pattern)}}
     return {"type": "array", "items": message, **limits}
 
 
