@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from chatsessions.cache import ByteLRU
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -38,17 +39,19 @@ class StateCache:
     """Which chat the context currently holds, and the saved states of the others."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
         self.enabled = max_bytes > 0
         self.current: str | None = None
-        self._saved: OrderedDict[str, SavedState] = OrderedDict()
-        self._bytes = 0
+        self._saved: ByteLRU[SavedState] = ByteLRU(max_bytes)
         self.hits = 0
         self.misses = 0
 
     @property
+    def max_bytes(self) -> int:
+        return self._saved.max_bytes
+
+    @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._saved.nbytes
 
     def switch_to(self, llama: Llama, key: str | None) -> None:
         """Make the context hold ``key``'s state (call on the generation thread)."""
@@ -58,15 +61,16 @@ class StateCache:
             return
         try:
             if self.current is not None and llama.n_tokens > 0:
-                self._put(self.current, _save(llama))
+                state = _save(llama)
+                if state.nbytes <= self.max_bytes:
+                    self._saved.put(self.current, state)
             self.current = key
             if key is None:  # a one-off call: keep the chats' states, cache nothing
                 return
-            saved = self._saved.pop(key, None)
+            saved = self._saved.pop(key)
             if saved is None:
                 self.misses += 1
             else:
-                self._bytes -= saved.nbytes
                 _restore(llama, saved)
                 self.hits += 1
         except Exception:
@@ -74,17 +78,7 @@ class StateCache:
             self.enabled = False
             self.current = None
             self._saved.clear()
-            self._bytes = 0
             llama.reset()  # type: ignore[no-untyped-call]
-
-    def _put(self, key: str, state: SavedState) -> None:
-        if state.nbytes > self.max_bytes:
-            return
-        self._saved[key] = state
-        self._bytes += state.nbytes
-        while self._bytes > self.max_bytes:
-            _, oldest = self._saved.popitem(last=False)
-            self._bytes -= oldest.nbytes
 
 
 def _save(llama: Llama) -> SavedState:
