@@ -132,3 +132,31 @@ def live_server(settings_kwargs: dict[str, object]) -> Iterator[LiveServer]:
     server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
     yield server
     server.stop()
+
+
+def make_keys(url: str, *tenants: str) -> list[str]:
+    """API keys, one per tenant, created in the database at ``url`` (secrets returned)."""
+    from chatsessions.service.auth import create_key
+    from chatsessions.store import open_store
+
+    async def create() -> list[str]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return [(await create_key(store, tenant, name="test"))[1] for tenant in tenants]
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+def keyed(settings_kwargs: dict[str, object]) -> Iterator[tuple[LiveServer, str, str]]:
+    """The service with two tenants' keys configured: (server, acme's key, globex's key)."""
+    from chatsessions.config import Settings
+    from chatsessions.service import create_app
+
+    key_a, key_b = make_keys(str(settings_kwargs["database_url"]), "acme", "globex")
+    server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
+    yield server, key_a, key_b
+    server.stop()

@@ -3,7 +3,6 @@ features refused with a 400 before anything is stored, tenants isolated by API k
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,10 +10,6 @@ import httpx
 import openai
 import pytest
 
-from chatsessions.config import Settings
-from chatsessions.service import create_app
-from chatsessions.service.auth import create_key
-from chatsessions.store import open_store
 from chatsessions.testing import FakeLLMServer
 from tests.conftest import LiveServer
 
@@ -154,23 +149,6 @@ def test_error_shape_on_v1_and_unchanged_elsewhere(http: httpx.Client) -> None:
 def test_models(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
     assert client.models.retrieve(MODEL).owned_by == "chatsessions"
-
-
-async def _make_keys(url: str, *tenants: str) -> list[str]:
-    store = open_store(url)
-    await store.open()
-    try:
-        return [(await create_key(store, tenant, name="test"))[1] for tenant in tenants]
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def keyed(settings_kwargs: dict[str, object]) -> Iterator[tuple[LiveServer, str, str]]:
-    key_a, key_b = asyncio.run(_make_keys(str(settings_kwargs["database_url"]), "acme", "globex"))
-    server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
-    yield server, key_a, key_b
-    server.stop()
 
 
 def test_tenants_only_see_their_own_conversations(

@@ -8,7 +8,6 @@ schema can describe.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,22 +19,11 @@ from schemathesis.openapi import from_url
 
 from chatsessions.config import Settings
 from chatsessions.service import create_app
-from chatsessions.service.auth import create_key
-from chatsessions.store import open_store
 from chatsessions.testing import FakeLLMServer
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, make_keys
 
 #: Reproducible examples in CI; CHATSESSIONS_FUZZ_RANDOM=1 explores new ones.
 _FIXED = not os.environ.get("CHATSESSIONS_FUZZ_RANDOM")
-
-
-async def _key(url: str) -> str:
-    store = open_store(url)
-    await store.open()
-    try:
-        return (await create_key(store, "fuzz", name="fuzz"))[1]
-    finally:
-        await store.close()
 
 
 @pytest.fixture
@@ -43,7 +31,7 @@ def server(fake_llm: FakeLLMServer, tmp_path: Path) -> Iterator[tuple[LiveServer
     config = Settings(database_url=f"sqlite:///{tmp_path / 'fuzz.db'}", backend="openai",
                       model="fake", openai_base_url=fake_llm.base_url,
                       openai_api_key="x", max_retries=0, context_window=1_000_000)
-    key = asyncio.run(_key(config.database_url))
+    (key,) = make_keys(config.database_url, "fuzz")
     live = LiveServer(create_app(config)).start()
     yield live, key
     live.stop()

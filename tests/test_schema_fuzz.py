@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,8 +16,7 @@ from schemathesis.openapi import from_url
 from chatsessions.config import Settings
 from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer
-from tests.conftest import LiveServer
-from tests.test_service_auth import _make_keys as make_keys
+from tests.conftest import LiveServer, make_keys
 
 #: Reproducible examples in CI; CHATSESSIONS_FUZZ_RANDOM=1 explores new ones.
 _FIXED = not os.environ.get("CHATSESSIONS_FUZZ_RANDOM")
@@ -33,7 +31,7 @@ def fuzzed_server(
         database_url=f"sqlite:///{db}", backend="openai", model="fake",
         openai_base_url=fake_llm_server.base_url, openai_api_key="x", max_retries=0,
     )
-    (key,) = asyncio.run(make_keys(settings.database_url, "fuzz"))
+    (key,) = make_keys(settings.database_url, "fuzz")
     server = LiveServer(create_app(settings)).start()
     server.key = key  # type: ignore[attr-defined]
     yield server

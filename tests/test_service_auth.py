@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from chatsessions.config import Settings
 from chatsessions.service import create_app
-from chatsessions.service.auth import create_key, hash_key
+from chatsessions.service.auth import hash_key
 from chatsessions.store import open_store
-from tests.conftest import LiveServer
-
-
-async def _make_keys(url: str, *tenants: str) -> list[str]:
-    store = open_store(url)
-    await store.open()
-    try:
-        return [(await create_key(store, tenant, name="test"))[1] for tenant in tenants]
-    finally:
-        await store.close()
-
-
-@pytest.fixture
-def keyed(settings_kwargs: dict[str, object]) -> Iterator[tuple[LiveServer, str, str]]:
-    key_a, key_b = asyncio.run(_make_keys(str(settings_kwargs["database_url"]), "acme", "globex"))
-    server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
-    yield server, key_a, key_b
-    server.stop()
+from tests.conftest import LiveServer, make_keys
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -82,7 +63,7 @@ def test_cross_tenant_access_is_not_found_and_changes_nothing(
 
 
 def test_rate_limit_per_key(settings_kwargs: dict[str, object]) -> None:
-    key_a, key_b = asyncio.run(_make_keys(str(settings_kwargs["database_url"]), "a", "b"))
+    key_a, key_b = make_keys(str(settings_kwargs["database_url"]), "a", "b")
     settings = Settings(**{**settings_kwargs, "rate_limit_per_minute": 3})  # type: ignore[arg-type]
     server = LiveServer(create_app(settings)).start()
     try:
@@ -99,7 +80,7 @@ def test_rate_limit_per_key(settings_kwargs: dict[str, object]) -> None:
 
 def test_only_the_hash_is_stored(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    (secret,) = asyncio.run(_make_keys(url, "acme"))
+    (secret,) = make_keys(url, "acme")
 
     async def stored() -> list[str]:
         store = open_store(url)
