@@ -1,7 +1,9 @@
-"""AsyncChatSessions: the public async API and the turn algorithm (DESIGN §4)."""
+"""AsyncChatSessions: the public async API (the turn itself lives in ``turn.py``)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -447,9 +449,6 @@ class AsyncChatSessions:
 
 def request_hash(chat: Chat) -> str:
     """What makes two chat creations "the same request" for idempotency."""
-    import hashlib
-    import json
-
     fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
               chat.metadata]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
