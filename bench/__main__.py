@@ -18,18 +18,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import flat, overhead, peer, placement, report
+from bench import embedded, flat, overhead, peer, placement, report, scale, service
 from bench.harness import fake_model_process, machine_info, pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 
-#: (chats, turns[, passes]) per benchmark and mode
+#: (chats, turns[, passes]) per benchmark and mode; service: (clients, rounds, turns per
+#: round); scale: the ladder of turns in flight; scale_memory: (chats,)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
-             "peer": (100, 20, 1)},
+             "peer": (100, 20, 1), "service": (64, 8, 4),
+             "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
+             "embedded": (4, 10, 2)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
-              "peer": (3, 2, 1)},
+              "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
+              "scale_memory": (100,), "embedded": (2, 3, 1)},
 }
 
 
@@ -45,7 +49,7 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
     # One PostgreSQL database per benchmark: LangChain's table has no index on the chat id,
     # so rows left by one benchmark would slow its reads in the next.
     with fake_model_process() as base_url, pg_database() as pg_overhead, \
-            pg_database() as pg_flat, pg_database() as pg_peer:
+            pg_database() as pg_flat, pg_database() as pg_peer, pg_database() as pg_service:
         data["fake_model"] = {"delay_s": 0.0, "process": "separate",
                               "placement": placement.run(base_url, *sizes["placement"], log)}
         benches = data["benchmarks"]
@@ -54,6 +58,10 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
         benches["flat"] = flat.run(workdir, pg_flat, *sizes["flat"], log)
         benches["peer"] = peer.run(base_url, {"sqlite": "", "postgresql": pg_peer}, workdir,
                                    *sizes["peer"], log)
+        # These start their own fake models and servers, as subprocesses.
+        benches["service"] = service.run(workdir, pg_service, *sizes["service"], log)
+        benches["scale"] = scale.run(workdir, sizes["scale"], *sizes["scale_memory"], log)
+        benches["embedded"] = embedded.run(workdir, *sizes["embedded"], log)
     data["duration_s"] = time.perf_counter() - clock
     return data
 

@@ -1,7 +1,8 @@
 """The benchmarks still run: ``python -m bench --quick`` end to end, in a subprocess.
 
 Quick sizes say nothing about speed, so only the shape of the results is checked: every
-benchmark is there, every ratio is a finite number, every side did the same work.
+benchmark is there, every ratio is a finite number, every side did the same work. The
+embedded-model benchmark runs the real local model, hence the ``local_model`` mark.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.postgres
+@pytest.mark.local_model
 @pytest.mark.timeout(300)
 def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     committed = [ROOT / "bench" / "results" / "latest.json", ROOT / "docs" / "benchmarks.md"]
@@ -34,7 +36,8 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["mode"] == "quick"
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
-    assert set(data["benchmarks"]) == {"overhead", "flat", "peer"}
+    assert set(data["benchmarks"]) == {"overhead", "flat", "peer", "service", "scale",
+                                       "embedded"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:
@@ -44,7 +47,17 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
             assert ratio["passed"] in (True, False, None), ratio
         assert bench.get("same_answers_on_every_side", True), name
     assert math.isfinite(data["fake_model"]["placement"]["in_process_over_separate"])
+    assert data["benchmarks"]["service"]["no_failures"]
+    scale = data["benchmarks"]["scale"]
+    assert [s["succeeded"] for s in scale["steps"]] == [s["chats"] for s in scale["steps"]]
+    assert scale["memory"]["rss_bytes"]["before"] > 0
+    embedded = data["benchmarks"]["embedded"]["results"]
+    assert embedded["state_cache_on"]["state_cache"]["hits"] > 0
+    assert embedded["state_cache_off"]["state_cache"]["enabled"] is False
 
     page = (tmp_path / "benchmarks.md").read_text()
     assert "| `overhead_sqlite_sync` |" in page
+    for name in ("service_sqlite_rate", "scale_wall_over_model_latency",
+                 "embedded_ttft_cache_on"):
+        assert f"| `{name}` |" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
