@@ -7,10 +7,11 @@ the model receives exactly the request chatsessions sends and both sides' answer
 compared; nothing is stored, checked or counted. ``POST /chats`` and ``GET /healthz``
 exist so the client code is the same on both sides.
 
-The model client is ``httpx.AsyncClient`` (what FastAPI's documentation suggests, and
-what the ``openai`` client is built on), or ``aiohttp`` with ``BENCH_PROXY_CLIENT=aiohttp``:
-httpx's connection pool is known to be slow with many concurrent requests
-(encode/httpx#3215), so the aiohttp variant shows what a proxy without that cost does.
+The model client is an ``AsyncClient`` of httpx2 (the fork of httpx that the ``openai``
+client inside chatsessions is built on; see :mod:`bench.servers`), with the openai
+client's default pool: the same HTTP stack as chatsessions. With
+``BENCH_PROXY_CLIENT=aiohttp`` it is aiohttp, which spends less CPU per request, to show
+what a proxy without that cost does.
 
 ``python -m bench.proxy_app --port P`` runs it under uvicorn with the arguments
 ``chatsessions serve`` uses (uvloop, httptools, log level info, one worker).
@@ -26,11 +27,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-import httpx
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from bench.harness import MODEL, SYSTEM_PROMPT
+from bench.servers import httpx
 
 MAX_TOKENS = 512  # what chatsessions asks for when a chat sets none
 

@@ -49,25 +49,27 @@ figure is LangChain's non-model time (wall minus model calls) over ours; the fou
 run in lockstep.""",
     "service": """\
 Turns per second over HTTP with concurrent clients (64 in the full run), each owning a
-chat and sending its turns one after another on a keep-alive connection (one
-`httpx.AsyncClient` per server with a pool of that size, in the benchmark's own process).
-Four uvicorn subprocesses run side by side: `chatsessions serve` on a SQLite file, the
-same on PostgreSQL, and a bare FastAPI endpoint (`bench/proxy_app.py`, run by uvicorn
+chat and sending its turns one after another on a keep-alive connection. The clients run
+in 4 worker processes, each with one `AsyncClient` of httpx2 per server: httpx2 is the
+fork of httpx that the `openai` client inside chatsessions is built on; httpx itself is
+used nowhere, its connection pool slows down sharply with many concurrent requests
+(encode/httpx#3215), and a single client process saturated its core before the bare proxy
+did. Four uvicorn subprocesses run side by side: `chatsessions serve` on a SQLite file,
+the same on PostgreSQL, and a bare FastAPI endpoint (`bench/proxy_app.py`, run by uvicorn
 with `serve`'s arguments) that appends the message to a dict and forwards the history to
-the model with one `httpx.AsyncClient` (the baseline of the target) or, reported only,
-with aiohttp (httpx's pool is known to be slow with many concurrent requests,
-encode/httpx#3215, and the `openai` client inside chatsessions is built on it). All call
-the same zero-delay fake model, a fifth process, and must produce identical answers. The
-servers take rounds in lockstep (every chat's next turns on one server, then the next
-server, the first to go rotating). A server's rate is its turns over the sum of its
-rounds' wall times. The CPU seconds of every process are read from `/proc/PID/stat`
-around each round: on 2 cores client, server and model share the CPU, so the client's own
-cost is counted on both sides and narrows the rate ratio; the server CPU per turn is the
-figure that does not depend on the client.""",
+the model with httpx2 and the openai client's default pool (the baseline of the target:
+the same HTTP stack as chatsessions) or, reported only, with aiohttp, which spends less
+CPU per request. All call the same zero-delay fake model, a fifth process, and must
+produce identical answers. The servers take rounds in lockstep (every chat's next turns
+on one server, then the next server, the first to go rotating). A server's rate is its
+turns over the sum of its rounds' wall times. The CPU seconds of every process are read
+from `/proc/PID/stat` around each round: on 2 cores the clients, server and model share
+the CPU, so the clients' own cost is counted on both sides and narrows the rate ratio;
+the server CPU per turn is the figure that does not depend on the clients.""",
     "scale": """\
 For each N, a fresh `chatsessions serve` process (SQLite, open-file limit raised to the
 hard limit in a `preexec_fn`) gets N chats, created first, 64 at a time; then one turn on
-each is sent at once, every request on its own connection (httpx clients of 100
+each is sent at once, every request on its own connection (httpx2 clients of 100
 connections each), against the fake model with a 1 s delay. Wall time runs from the
 first request sent to the last answer received; the figure divides it by the model's
 1 s. The service runs with its default settings (the model client retries). Memory is the

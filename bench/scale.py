@@ -3,7 +3,7 @@
 The model is the fake with a 1 s delay, in its own process. For each N of a ladder, a
 fresh ``chatsessions serve`` (SQLite, one process, open-file limit raised to the hard
 limit) gets N chats, created first at a concurrency of 64; then one turn on each of them
-is sent at once, N requests in flight, each on a connection of its own (httpx clients of
+is sent at once, N requests in flight, each on a connection of its own (httpx2 clients of
 ``PER_CLIENT`` connections each: an httpx pool looks through all its connections for every
 request, so one pool of 10,000 would make the client the bottleneck). The figure is the
 wall time from the first request sent to the last answer received, over the model's 1 s.
@@ -27,13 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.harness import Ratio, median, user_text
 from bench.servers import (
     Server,
     chatsessions_service,
     fake_model,
+    httpx,
     raise_nofile,
     running,
     self_cpu_s,

@@ -2,18 +2,18 @@
 
 Four uvicorn subprocesses run side by side: ``chatsessions serve`` on a SQLite file, the
 same on PostgreSQL, and :mod:`bench.proxy_app`, a bare FastAPI endpoint that only
-forwards the turn to the model, calling it with httpx (the baseline of the target) and,
-reported only, with aiohttp. All call the same zero-delay fake model, itself a fifth
-process.
+forwards the turn to the model, calling it with httpx2 like chatsessions' openai client
+(the baseline of the target) and, reported only, with aiohttp. All call the same
+zero-delay fake model, itself a fifth process.
 
 The clients are ``CLIENT_PROCESSES`` worker processes sharing ``clients`` concurrent
 tasks, each task owning one chat per server and sending its turns one after another (a
-chat's turns are sequential by nature) on a keep-alive connection: one
-``httpx.AsyncClient`` per server and worker, its pool as large as the worker's share of
-the tasks. One process was not enough: httpx spends about 3 ms of CPU per request, so a
-single client process saturates its core before the bare proxy does; measured, the
-proxy's rate rose by about 40% from one client process to two or four while chatsessions'
-did not move.
+chat's turns are sequential by nature) on a keep-alive connection: one ``AsyncClient``
+(httpx2, see :mod:`bench.servers`) per server and worker, its pool as large as the
+worker's share of the tasks. One process was not enough: with httpx's own client, one
+process saturated its core before the bare proxy did (the proxy's rate rose by about 40%
+from one client process to two or four while chatsessions' did not move), and smaller
+pools also keep the client's per-request cost down.
 
 The servers run in lockstep: a round is ``turns`` turns on every chat of one server, and
 the servers take rounds in turn, the first to go rotating. A server's rate is its turns
@@ -34,13 +34,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.harness import Ratio, median, user_text
 from bench.servers import (
     Server,
     chatsessions_service,
     fake_model,
+    httpx,
     proxy_service,
     running,
     self_cpu_s,
