@@ -157,3 +157,19 @@ async def test_total_deadline(settings_kwargs: dict[str, object], fake_llm: Fake
                 pass
         rows = await chats.history(chat_id, include_failed=True)
         assert [m.status for m in rows[1:]] == [TurnStatus.FAILED, TurnStatus.FAILED]
+
+
+async def test_sweep_spares_this_process_overdue_leases(
+    settings_kwargs: dict[str, object],
+) -> None:
+    """A process so busy that it renews its leases late has not died: its own sweep must
+    not fail its turns (another replica's overdue lease is fair game)."""
+    overdue = utcnow() - timedelta(seconds=1)
+    async with AsyncChatSessions(**settings_kwargs) as chats:  # type: ignore[arg-type]
+        mine, theirs = await chats.create_chat(), await chats.create_chat()
+        for chat_id, owner in ((mine, chats._core.owner), (theirs, "gone/1")):
+            await chats.store.try_lease(chat_id, "default", owner, overdue)
+            await chats.store.add_user_message(chat_id, "in flight")
+        assert await chats.sweep() == 1
+        assert (await chats.history(mine, include_failed=True))[1].status is TurnStatus.PENDING
+        assert (await chats.history(theirs, include_failed=True))[1].status is TurnStatus.FAILED

@@ -77,7 +77,9 @@ class Store(Protocol):
     ) -> list[Message]:
         """Messages with seq > after_seq, in order."""
 
-    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
+    async def recover_pending(
+        self, owners: Sequence[str] = (), *, alive: str | None = None
+    ) -> int:
         """Fail turns left pending by a crash (in chats no live process holds); return how
         many. ``owners`` are lease owners known to be dead: their leases are released."""
 

@@ -163,7 +163,9 @@ class MemoryStore:
         rows = [m for m in self._messages.get(chat_id, []) if m.seq > after_seq]
         return rows if limit is None else rows[:limit]
 
-    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
+    async def recover_pending(
+        self, owners: Sequence[str] = (), *, alive: str | None = None
+    ) -> int:
         return 0  # nothing survives the process, so nothing can be left pending
 
     async def lease_owners(self, prefix: str) -> list[str]:

@@ -245,11 +245,18 @@ class SQLStore:
         return await self.db.read(
             lambda conn: [to_message(r) for r in conn.execute(query).mappings()])
 
-    async def recover_pending(self, owners: Sequence[str] = ()) -> int:
+    async def recover_pending(
+        self, owners: Sequence[str] = (), *, alive: str | None = None
+    ) -> int:
         """Fail pending turns nobody can still finish: in chats whose lease is free, expired,
         or held by one of ``owners`` (processes known to be dead), and release those leases.
+        Leases of ``alive`` (the calling process) count as held even when overdue: a busy
+        process renews late, it has not died.
         """
-        free = [chats.c.lease_owner.is_(None), chats.c.lease_expires_at < utcnow()]
+        expired = chats.c.lease_expires_at < utcnow()
+        if alive is not None:
+            expired = sa.and_(expired, chats.c.lease_owner != alive)
+        free = [chats.c.lease_owner.is_(None), expired]
         if owners:
             free.append(chats.c.lease_owner.in_(list(owners)))
         orphaned = sa.select(chats.c.id).where(sa.or_(*free))
