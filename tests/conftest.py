@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
+import openai
 import pytest
 
 from chatsessions import AsyncChatSessions
@@ -160,3 +162,25 @@ def keyed(settings_kwargs: dict[str, object]) -> Iterator[tuple[LiveServer, str,
     server = LiveServer(create_app(Settings(**settings_kwargs))).start()  # type: ignore[arg-type]
     yield server, key_a, key_b
     server.stop()
+
+
+@pytest.fixture
+def sdk(live_server: LiveServer) -> Iterator[openai.OpenAI]:
+    """The official ``openai`` client, unmodified, pointed at the live service's /v1."""
+    with openai.OpenAI(base_url=live_server.url + "/v1", api_key="any key",
+                       max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+async def async_sdk(live_server: LiveServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=live_server.url + "/v1", api_key="any key",
+                                  max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+def http(live_server: LiveServer) -> Iterator[httpx.Client]:
+    """Plain HTTP to the live service, for what the SDK cannot show."""
+    with httpx.Client(base_url=live_server.url, timeout=30) as plain:
+        yield plain

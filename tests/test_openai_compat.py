@@ -3,8 +3,6 @@ server backed by FakeLLMServer, on SQLite and PostgreSQL: Responses and Conversa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
 import openai
 import pytest
@@ -12,29 +10,8 @@ import pytest
 from chatsessions import DEFAULT_SYSTEM_PROMPT
 from chatsessions.prompts import DEMO_CHATS
 from chatsessions.testing import FakeLLMServer, Fault
-from tests.conftest import LiveServer
 
 MODEL = "fake-model"
-
-
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=live_server.url + "/v1", api_key="any key",
-                       max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-async def aclient(live_server: LiveServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=live_server.url + "/v1", api_key="any key",
-                                  max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=30) as plain:
-        yield plain
 
 
 def answer(history: list[dict[str, str]]) -> str:
@@ -42,18 +19,18 @@ def answer(history: list[dict[str, str]]) -> str:
 
 
 def test_tutorial_chats_through_responses_with_conversations(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
 ) -> None:
     """The tutorial's two customer-service chats, interleaved: each answer comes from its
     own conversation's whole history and never from the other one's."""
-    conversations = [client.conversations.create(metadata={"customer": str(n)})
+    conversations = [sdk.conversations.create(metadata={"customer": str(n)})
                      for n in range(len(DEMO_CHATS))]
     expected: list[list[dict[str, str]]] = [
         [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] for _ in conversations]
     for turn in range(2):
         for index, conversation in enumerate(conversations):
             text = DEMO_CHATS[index][turn]
-            response = client.responses.create(model=MODEL, input=text,
+            response = sdk.responses.create(model=MODEL, input=text,
                                                conversation=conversation.id)
             expected[index].append({"role": "user", "content": text})
             seen = fake_llm.chat_histories()[-1]
@@ -82,20 +59,20 @@ def test_tutorial_chats_through_responses_with_conversations(
         assert chat["metadata"] == {"customer": str(index)}
         stored = http.get(f"/chats/{conversation.id}/messages").json()["data"]
         assert [m["content"] for m in stored] == [m["content"] for m in expected[index][1:]]
-        items = client.conversations.items.list(conversation.id, order="asc")
+        items = sdk.conversations.items.list(conversation.id, order="asc")
         assert [(i.role, i.content[0].text) for i in items] == [  # type: ignore[union-attr]
             (m["role"], m["content"]) for m in expected[index][1:]]
 
 
 async def test_tutorial_chats_with_the_async_client(
-    aclient: openai.AsyncOpenAI, fake_llm: FakeLLMServer
+    async_sdk: openai.AsyncOpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    first = await aclient.conversations.create()
-    second = await aclient.conversations.create()
+    first = await async_sdk.conversations.create()
+    second = await async_sdk.conversations.create()
     (a1, a2), (b1, _) = DEMO_CHATS
-    one = await aclient.responses.create(model=MODEL, input=a1, conversation=first.id)
-    await aclient.responses.create(model=MODEL, input=b1, conversation=second.id)
-    two = await aclient.responses.create(model=MODEL, input=a2, conversation={"id": first.id})
+    one = await async_sdk.responses.create(model=MODEL, input=a1, conversation=first.id)
+    await async_sdk.responses.create(model=MODEL, input=b1, conversation=second.id)
+    two = await async_sdk.responses.create(model=MODEL, input=a2, conversation={"id": first.id})
     assert fake_llm.chat_histories()[-1] == [
         {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
         {"role": "user", "content": a1},
@@ -103,21 +80,21 @@ async def test_tutorial_chats_with_the_async_client(
         {"role": "user", "content": a2},
     ]
     assert two.output_text == answer(fake_llm.chat_histories()[-1])
-    again = await aclient.responses.retrieve(two.id)
+    again = await async_sdk.responses.retrieve(two.id)
     assert (again.id, again.output_text, again.previous_response_id) == (
         two.id, two.output_text, one.id)
 
 
 def test_streaming_gives_the_same_text_as_a_plain_call(
-    client: openai.OpenAI, fake_llm: FakeLLMServer
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    plain_conversation = client.conversations.create()
-    streamed_conversation = client.conversations.create()
+    plain_conversation = sdk.conversations.create()
+    streamed_conversation = sdk.conversations.create()
     question = DEMO_CHATS[0][0]
-    plain = client.responses.create(model=MODEL, input=question,
+    plain = sdk.responses.create(model=MODEL, input=question,
                                     conversation=plain_conversation.id)
 
-    with client.responses.stream(model=MODEL, input=question,
+    with sdk.responses.stream(model=MODEL, input=question,
                                  conversation=streamed_conversation.id) as stream:
         kinds, deltas = [], []
         for event in stream:
@@ -135,9 +112,9 @@ def test_streaming_gives_the_same_text_as_a_plain_call(
     assert final.usage is not None
     assert final.usage.output_tokens > 0
     # the streamed turn was stored like any other
-    assert client.responses.retrieve(final.id).output_text == plain.output_text
+    assert sdk.responses.retrieve(final.id).output_text == plain.output_text
 
-    events = list(client.responses.create(model=MODEL, input="and then?", stream=True,
+    events = list(sdk.responses.create(model=MODEL, input="and then?", stream=True,
                                           conversation=streamed_conversation.id))
     assert [e.sequence_number for e in events] == list(range(len(events)))
     completed = events[-1]
@@ -146,10 +123,10 @@ def test_streaming_gives_the_same_text_as_a_plain_call(
 
 
 async def test_async_streaming_matches_too(
-    aclient: openai.AsyncOpenAI, fake_llm: FakeLLMServer
+    async_sdk: openai.AsyncOpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    plain = await aclient.responses.create(model=MODEL, input="same words")
-    async with aclient.responses.stream(model=MODEL, input="same words") as stream:
+    plain = await async_sdk.responses.create(model=MODEL, input="same words")
+    async with async_sdk.responses.stream(model=MODEL, input="same words") as stream:
         deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
         final = await stream.get_final_response()
     assert "".join(deltas) == final.output_text == plain.output_text
@@ -157,42 +134,42 @@ async def test_async_streaming_matches_too(
 
 
 def test_previous_response_id_chains_and_branches(
-    client: openai.OpenAI, fake_llm: FakeLLMServer
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    first = client.responses.create(model=MODEL, input="one")
-    second = client.responses.create(model=MODEL, input="two", previous_response_id=first.id)
+    first = sdk.responses.create(model=MODEL, input="one")
+    second = sdk.responses.create(model=MODEL, input="two", previous_response_id=first.id)
     history_one = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
                    {"role": "user", "content": "one"},
                    {"role": "assistant", "content": first.output_text}]
     assert fake_llm.chat_histories()[-1] == [*history_one, {"role": "user", "content": "two"}]
     assert second.previous_response_id == first.id
     # a branch from the first response must not see the second exchange
-    branch = client.responses.create(model=MODEL, input="three", previous_response_id=first.id)
+    branch = sdk.responses.create(model=MODEL, input="three", previous_response_id=first.id)
     assert fake_llm.chat_histories()[-1] == [*history_one, {"role": "user", "content": "three"}]
-    after = client.responses.create(model=MODEL, input="four", previous_response_id=branch.id)
+    after = sdk.responses.create(model=MODEL, input="four", previous_response_id=branch.id)
     assert [m["content"] for m in fake_llm.chat_histories()[-1][1:]] == [
         "one", first.output_text, "three", branch.output_text, "four"]
     # the original line still goes on from its own tip
-    client.responses.create(model=MODEL, input="five", previous_response_id=second.id)
+    sdk.responses.create(model=MODEL, input="five", previous_response_id=second.id)
     assert [m["content"] for m in fake_llm.chat_histories()[-1][1:]] == [
         "one", first.output_text, "two", second.output_text, "five"]
 
-    got = client.responses.retrieve(after.id)
+    got = sdk.responses.retrieve(after.id)
     assert got.output_text == after.output_text
     assert got.previous_response_id == branch.id
-    items = client.responses.input_items.list(after.id)
+    items = sdk.responses.input_items.list(after.id)
     assert [i.content[0].text for i in items.data] == ["four"]  # type: ignore[union-attr]
 
 
 def test_instructions_are_for_one_call_and_multi_message_input(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
 ) -> None:
-    conversation = client.conversations.create()
-    client.responses.create(model=MODEL, input="hi", conversation=conversation.id,
+    conversation = sdk.conversations.create()
+    sdk.responses.create(model=MODEL, input="hi", conversation=conversation.id,
                             instructions="Answer in French.")
     assert fake_llm.chat_histories()[-1][0] == {"role": "system",
                                                 "content": "Answer in French."}
-    client.responses.create(model=MODEL, conversation=conversation.id, input=[
+    sdk.responses.create(model=MODEL, conversation=conversation.id, input=[
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "input_text", "text": "earlier question"}]},
         {"role": "assistant", "content": "earlier answer"},
@@ -203,7 +180,7 @@ def test_instructions_are_for_one_call_and_multi_message_input(
     assert seen[0] == {"role": "system", "content": "Be brief."}
     assert [m["content"] for m in seen[3:]] == [
         "earlier question", "earlier answer", "new question"]
-    client.responses.create(model=MODEL, input="plain", conversation=conversation.id)
+    sdk.responses.create(model=MODEL, input="plain", conversation=conversation.id)
     assert fake_llm.chat_histories()[-1][0]["content"] == DEFAULT_SYSTEM_PROMPT
     assert http.get(f"/chats/{conversation.id}").json()["system_prompt"] == (
         DEFAULT_SYSTEM_PROMPT)
@@ -211,88 +188,88 @@ def test_instructions_are_for_one_call_and_multi_message_input(
 
 
 def test_store_false_keeps_nothing(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
 ) -> None:
-    conversation = client.conversations.create()
-    kept = client.responses.create(model=MODEL, input="remember me",
+    conversation = sdk.conversations.create()
+    kept = sdk.responses.create(model=MODEL, input="remember me",
                                    conversation=conversation.id)
     chats_before = http.get("/chats").json()["data"]
-    loose = client.responses.create(model=MODEL, input="and this?", store=False,
+    loose = sdk.responses.create(model=MODEL, input="and this?", store=False,
                                     conversation=conversation.id)
     seen = fake_llm.chat_histories()[-1]
     assert [m["content"] for m in seen[1:]] == ["remember me", kept.output_text, "and this?"]
     assert loose.output_text == answer(seen)
-    with client.responses.stream(model=MODEL, input="and this?", store=False,
+    with sdk.responses.stream(model=MODEL, input="and this?", store=False,
                                  previous_response_id=kept.id) as stream:
         assert stream.get_final_response().output_text == loose.output_text
-    alone = client.responses.create(model=MODEL, input="nobody", store=False)
+    alone = sdk.responses.create(model=MODEL, input="nobody", store=False)
     assert alone.output_text == answer(fake_llm.chat_histories()[-1])
     assert http.get("/chats").json()["data"] == chats_before
-    assert len(client.conversations.items.list(conversation.id).data) == 2
+    assert len(sdk.conversations.items.list(conversation.id).data) == 2
     with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(loose.id)
+        sdk.responses.retrieve(loose.id)
 
 
 def test_conversation_and_items_lifecycle(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, http: httpx.Client
 ) -> None:
-    conversation = client.conversations.create(
+    conversation = sdk.conversations.create(
         items=[{"type": "message", "role": "system", "content": "You sell bikes."},
                {"type": "message", "role": "user", "content": "Do you have red ones?"},
                {"type": "message", "role": "assistant", "content": "Yes, two models."}],
         metadata={"shop": "eu"})
     chat = http.get(f"/chats/{conversation.id}").json()
     assert (chat["system_prompt"], chat["metadata"]) == ("You sell bikes.", {"shop": "eu"})
-    assert client.conversations.retrieve(conversation.id).metadata == {"shop": "eu"}
-    updated = client.conversations.update(conversation.id, metadata={"shop": "us"})
+    assert sdk.conversations.retrieve(conversation.id).metadata == {"shop": "eu"}
+    updated = sdk.conversations.update(conversation.id, metadata={"shop": "us"})
     assert updated.metadata == {"shop": "us"}
 
-    added = client.conversations.items.create(conversation.id, items=[
+    added = sdk.conversations.items.create(conversation.id, items=[
         {"role": "user", "content": "Which is cheaper?"},
         {"role": "assistant", "content": "The city bike."},
         {"role": "user", "content": "Is it in stock?"}])
     assert [i.id for i in added.data] == ["msg_3", "msg_4", "msg_5"]
-    newest_first = client.conversations.items.list(conversation.id)
+    newest_first = sdk.conversations.items.list(conversation.id)
     assert [i.id for i in newest_first.data] == ["msg_5", "msg_4", "msg_3", "msg_2", "msg_1"]
-    paged = [i.id for i in client.conversations.items.list(conversation.id, limit=2,
+    paged = [i.id for i in sdk.conversations.items.list(conversation.id, limit=2,
                                                             order="asc")]
     assert paged == ["msg_1", "msg_2", "msg_3", "msg_4", "msg_5"]
-    item = client.conversations.items.retrieve("msg_4", conversation_id=conversation.id)
+    item = sdk.conversations.items.retrieve("msg_4", conversation_id=conversation.id)
     assert (item.role, item.content[0].text) == ("assistant", "The city bike.")  # type: ignore
 
-    client.conversations.items.delete("msg_5", conversation_id=conversation.id)
+    sdk.conversations.items.delete("msg_5", conversation_id=conversation.id)
     with pytest.raises(openai.NotFoundError):
-        client.conversations.items.retrieve("msg_5", conversation_id=conversation.id)
-    client.responses.create(model=MODEL, input="Can I order it?", conversation=conversation.id)
+        sdk.conversations.items.retrieve("msg_5", conversation_id=conversation.id)
+    sdk.responses.create(model=MODEL, input="Can I order it?", conversation=conversation.id)
     assert [m["content"] for m in fake_llm.chat_histories()[-1]] == [
         "You sell bikes.", "Do you have red ones?", "Yes, two models.", "Which is cheaper?",
         "The city bike.", "Can I order it?"]
 
-    deleted = client.conversations.delete(conversation.id)
+    deleted = sdk.conversations.delete(conversation.id)
     assert (deleted.id, deleted.deleted) == (conversation.id, True)
     with pytest.raises(openai.NotFoundError):
-        client.conversations.retrieve(conversation.id)
+        sdk.conversations.retrieve(conversation.id)
     assert http.get(f"/chats/{conversation.id}").status_code == 404
 
 
 def test_a_chat_made_through_chats_is_a_conversation(
-    client: openai.OpenAI, http: httpx.Client, fake_llm: FakeLLMServer
+    sdk: openai.OpenAI, http: httpx.Client, fake_llm: FakeLLMServer
 ) -> None:
     chat_id = http.post("/chats", json={"system_prompt": "Short answers."}).json()["id"]
     http.post(f"/chats/{chat_id}/messages", json={"content": "hello"})
-    response = client.responses.create(model=MODEL, input="again", conversation=chat_id)
+    response = sdk.responses.create(model=MODEL, input="again", conversation=chat_id)
     assert [m["content"] for m in fake_llm.chat_histories()[-1]] == [
         "Short answers.", "hello", answer(fake_llm.chat_histories()[0]), "again"]
     assert response.id.endswith("_4")
 
 
 def test_backend_failure_is_a_5xx_and_the_conversation_goes_on(
-    client: openai.OpenAI, fake_llm: FakeLLMServer
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    conversation = client.conversations.create()
+    conversation = sdk.conversations.create()
     fake_llm.inject(Fault.status(500))
     with pytest.raises(openai.APIStatusError) as failed:
-        client.responses.create(model=MODEL, input="will this fail?",
+        sdk.responses.create(model=MODEL, input="will this fail?",
                                 conversation=conversation.id)
     assert failed.value.status_code >= 500
     assert isinstance(failed.value, openai.InternalServerError)
@@ -300,11 +277,11 @@ def test_backend_failure_is_a_5xx_and_the_conversation_goes_on(
 
     fake_llm.inject(Fault.status(500))
     with pytest.raises(openai.InternalServerError):
-        client.responses.create(model=MODEL, input="streamed?", stream=True,
+        sdk.responses.create(model=MODEL, input="streamed?", stream=True,
                                 conversation=conversation.id)
 
     fake_llm.inject(Fault.cut_stream(2))
-    with client.responses.stream(model=MODEL, input="cut me off",
+    with sdk.responses.stream(model=MODEL, input="cut me off",
                                  conversation=conversation.id) as stream:
         events = list(stream)
     assert [e.type for e in events][:4] == ["response.created", "response.in_progress",
@@ -314,9 +291,9 @@ def test_backend_failure_is_a_5xx_and_the_conversation_goes_on(
     assert events[-1].response.status == "failed"  # type: ignore[union-attr]
     assert events[-1].response.error is not None  # type: ignore[union-attr]
 
-    ok = client.responses.create(model=MODEL, input="still there?",
+    ok = sdk.responses.create(model=MODEL, input="still there?",
                                  conversation=conversation.id)
     assert fake_llm.chat_histories()[-1][1:] == [{"role": "user", "content": "still there?"}]
     assert ok.output_text == answer(fake_llm.chat_histories()[-1])
-    assert [i.role for i in client.conversations.items.list(conversation.id)] == [
+    assert [i.role for i in sdk.conversations.items.list(conversation.id)] == [
         "assistant", "user"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
 import openai
 import pytest
@@ -26,24 +24,10 @@ SEEN = [
 ]
 
 
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=live_server.url + "/v1", api_key="any key",
-                       max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-async def aclient(live_server: LiveServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=live_server.url + "/v1", api_key="any key",
-                                  max_retries=0) as sdk:
-        yield sdk
-
-
 def test_completion_passes_through_and_stores_nothing(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, live_server: LiveServer
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, live_server: LiveServer
 ) -> None:
-    completion = client.chat.completions.create(
+    completion = sdk.chat.completions.create(
         model=MODEL, messages=MESSAGES, temperature=0.2, max_tokens=100)  # type: ignore[arg-type]
     assert fake_llm.chat_histories() == [SEEN]
     assert fake_llm.requests[0].params["temperature"] == 0.2
@@ -55,7 +39,7 @@ def test_completion_passes_through_and_stores_nothing(
     assert completion.usage is not None
     assert completion.usage.total_tokens == (
         completion.usage.prompt_tokens + completion.usage.completion_tokens) > 0
-    cut = client.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+    cut = sdk.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
                                          max_completion_tokens=2)
     assert cut.choices[0].finish_reason == "length"
     assert len((cut.choices[0].message.content or "").split()) == 2
@@ -63,8 +47,8 @@ def test_completion_passes_through_and_stores_nothing(
         assert http.get("/chats").json()["data"] == []
 
 
-def test_streamed_completion(client: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
-    chunks = list(client.chat.completions.create(
+def test_streamed_completion(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
+    chunks = list(sdk.chat.completions.create(
         model=MODEL, messages=MESSAGES, stream=True,  # type: ignore[arg-type]
         stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -78,32 +62,32 @@ def test_streamed_completion(client: openai.OpenAI, fake_llm: FakeLLMServer) -> 
 
 
 async def test_async_client_streams_too(
-    aclient: openai.AsyncOpenAI, fake_llm: FakeLLMServer
+    async_sdk: openai.AsyncOpenAI, fake_llm: FakeLLMServer
 ) -> None:
-    stream = await aclient.chat.completions.create(
+    stream = await async_sdk.chat.completions.create(
         model=MODEL, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
     parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(parts) == FakeLLMServer.answer_for(SEEN)
-    plain = await aclient.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore
+    plain = await async_sdk.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore
     assert plain.choices[0].message.content == "".join(parts)
 
 
-def test_backend_failures(client: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
+def test_backend_failures(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
     fake_llm.inject(Fault.status(500))
     with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        sdk.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
     assert caught.value.status_code == 502
     fake_llm.inject(Fault.status(503))
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
+        sdk.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore[arg-type]
                                        stream=True)
     fake_llm.inject(Fault.cut_stream(2))
-    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore
+    stream = sdk.chat.completions.create(model=MODEL, messages=MESSAGES,  # type: ignore
                                             stream=True)
     with pytest.raises(openai.APIError, match="model"):
         for _ in stream:
             pass
-    ok = client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    ok = sdk.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
     assert ok.choices[0].message.content == FakeLLMServer.answer_for(SEEN)
 
 
@@ -128,11 +112,11 @@ def test_backend_failures(client: openai.OpenAI, fake_llm: FakeLLMServer) -> Non
     ],
 )
 def test_unsupported_requests_are_400(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, change: dict[str, object], param: str | None
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, change: dict[str, object], param: str | None
 ) -> None:
     kwargs: dict[str, object] = {"model": MODEL, "messages": MESSAGES, **change}
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        sdk.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["type"] == "invalid_request_error"

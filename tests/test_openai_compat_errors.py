@@ -3,7 +3,6 @@ features refused with a 400 before anything is stored, tenants isolated by API k
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,44 +15,31 @@ from tests.conftest import LiveServer
 MODEL = "fake-model"
 
 
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=live_server.url + "/v1", api_key="any key",
-                       max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.fixture
-def http(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=30) as plain:
-        yield plain
-
-
-def test_unknown_ids_are_not_found(client: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
-    conversation = client.conversations.create()
-    response = client.responses.create(model=MODEL, input="hi", conversation=conversation.id)
+def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
+    conversation = sdk.conversations.create()
+    response = sdk.responses.create(model=MODEL, input="hi", conversation=conversation.id)
     calls: list[tuple[Any, str | None]] = [
-        (lambda: client.responses.create(model=MODEL, input="hi", conversation="nope"),
+        (lambda: sdk.responses.create(model=MODEL, input="hi", conversation="nope"),
          "conversation"),
-        (lambda: client.responses.create(model=MODEL, input="hi",
+        (lambda: sdk.responses.create(model=MODEL, input="hi",
                                          previous_response_id="resp_nope_2"),
          "previous_response_id"),
-        (lambda: client.responses.create(model=MODEL, input="hi",
+        (lambda: sdk.responses.create(model=MODEL, input="hi",
                                          previous_response_id=response.id[:-1] + "1"),
          "previous_response_id"),  # a user message, not a response
-        (lambda: client.responses.retrieve("garbage"), "response_id"),
-        (lambda: client.responses.input_items.list("resp_x_1"), "response_id"),
-        (lambda: client.conversations.retrieve("nope"), None),
-        (lambda: client.conversations.update("nope", metadata={}), None),
-        (lambda: client.conversations.delete("nope"), None),
-        (lambda: client.conversations.items.list("nope"), None),
-        (lambda: client.conversations.items.create("nope", items=[
+        (lambda: sdk.responses.retrieve("garbage"), "response_id"),
+        (lambda: sdk.responses.input_items.list("resp_x_1"), "response_id"),
+        (lambda: sdk.conversations.retrieve("nope"), None),
+        (lambda: sdk.conversations.update("nope", metadata={}), None),
+        (lambda: sdk.conversations.delete("nope"), None),
+        (lambda: sdk.conversations.items.list("nope"), None),
+        (lambda: sdk.conversations.items.create("nope", items=[
             {"role": "user", "content": "x"}]), None),
-        (lambda: client.conversations.items.retrieve("msg_99", conversation_id=conversation.id),
+        (lambda: sdk.conversations.items.retrieve("msg_99", conversation_id=conversation.id),
          "item_id"),
-        (lambda: client.conversations.items.delete("bogus", conversation_id=conversation.id),
+        (lambda: sdk.conversations.items.delete("bogus", conversation_id=conversation.id),
          "item_id"),
-        (lambda: client.models.retrieve("no-such-model"), "model"),
+        (lambda: sdk.models.retrieve("no-such-model"), "model"),
     ]
     for call, param in calls:
         with pytest.raises(openai.NotFoundError) as caught:
@@ -96,11 +82,11 @@ def test_unknown_ids_are_not_found(client: openai.OpenAI, fake_llm: FakeLLMServe
     ],
 )
 def test_unsupported_or_invalid_requests_are_400_and_store_nothing(
-    client: openai.OpenAI, fake_llm: FakeLLMServer, kwargs: dict[str, Any], param: str | None
+    sdk: openai.OpenAI, fake_llm: FakeLLMServer, kwargs: dict[str, Any], param: str | None
 ) -> None:
-    conversation = client.conversations.create()
+    conversation = sdk.conversations.create()
     with pytest.raises(openai.BadRequestError) as caught:
-        client.responses.create(model=MODEL, conversation=conversation.id, **kwargs)
+        sdk.responses.create(model=MODEL, conversation=conversation.id, **kwargs)
     body = caught.value.body
     assert isinstance(body, dict)
     assert body["type"] == "invalid_request_error"
@@ -108,23 +94,23 @@ def test_unsupported_or_invalid_requests_are_400_and_store_nothing(
     if param is not None:
         assert body["param"] == param
     assert fake_llm.requests == []
-    assert client.conversations.items.list(conversation.id).data == []
+    assert sdk.conversations.items.list(conversation.id).data == []
 
 
-def test_conversation_items_refused_before_storing(client: openai.OpenAI) -> None:
+def test_conversation_items_refused_before_storing(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.conversations.create(items=[{"role": "user", "content": "hi"},
+        sdk.conversations.create(items=[{"role": "user", "content": "hi"},
                                            {"role": "system", "content": "late"}])
     assert caught.value.body["param"] == "items[1].role"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as caught:
-        client.conversations.create(items=[{"role": "user", "content": [
+        sdk.conversations.create(items=[{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}])
     assert caught.value.body["param"] == "items[0].content[0].type"  # type: ignore[index]
-    conversation = client.conversations.create()
+    conversation = sdk.conversations.create()
     with pytest.raises(openai.BadRequestError):
-        client.conversations.items.create(conversation.id, items=[
+        sdk.conversations.items.create(conversation.id, items=[
             {"role": "user", "content": "fine"}, {"role": "developer", "content": "no"}])
-    assert client.conversations.items.list(conversation.id).data == []
+    assert sdk.conversations.items.list(conversation.id).data == []
 
 
 def test_error_shape_on_v1_and_unchanged_elsewhere(http: httpx.Client) -> None:
@@ -146,9 +132,9 @@ def test_error_shape_on_v1_and_unchanged_elsewhere(http: httpx.Client) -> None:
     assert legacy["type"] == "not_found"
 
 
-def test_models(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == [MODEL]
-    assert client.models.retrieve(MODEL).owned_by == "chatsessions"
+def test_models(sdk: openai.OpenAI) -> None:
+    assert [m.id for m in sdk.models.list()] == [MODEL]
+    assert sdk.models.retrieve(MODEL).owned_by == "chatsessions"
 
 
 def test_tenants_only_see_their_own_conversations(
