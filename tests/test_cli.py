@@ -15,8 +15,8 @@ from chatsessions.prompts import DEMO_CHATS
 from chatsessions.testing import FakeLLMServer
 
 
-@pytest.fixture
-def env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
+def cli_env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
+    """The environment the command line runs in: a SQLite file and the fake model."""
     return {
         **os.environ,
         "CHATSESSIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
@@ -26,6 +26,11 @@ def env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
         "OPENAI_API_KEY": "test",
         "COLUMNS": "200",
     }
+
+
+@pytest.fixture
+def env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
+    return cli_env(tmp_path, fake_llm)
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,7 @@ from chatsessions.store.engines import connect
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import utcnow
 from tests.conftest import LiveServer
-from tests.test_cli import run
-from tests.test_usage import cli_env
+from tests.test_cli import cli_env, run
 
 
 async def count_messages(url: str, chat_id: str) -> int:

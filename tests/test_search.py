@@ -11,8 +11,7 @@ from chatsessions import AsyncChatSessions, InvalidInput
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Role
 from tests.conftest import LiveServer
-from tests.test_cli import run
-from tests.test_usage import cli_env
+from tests.test_cli import cli_env, run
 
 
 async def test_a_word_said_in_turn_40_is_found_only_in_its_tenant(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,20 +14,7 @@ from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import utcnow
 from tests.conftest import LiveServer
-from tests.test_cli import run
-
-
-def cli_env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
-    """The environment the command line runs in: a SQLite file and the fake model."""
-    return {
-        **os.environ,
-        "CHATSESSIONS_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "CHATSESSIONS_BACKEND": "openai",
-        "CHATSESSIONS_MODEL": "fake-model",
-        "OPENAI_BASE_URL": fake_llm.base_url,
-        "OPENAI_API_KEY": "test",
-        "COLUMNS": "200",
-    }
+from tests.test_cli import cli_env, run
 
 
 async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, object]) -> None:
