@@ -22,6 +22,19 @@ class TurnStatus(enum.StrEnum):
     OK = "ok"
     PENDING = "pending"
     FAILED = "failed"
+    #: an answer kept as an alternative after it was regenerated
+    REPLACED = "replaced"
+
+
+class ContextPolicy(enum.StrEnum):
+    """What to do when a chat outgrows the model's context window."""
+
+    #: drop the oldest whole turns
+    TRIM = "trim"
+    #: replace the turns trimming would drop with a model-written summary
+    SUMMARIZE = "summarize"
+    #: send everything; a chat too long for the window is refused
+    NONE = "none"
 
 
 def utcnow() -> datetime:
@@ -80,6 +93,7 @@ class Chat:
     updated_at: datetime = field(default_factory=utcnow)
     archived_at: datetime | None = None
     expires_at: datetime | None = None
+    context_policy: ContextPolicy = ContextPolicy.TRIM
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -101,6 +115,14 @@ class Message:
     latency_ms: int | None = None
     created_at: datetime = field(default_factory=utcnow)
     idempotency_key: str | None = None
+    #: on answers: how many earlier messages (system prompt and summary included) and
+    #: how many tokens the model was shown
+    context_messages: int | None = None
+    context_tokens: int | None = None
+    #: on summaries (role system): the last seq the summary stands for
+    covers_seq: int | None = None
+    #: on regenerated answers: the seq of the answer this one replaced
+    replaces_seq: int | None = None
 
     @property
     def usage(self) -> Usage:

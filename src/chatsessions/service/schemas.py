@@ -101,6 +101,9 @@ class ChatPublic(BaseModel):
     updated_at: datetime
     archived_at: datetime | None = Field(description="set while the chat is archived")
     expires_at: datetime | None = Field(description="when the chat will be deleted")
+    forked_at_seq: int | None = Field(description="the parent's last seq copied into a fork")
+    context_policy: Literal["trim", "summarize", "none"] = Field(
+        description="what happens when the chat outgrows the model's context window")
 
     @classmethod
     def of(cls, chat: Chat) -> ChatPublic:
@@ -111,7 +114,8 @@ class ChatPublic(BaseModel):
             message_count=chat.message_count, prompt_tokens=chat.prompt_tokens,
             completion_tokens=chat.completion_tokens, created_at=chat.created_at,
             updated_at=chat.updated_at, archived_at=chat.archived_at,
-            expires_at=chat.expires_at,
+            expires_at=chat.expires_at, forked_at_seq=chat.forked_at_seq,
+            context_policy=chat.context_policy.value,
         )
 
 
@@ -140,7 +144,9 @@ class MessagePublic(BaseModel):
     seq: int
     role: Literal["system", "user", "assistant"]
     content: str
-    status: Literal["ok", "pending", "failed"]
+    status: Literal["ok", "pending", "failed", "replaced"] = Field(
+        description="only ok messages are shown to the model; replaced: an earlier answer "
+                    "kept as an alternative after a regenerate")
     error: str | None
     model: str | None
     prompt_tokens: int
@@ -148,6 +154,13 @@ class MessagePublic(BaseModel):
     usage: Usage
     latency_ms: int | None
     created_at: datetime
+    context_messages: int | None = Field(
+        description="answers: earlier messages the model was shown (system prompt included)")
+    context_tokens: int | None = Field(description="answers: tokens the model was shown")
+    covers_seq: int | None = Field(
+        description="summaries (role system): the last seq the summary stands for")
+    replaces_seq: int | None = Field(
+        description="regenerated answers: the seq of the answer this one replaced")
 
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
@@ -160,6 +173,9 @@ class MessagePublic(BaseModel):
                         completion_tokens=message.completion_tokens,
                         total_tokens=message.prompt_tokens + message.completion_tokens),
             latency_ms=message.latency_ms, created_at=message.created_at,
+            context_messages=message.context_messages,
+            context_tokens=message.context_tokens, covers_seq=message.covers_seq,
+            replaces_seq=message.replaces_seq,
         )
 
 

@@ -8,7 +8,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from chatsessions.types import ApiKey, Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.types import (
+    ApiKey,
+    Chat,
+    ContextPolicy,
+    Message,
+    Role,
+    TurnStatus,
+    utcnow,
+)
 
 
 def storable(chat_id: str) -> bool:
@@ -49,6 +57,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
         "prompt_tokens": chat.prompt_tokens, "completion_tokens": chat.completion_tokens,
         "created_at": chat.created_at, "updated_at": chat.updated_at,
         "archived_at": chat.archived_at, "expires_at": chat.expires_at,
+        "context_policy": chat.context_policy.value,
     }
 
 
@@ -63,6 +72,7 @@ def to_chat(row: Mapping[Any, Any]) -> Chat:
         created_at=_utc(row["created_at"]) or utcnow(),
         updated_at=_utc(row["updated_at"]) or utcnow(),
         archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
+        context_policy=ContextPolicy(row["context_policy"]),
     )
 
 
@@ -72,7 +82,9 @@ def message_row(m: Message) -> dict[str, Any]:
         "status": m.status.value, "error": m.error, "model": m.model,
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "latency_ms": m.latency_ms, "created_at": m.created_at,
-        "idempotency_key": m.idempotency_key,
+        "idempotency_key": m.idempotency_key, "context_messages": m.context_messages,
+        "context_tokens": m.context_tokens, "covers_seq": m.covers_seq,
+        "replaces_seq": m.replaces_seq,
     }
 
 
@@ -83,7 +95,9 @@ def to_message(row: Mapping[Any, Any]) -> Message:
         model=row["model"], prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"], latency_ms=row["latency_ms"],
         created_at=_utc(row["created_at"]) or utcnow(),
-        idempotency_key=row["idempotency_key"],
+        idempotency_key=row["idempotency_key"], context_messages=row["context_messages"],
+        context_tokens=row["context_tokens"], covers_seq=row["covers_seq"],
+        replaces_seq=row["replaces_seq"],
     )
 
 

@@ -34,6 +34,7 @@ chats = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("idempotency_key", sa.String(200)),
     sa.Column("request_hash", sa.String(64)),
+    sa.Column("context_policy", sa.String(16), nullable=False, server_default="trim"),
 )
 
 messages = sa.Table(
@@ -53,6 +54,10 @@ messages = sa.Table(
     sa.Column("latency_ms", sa.Integer),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("idempotency_key", sa.String(200)),
+    sa.Column("context_messages", sa.Integer),
+    sa.Column("context_tokens", sa.Integer),
+    sa.Column("covers_seq", sa.Integer),
+    sa.Column("replaces_seq", sa.Integer),
     sa.UniqueConstraint("chat_id", "idempotency_key", name="uq_messages_idempotency"),
 )
 

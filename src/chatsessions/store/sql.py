@@ -399,7 +399,8 @@ class SQLStore:
         kept = sa.and_(messages.c.chat_id == chat.parent_id, messages.c.seq <= up_to_seq,
                        messages.c.status == TurnStatus.OK.value)
         columns = ["chat_id", "seq", "role", "content", "status", "error", "model",
-                   "prompt_tokens", "completion_tokens", "latency_ms", "created_at"]
+                   "prompt_tokens", "completion_tokens", "latency_ms", "created_at",
+                   "context_messages", "context_tokens", "covers_seq", "replaces_seq"]
         copied = sa.select(sa.literal(chat.id, sa.String), *(messages.c[c] for c in columns[1:]))
 
         def run(conn: Connection) -> Chat:
