@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from chatsessions.errors import ChatNotFound, TurnInterrupted
 from chatsessions.store import search as fulltext
+from chatsessions.store import statements as stmt
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
     chat_row,
@@ -83,7 +84,7 @@ class SQLStore:
         values = {**chat_row(chat), "idempotency_key": idempotency_key,
                   "request_hash": request_hash}
         try:
-            await self.db.write(lambda conn: conn.execute(chats.insert().values(**values)))
+            await self.db.write(lambda conn: conn.execute(chats.insert(), values))
         except sa.exc.IntegrityError:
             if idempotency_key is None:
                 raise
@@ -101,8 +102,9 @@ class SQLStore:
     async def get_chat(self, chat_id: str, tenant_id: str) -> Chat | None:
         if not storable(chat_id):
             return None
-        query = chats.select().where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
-        row = await self.db.read(lambda conn: conn.execute(query).mappings().first())
+        params = {"p_chat": chat_id, "p_tenant": tenant_id}
+        row = await self.db.read(
+            lambda conn: conn.execute(stmt.GET_CHAT, params).mappings().first())
         return to_chat(row) if row else None
 
     async def list_chats(
@@ -187,7 +189,7 @@ class SQLStore:
                 content=content, status=TurnStatus.PENDING, created_at=now,
                 idempotency_key=idempotency_key,
             )
-            conn.execute(messages.insert().values(**message_row(message)))
+            conn.execute(stmt.INSERT_MESSAGE, message_row(message))
             return message
 
         return await self.db.write(run)
@@ -196,12 +198,8 @@ class SQLStore:
         self, user: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:
         def run(conn: Connection) -> Message:
-            marked = conn.execute(
-                messages.update()
-                .where(messages.c.chat_id == user.chat_id, messages.c.seq == user.seq,
-                       messages.c.status == TurnStatus.PENDING.value)
-                .values(status=TurnStatus.OK.value, prompt_tokens=user.prompt_tokens)
-            )
+            marked = conn.execute(stmt.MARK_ANSWERED, {
+                "p_chat": user.chat_id, "p_seq": user.seq, "p_prompt": user.prompt_tokens})
             if marked.rowcount != 1:  # another replica declared this turn dead meanwhile
                 raise TurnInterrupted(
                     "this turn took longer than its lease and was failed by another replica")
@@ -209,7 +207,7 @@ class SQLStore:
                 conn, user.chat_id, answer.created_at, prompt_tokens=answer.prompt_tokens,
                 completion_tokens=answer.completion_tokens, release=lease_owner,
             ))
-            conn.execute(messages.insert().values(**message_row(stored)))
+            conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
             return stored
 
         return await self.db.write(run)
@@ -219,31 +217,23 @@ class SQLStore:
         lease_owner: str | None = None,
     ) -> None:
         def run(conn: Connection) -> None:
-            conn.execute(
-                messages.update()
-                .where(messages.c.chat_id == user.chat_id, messages.c.seq == user.seq)
-                .values(status=TurnStatus.FAILED.value, error=error)
-            )
+            conn.execute(stmt.MARK_FAILED,
+                         {"p_chat": user.chat_id, "p_seq": user.seq, "p_error": error})
             if partial is not None:
                 seq = _next_seq(conn, user.chat_id, partial.created_at, release=lease_owner)
-                conn.execute(messages.insert().values(**message_row(with_seq(partial, seq))))
+                conn.execute(stmt.INSERT_MESSAGE, message_row(with_seq(partial, seq)))
             elif lease_owner is not None:
-                conn.execute(_release(user.chat_id, lease_owner))
+                _release(conn, user.chat_id, lease_owner)
 
         await self.db.write(run)
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[Message]:
-        query = (
-            messages.select()
-            .where(messages.c.chat_id == chat_id, messages.c.seq > after_seq)
-            .order_by(messages.c.seq)
-        )
-        if limit is not None:
-            query = query.limit(limit)
+        query = stmt.MESSAGES_AFTER if limit is None else stmt.MESSAGES_AFTER.limit(limit)
+        params = {"p_chat": chat_id, "p_after": after_seq}
         return await self.db.read(
-            lambda conn: [to_message(r) for r in conn.execute(query).mappings()])
+            lambda conn: [to_message(r) for r in conn.execute(query, params).mappings()])
 
     async def recover_pending(
         self, owners: Sequence[str] = (), *, alive: str | None = None
@@ -296,25 +286,21 @@ class SQLStore:
         else: (chat, False); no such chat for this tenant: (None, False)."""
         if not storable(chat_id):
             return None, False
-        query = (
-            chats.update()
-            .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id,
-                   sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_expires_at < utcnow()))
-            .values(lease_owner=owner, lease_expires_at=until)
-            .returning(*chats.c)
-        )
-        row = await self.db.write(lambda conn: conn.execute(query).mappings().first())
+        params = {"p_chat": chat_id, "p_tenant": tenant_id, "p_now": utcnow(),
+                  "p_owner": owner, "p_until": until}
+        row = await self.db.write(
+            lambda conn: conn.execute(stmt.TRY_LEASE, params).mappings().first())
         if row is not None:
             return to_chat(row), True
         return await self.get_chat(chat_id, tenant_id), False
 
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
-        query = (chats.update().where(chats.c.id == chat_id, chats.c.lease_owner == owner)
-                 .values(lease_expires_at=until))
-        return await self.db.write(lambda conn: bool(conn.execute(query).rowcount))
+        params = {"p_chat": chat_id, "p_owner": owner, "p_until": until}
+        return await self.db.write(
+            lambda conn: bool(conn.execute(stmt.RENEW_LEASE, params).rowcount))
 
     async def release_lease(self, chat_id: str, owner: str) -> None:
-        await self.db.write(lambda conn: conn.execute(_release(chat_id, owner)))
+        await self.db.write(lambda conn: _release(conn, chat_id, owner))
 
     # idempotency -------------------------------------------------------------------------
 
@@ -379,7 +365,7 @@ class SQLStore:
                 seq = _next_seq(conn, chat_id, row.created_at, prompt_tokens=row.prompt_tokens,
                                 completion_tokens=row.completion_tokens)
                 stored.append(with_seq(row, seq))
-                conn.execute(messages.insert().values(**message_row(stored[-1])))
+                conn.execute(stmt.INSERT_MESSAGE, message_row(stored[-1]))
             return stored
 
         return await self.db.write(run)
@@ -410,7 +396,7 @@ class SQLStore:
             ).where(kept)).one()
             forked = replace(chat, forked_at_seq=up_to_seq, message_count=up_to_seq,
                              prompt_tokens=int(prompt), completion_tokens=int(completion))
-            conn.execute(chats.insert().values(**chat_row(forked)))
+            conn.execute(chats.insert(), chat_row(forked))
             conn.execute(messages.insert().from_select(columns, copied.where(kept)))
             return forked
 
@@ -469,9 +455,8 @@ class SQLStore:
         return await self.db.write(run)
 
 
-def _release(chat_id: str, owner: str) -> sa.Update:
-    return (chats.update().where(chats.c.id == chat_id, chats.c.lease_owner == owner)
-            .values(lease_owner=None, lease_expires_at=None))
+def _release(conn: Connection, chat_id: str, owner: str) -> None:
+    conn.execute(stmt.RELEASE_LEASE, {"p_chat": chat_id, "p_owner": owner})
 
 
 def _next_seq(
@@ -480,20 +465,10 @@ def _next_seq(
 ) -> int:
     """Allocate the chat's next seq in the same statement that bumps its counters (and, at
     the end of a turn, releases the turn lease)."""
-    values: dict[str, Any] = {
-        "message_count": chats.c.message_count + 1,
-        "prompt_tokens": chats.c.prompt_tokens + prompt_tokens,
-        "completion_tokens": chats.c.completion_tokens + completion_tokens,
-        "updated_at": now,
-    }
-    if release is not None:
-        mine = chats.c.lease_owner == release
-        values["lease_owner"] = sa.case((mine, None), else_=chats.c.lease_owner)
-        values["lease_expires_at"] = sa.case((mine, None), else_=chats.c.lease_expires_at)
-    seq = conn.execute(
-        chats.update().where(chats.c.id == chat_id).values(**values)
-        .returning(chats.c.message_count)
-    ).scalar_one_or_none()
+    params = {"p_chat": chat_id, "p_now": now, "p_prompt": prompt_tokens,
+              "p_completion": completion_tokens, "p_owner": release}
+    seq = conn.execute(stmt.BUMP if release is None else stmt.BUMP_AND_RELEASE,
+                       params).scalar_one_or_none()
     if seq is None:
         raise ChatNotFound(chat_id)
     return int(seq)

@@ -1,0 +1,85 @@
+"""The statements a turn runs, built once with bound parameters.
+
+Building a SQLAlchemy statement per call (``.values(**row)``, ``.where(col == value)``)
+costs more than running it: coercing every value into a bind parameter and computing the
+cache key took about 70% of a store call on SQLite. Built once, a statement compiles once
+per dialect and each call only binds its parameters (a user-message write went from
+0.83 ms to 0.25 ms). Parameter names never equal a column of the table written, which
+SQLAlchemy reserves in INSERT and UPDATE.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from chatsessions.store.schema import chats, messages
+from chatsessions.types import TurnStatus
+
+_chat = chats.c
+_msg = messages.c
+_int = sa.Integer()
+
+GET_CHAT = chats.select().where(_chat.id == sa.bindparam("p_chat"),
+                                _chat.tenant_id == sa.bindparam("p_tenant"))
+
+#: Take the turn lease if it is free or expired; returns the chat row when taken.
+TRY_LEASE = (
+    chats.update()
+    .where(_chat.id == sa.bindparam("p_chat"), _chat.tenant_id == sa.bindparam("p_tenant"),
+           sa.or_(_chat.lease_owner.is_(None), _chat.lease_expires_at < sa.bindparam("p_now")))
+    .values(lease_owner=sa.bindparam("p_owner"), lease_expires_at=sa.bindparam("p_until"))
+    .returning(*chats.c)
+)
+
+RENEW_LEASE = (chats.update()
+               .where(_chat.id == sa.bindparam("p_chat"),
+                      _chat.lease_owner == sa.bindparam("p_owner"))
+               .values(lease_expires_at=sa.bindparam("p_until")))
+
+RELEASE_LEASE = (chats.update()
+                 .where(_chat.id == sa.bindparam("p_chat"),
+                        _chat.lease_owner == sa.bindparam("p_owner"))
+                 .values(lease_owner=None, lease_expires_at=None))
+
+
+def _bump(*, release: bool) -> sa.Update:
+    values: dict[str, object] = {
+        "message_count": _chat.message_count + 1,
+        "prompt_tokens": _chat.prompt_tokens + sa.bindparam("p_prompt", type_=_int),
+        "completion_tokens": _chat.completion_tokens + sa.bindparam("p_completion",
+                                                                    type_=_int),
+        "updated_at": sa.bindparam("p_now"),
+    }
+    if release:
+        mine = _chat.lease_owner == sa.bindparam("p_owner")
+        values["lease_owner"] = sa.case((mine, None), else_=_chat.lease_owner)
+        values["lease_expires_at"] = sa.case((mine, None), else_=_chat.lease_expires_at)
+    return (chats.update().where(_chat.id == sa.bindparam("p_chat")).values(values)
+            .returning(_chat.message_count))
+
+
+#: Allocate the chat's next seq in the statement that bumps its counters.
+BUMP = _bump(release=False)
+#: The same, releasing the turn lease if ``p_owner`` holds it (a turn's last write).
+BUMP_AND_RELEASE = _bump(release=True)
+
+INSERT_MESSAGE = messages.insert()
+
+#: Mark a pending user message answered (``rowcount`` 0: someone failed it meanwhile).
+MARK_ANSWERED = (
+    messages.update()
+    .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"),
+           _msg.status == TurnStatus.PENDING.value)
+    .values(status=TurnStatus.OK.value, prompt_tokens=sa.bindparam("p_prompt"))
+)
+
+MARK_FAILED = (
+    messages.update()
+    .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"))
+    .values(status=TurnStatus.FAILED.value, error=sa.bindparam("p_error"))
+)
+
+MESSAGES_AFTER = (messages.select()
+                  .where(_msg.chat_id == sa.bindparam("p_chat"),
+                         _msg.seq > sa.bindparam("p_after"))
+                  .order_by(_msg.seq))
