@@ -4,16 +4,19 @@ the model, store the answer, or record the failure. Nothing about turns lives el
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
+from chatsessions import summary
 from chatsessions.backends import Backend, Completion
 from chatsessions.backends.base import ChatMessages, conversation
 from chatsessions.cache import History
-from chatsessions.context import trim_start
+from chatsessions.context import check_fits, newest_that_fit, summary_cut, trim_start
 from chatsessions.core import Core
 from chatsessions.errors import (
     BackendError,
@@ -23,7 +26,17 @@ from chatsessions.errors import (
     InvalidInput,
 )
 from chatsessions.leases import Lease
-from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
+from chatsessions.summary import Refresh
+from chatsessions.types import (
+    Chat,
+    ContextPolicy,
+    GenerationParams,
+    Message,
+    Role,
+    TurnStatus,
+)
+
+log = logging.getLogger(__name__)
 
 #: Tokens the chat template spends to open the assistant's answer.
 ANSWER_PRIMER_TOKENS = 3
@@ -71,15 +84,21 @@ async def run_turn(
         backend = core.backend(chat.backend)
         gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
         history = await core.visible_history(chat)
-        context = build_context(core, chat, history, text, backend, gen_params)
+        context = plan_context(core, chat, history, text, backend, gen_params)
 
         user = await core.store.add_user_message(chat.id, text, idempotency_key=idempotency_key)
         circuit = core.circuit(backend.name)
         started = time.perf_counter()
+        summaries: list[Message] = []
         try:
             circuit.before_call()
+            if context.refresh is not None:
+                written = await summary.write(backend, chat.id, chat.model, context.refresh,
+                                              settings.turn_deadline)
+                summaries = await core.store.append_messages(chat.id, [written])
+                context = context.summarized(summaries[0], backend, chat.model)
             completion: Completion | None = None
-            calls = _call_model(backend, context, gen_params, chat.model, streaming,
+            calls = _call_model(backend, context.messages, gen_params, chat.model, streaming,
                                 settings.turn_deadline, chat.id)
             async with aclosing(calls):
                 async for item in calls:
@@ -96,6 +115,7 @@ async def run_turn(
                 prompt_tokens=completion.usage.prompt_tokens,
                 completion_tokens=completion.usage.completion_tokens,
                 latency_ms=int((time.perf_counter() - started) * 1000),
+                context_messages=len(context.messages), context_tokens=context.tokens,
             )
             stored = await core.store.complete_turn(user, answer, lease_owner=lease.owner)
             lease.released = True
@@ -109,7 +129,8 @@ async def run_turn(
                 exc, (asyncio.CancelledError, GeneratorExit)) else f"internal error: {exc!r}"
             await asyncio.shield(_fail(core, lease, user, BackendError(reason), history))
             raise
-        core.cache.grew(chat.id, history.add([replace(user, status=TurnStatus.OK), stored]))
+        core.cache.grew(chat.id, history.add(
+            [replace(user, status=TurnStatus.OK), *summaries, stored]))
     yield stored
 
 
@@ -156,9 +177,11 @@ async def _replay(core: Core, earlier: Message, text: str) -> Message:
     if earlier.content != text:
         raise InvalidInput("this Idempotency-Key was already used with a different message")
     if earlier.status is TurnStatus.OK:
-        following = await core.store.messages(earlier.chat_id, after_seq=earlier.seq, limit=1)
-        if following and following[0].role is Role.ASSISTANT:
-            return following[0]
+        # the answer follows the question, or the summary written for it
+        following = await core.store.messages(earlier.chat_id, after_seq=earlier.seq, limit=2)
+        answer = next((m for m in following if m.role is not Role.SYSTEM), None)
+        if answer is not None and answer.role is Role.ASSISTANT:
+            return answer
     if earlier.status is TurnStatus.PENDING:  # seen under our lease: its replica died
         await core.store.mark_interrupted(earlier.chat_id, [earlier.seq])
     raise BackendError(f"this request already failed: {earlier.error or 'interrupted'}")
@@ -181,6 +204,115 @@ async def _fail(core: Core, lease: Lease, user: Message, exc: BackendError,
         core.cache.discard(user.chat_id)
 
 
+@dataclass(slots=True)
+class Context:
+    """What the model is shown for one turn, and the summary to write first when the
+    ``summarize`` policy needs a new one."""
+
+    system: dict[str, str]
+    system_tokens: int
+    #: tokens for the summary, the history and the new message
+    budget: int
+    #: the history sent, in whole turns, ending with the new user message; their tokens
+    turns: list[Message]
+    counts: list[int]
+    summary: dict[str, str] | None = None
+    summary_tokens: int = 0
+    refresh: Refresh | None = None
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        head = [self.system] if self.summary is None else [self.system, self.summary]
+        return [*head, *(m.as_openai() for m in self.turns)]
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the messages shown, by the backend's count."""
+        return self.system_tokens + self.summary_tokens + sum(self.counts)
+
+    def keep(self, start: int) -> Context:
+        self.turns, self.counts = self.turns[start:], self.counts[start:]
+        return self
+
+    def summarized(self, written: Message, backend: Backend, model: str) -> Context:
+        """This context with the summary just written in place of the turns it took in."""
+        view = summary.shown(written)
+        tokens = backend.count_tokens(view["role"], view["content"], model)
+        try:
+            start = trim_start(self.turns, self.counts, self.budget - tokens)
+        except ContextTooLong:
+            raise BackendError(f"the summary took {tokens} tokens and left no room for "
+                               "the message; try again") from None
+        if start:  # the model wrote more than its reserve; fit what is left
+            log.warning("chat %s: a %d-token summary left %d more messages out",
+                        written.chat_id, tokens, start)
+        self.summary, self.summary_tokens, self.refresh = view, tokens, None
+        return self.keep(start)
+
+
+def plan_context(
+    core: Core,
+    chat: Chat,
+    history: History,
+    text: str,
+    backend: Backend,
+    params: GenerationParams,
+    *,
+    summarize: bool = True,
+) -> Context:
+    """The context for a new message ``text``, as the chat's context policy says.
+
+    ``trim``: the system prompt and the newest whole turns that fit the window less the
+    reserved answer. ``none``: everything, or ContextTooLong. ``summarize``: the latest
+    summary in place of the turns it covers, then the newest turns that fit; when trimming
+    would drop turns the summary does not cover, ``refresh`` says what the next summary
+    must take in (with ``summarize=False`` those turns are trimmed instead). Raises
+    ContextTooLong before anything is stored. Summary rows are never sent as turns.
+    """
+    model = chat.model
+    for index, token_count in enumerate(history.tokens):
+        if token_count is None:
+            shown = _shown(history.messages[index])
+            history.tokens[index] = backend.count_tokens(shown["role"], shown["content"], model)
+    reserve = params.max_tokens or core.settings.max_output_tokens
+    system_tokens = backend.count_tokens("system", chat.system_prompt, model)
+    budget = backend.context_window(model) - reserve - system_tokens - ANSWER_PRIMER_TOKENS
+    if budget <= 0:
+        raise ContextTooLong(
+            "the system prompt and the reserved answer already fill the context window")
+    policy = chat.context_policy
+    latest = _latest_summary(history) if policy is ContextPolicy.SUMMARIZE else None
+    previous = history.messages[latest] if latest is not None else None
+    after = (previous.covers_seq or 0) if previous is not None else 0
+    turns: list[Message] = []
+    counts: list[int] = []
+    for index in range(bisect.bisect_right(history.messages, after, key=_seq),
+                       len(history.messages)):
+        message = history.messages[index]
+        if message.role is not Role.SYSTEM:
+            turns.append(message)
+            counts.append(history.tokens[index] or 0)
+    turns.append(Message(chat.id, 0, Role.USER, text))
+    counts.append(backend.count_tokens("user", text, model))
+    context = Context({"role": "system", "content": chat.system_prompt}, system_tokens,
+                      budget, turns, counts)
+    if policy is ContextPolicy.NONE:
+        check_fits(counts, budget)
+        return context
+    if policy is ContextPolicy.TRIM:
+        return context.keep(trim_start(turns, counts, budget))
+    if previous is not None and latest is not None:
+        context.summary, context.summary_tokens = _shown(previous), history.tokens[latest] or 0
+    if not summarize:
+        return context.keep(trim_start(turns, counts, budget - context.summary_tokens))
+    limit = summary.token_limit(budget)
+    cut = summary_cut(turns, counts, budget, context.summary_tokens,
+                      backend.count_tokens("system", summary.SHOWN_AS, model) + limit)
+    if cut:
+        context.refresh = _refresh(backend, model, previous, turns[:cut], counts[:cut], limit)
+    return context.keep(cut)
+
+
 def build_context(
     core: Core,
     chat: Chat,
@@ -189,23 +321,47 @@ def build_context(
     backend: Backend,
     params: GenerationParams,
 ) -> ChatMessages:
-    """System prompt + the newest whole turns that fit + the new message."""
-    for index, token_count in enumerate(history.tokens):
-        if token_count is None:
-            message = history.messages[index]
-            history.tokens[index] = backend.count_tokens(
-                message.role.value, message.content, chat.model)
-    reserve = params.max_tokens or core.settings.max_output_tokens
-    system_tokens = backend.count_tokens("system", chat.system_prompt, chat.model)
-    budget = (backend.context_window(chat.model) - reserve - system_tokens
-              - ANSWER_PRIMER_TOKENS)
-    if budget <= 0:
-        raise ContextTooLong(
-            "the system prompt and the reserved answer already fill the context window")
-    visible = [*history.messages, Message(chat.id, 0, Role.USER, text)]
-    counts = [*history.tokens, backend.count_tokens("user", text, chat.model)]
-    start = trim_start(visible, counts, budget)  # type: ignore[arg-type]
-    return [
-        {"role": "system", "content": chat.system_prompt},
-        *(m.as_openai() for m in visible[start:]),
-    ]
+    """The messages :func:`plan_context` shows the model, writing no new summary."""
+    return plan_context(core, chat, history, text, backend, params, summarize=False).messages
+
+
+def _refresh(
+    backend: Backend,
+    model: str,
+    previous: Message | None,
+    turns: list[Message],
+    counts: list[int],
+    limit: int,
+) -> Refresh:
+    """The next summary: the previous one plus ``turns``, or the newest of them that fit one
+    request (a long chat switched to ``summarize`` loses its oldest turns, as with trim)."""
+    fixed = sum(backend.count_tokens(m["role"], m["content"], model)
+                for m in summary.request(previous, []))
+    room = backend.context_window(model) - limit - ANSWER_PRIMER_TOKENS - fixed
+    if room < summary.MIN_TRANSCRIPT_TOKENS:
+        raise ContextTooLong("the model's context window is too small to write a summary in; "
+                             "use the 'trim' context policy")
+    first = newest_that_fit(counts, room)
+    taken = turns[first:]
+    if not taken:  # one message longer than a whole request: its beginning
+        last = turns[-1]
+        keep = max(1, len(last.content) * (room - 8) // counts[-1])
+        taken = [replace(last, content=last.content[:keep] + " …")]
+    return Refresh(previous, taken, covers_seq=turns[-1].seq, max_tokens=limit)
+
+
+def _shown(message: Message) -> dict[str, str]:
+    return summary.shown(message) if message.role is Role.SYSTEM else message.as_openai()
+
+
+def _seq(message: Message) -> int:
+    return message.seq
+
+
+def _latest_summary(history: History) -> int | None:
+    """Index of the newest summary row in the history, if any."""
+    for index in range(len(history.messages) - 1, -1, -1):
+        message = history.messages[index]
+        if message.role is Role.SYSTEM and message.covers_seq is not None:
+            return index
+    return None

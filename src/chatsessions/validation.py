@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chatsessions.errors import InvalidInput
-from chatsessions.types import GenerationParams
+from chatsessions.types import ContextPolicy, GenerationParams
 
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 16_384
@@ -57,6 +57,17 @@ def check_params(params: GenerationParams | dict[str, Any] | None) -> Generation
             for err in exc.errors()
         )
         raise InvalidInput(f"invalid generation params: {problems}") from None
+
+
+
+def check_context_policy(value: Any) -> ContextPolicy:
+    """The policy itself or its name, so callers may pass either."""
+    try:
+        return ContextPolicy(value)
+    except ValueError:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        names = ", ".join(p.value for p in ContextPolicy)
+        raise InvalidInput(f"context_policy must be one of {names}, not {shown}") from None
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
