@@ -82,6 +82,8 @@ def settings_kwargs(database_url: str, fake_llm: FakeLLMServer) -> dict[str, obj
         "openai_api_key": "test",
         "max_retries": 0,
         "request_timeout": 2.0,
+        # Titles are extra model calls in the background: tests that want them say so.
+        "auto_title": False,
     }
 
 

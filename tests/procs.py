@@ -40,6 +40,7 @@ def service_env(database_url: str, llm_base_url: str, replica_id: str,
         "OPENAI_BASE_URL": llm_base_url,
         "OPENAI_API_KEY": "x",
         "CHATSESSIONS_MAX_RETRIES": "0",
+        "CHATSESSIONS_AUTO_TITLE": "0",
         "CHATSESSIONS_REPLICA_ID": replica_id,
     })
     env.update({f"CHATSESSIONS_{name.upper()}": str(value) for name, value in settings.items()})

@@ -25,6 +25,8 @@ def cli_env(tmp_path: Path, fake_llm: FakeLLMServer) -> dict[str, str]:
         "OPENAI_BASE_URL": fake_llm.base_url,
         "OPENAI_API_KEY": "test",
         "COLUMNS": "200",
+        # Titles are extra model calls in the background: tests that want them say so.
+        "CHATSESSIONS_AUTO_TITLE": "0",
     }
 
 
@@ -76,7 +78,7 @@ def test_new_send_show_export_rm(env: dict[str, str], fake_llm: FakeLLMServer) -
 
     exported = json.loads(run(env, "export", chat_id, "--format", "json").stdout)
     assert exported["chat"]["id"] == chat_id
-    assert [m["content"] for m in exported["messages"]][1:3] == [
+    assert [m["content"] for m in exported["messages"]][:2] == [
         "Where is my parcel?", sent.stdout.strip()]
     markdown = run(env, "export", chat_id, "-f", "markdown").stdout
     assert "# order help" in markdown
@@ -116,7 +118,7 @@ def test_interactive_chat_switches_and_streams(
     from chatsessions.cli import app, commands, demo, repl  # noqa: F401
 
     for key in ("CHATSESSIONS_DATABASE_URL", "CHATSESSIONS_BACKEND", "CHATSESSIONS_MODEL",
-                "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+                "OPENAI_BASE_URL", "OPENAI_API_KEY", "CHATSESSIONS_AUTO_TITLE"):
         monkeypatch.setenv(key, env[key])
     script = "hello one\n/new Be brief.\nhello two\n/list\n/history\n/switch nope\n/quit\n"
     result = CliRunner().invoke(app, ["chat"], input=script)

@@ -67,7 +67,7 @@ def test_full_chat_lifecycle(client: httpx.Client, fake_llm: FakeLLMServer) -> N
 
     exported = client.get(f"/chats/{chat['id']}/export").json()
     assert exported["chat"]["id"] == chat["id"]
-    assert len(exported["messages"]) == 5  # system prompt + 4
+    assert [m["seq"] for m in exported["messages"]] == [1, 2, 3, 4]  # prompt: on the chat
     markdown = client.get(f"/chats/{chat['id']}/export", params={"format": "markdown"})
     assert markdown.headers["content-type"].startswith("text/markdown")
     assert "# renamed" in markdown.text

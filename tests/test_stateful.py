@@ -41,7 +41,7 @@ class ChatModel(RuleBasedStateMachine):
         self.kwargs = {
             "database_url": f"sqlite:///{self.dir / 'chats.db'}", "backend": "openai",
             "model": "fake", "openai_base_url": self.fake.base_url, "openai_api_key": "x",
-            "max_retries": 0, "circuit_failures": 1000,
+            "max_retries": 0, "circuit_failures": 1000, "auto_title": False,
         }
         self.lib = ChatSessions(**self.kwargs)  # type: ignore[arg-type]
         self.expected: dict[str, list[tuple[str, str]]] = {}

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         default=0, ge=0, description="requests per minute per API key (0: no limit)"
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="largest request body")
+    auto_title: bool = Field(
+        default=True, description="title an untitled chat after its first exchange, with "
+        "its own model, in the background")
     prices: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="USD per million prompt and completion tokens, by model name "

@@ -13,6 +13,7 @@ from chatsessions.cache import History, HistoryCache
 from chatsessions.config import Settings
 from chatsessions.leases import TurnLeases
 from chatsessions.store import Store, open_store
+from chatsessions.titles import TitleWriter
 from chatsessions.types import Chat, TurnStatus
 
 
@@ -32,6 +33,7 @@ class Core:
         self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
         self.opened = False
         self.open_lock = asyncio.Lock()
+        self.titles = TitleWriter(self)
 
     async def dead_owners(self) -> list[str]:
         """Earlier processes of this replica whose leases are still in the database.

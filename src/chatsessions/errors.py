@@ -30,6 +30,16 @@ class InvalidInput(ChatSessionsError, ValueError):
     type = "invalid_request"
 
 
+class ChatExists(InvalidInput):
+    """A chat with the requested id already exists (ids are unique across tenants)."""
+
+    type = "chat_exists"
+
+    def __init__(self, chat_id: str) -> None:
+        super().__init__(f"a chat with id {chat_id} already exists")
+        self.chat_id = chat_id
+
+
 class ContextTooLong(InvalidInput):
     """Even the system prompt and the new message alone exceed the model's window."""
 

@@ -1,4 +1,10 @@
-"""A chat as a document: lossless JSON or readable Markdown (shared by the CLI and service)."""
+"""A chat as a document: lossless JSON or readable Markdown (shared by the CLI and service).
+
+The JSON is what :mod:`chatsessions.importing` takes back: every chat field but the tenant
+(an import lands in the importer's tenant) and every stored message, whatever its status,
+with its seq, but without the chat id it repeats or its idempotency key (a short-lived
+retry token of the request that wrote it).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,28 @@ from typing import Any
 from chatsessions.types import Chat, Message, TurnStatus
 
 FORMATS = ("json", "markdown")
+#: The JSON document's format; version 1 (older exports) is still imported.
+FORMAT = "chatsessions.chat.v2"
+#: Fields left out of a JSON export, and why: see the module's docstring.
+CHAT_FIELDS_LEFT_OUT = ("tenant_id",)
+MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key")
 
 
 def export_json(chat: Chat, messages: list[Message]) -> dict[str, Any]:
-    return {
-        "format": "chatsessions.chat.v1",
-        "chat": chat.to_dict(),
-        "messages": [m.to_dict() for m in messages],
-    }
+    """The lossless document of ``chat`` and its stored ``messages`` (a seq-0 system
+    prompt, as :meth:`history` puts first, is left out: it is the chat's field)."""
+    doc = chat.to_dict()
+    for name in CHAT_FIELDS_LEFT_OUT:
+        doc.pop(name)
+    rows = []
+    for message in messages:
+        if message.seq == 0:
+            continue
+        row = message.to_dict()
+        for name in MESSAGE_FIELDS_LEFT_OUT:
+            row.pop(name)
+        rows.append(row)
+    return {"format": FORMAT, "chat": doc, "messages": rows}
 
 
 def export_markdown(chat: Chat, messages: list[Message]) -> str:

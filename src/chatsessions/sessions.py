@@ -16,7 +16,10 @@ from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
 from chatsessions.core import Core
 from chatsessions.errors import ChatNotFound, InvalidInput
+from chatsessions.export import export_json
+from chatsessions.importing import build_chat
 from chatsessions.store import Store
+from chatsessions.titles import TITLE_GRACE
 from chatsessions.turn import TurnOptions, run_turn
 from chatsessions.types import (
     Chat,
@@ -96,7 +99,10 @@ class AsyncChatSessions:
                 await self._core.store.recover_pending(await self._core.dead_owners())
                 self._core.opened = True
 
-    async def close(self) -> None:
+    async def close(self, *, title_grace: float = TITLE_GRACE) -> None:
+        """Close the store and backends, after waiting up to ``title_grace`` seconds for
+        automatic titles still being written (the rest are cancelled: no title, no harm)."""
+        await self._core.titles.drain(title_grace)
         async with self._core.open_lock:
             for backend in self._core.backends.values():
                 await backend.aclose()
@@ -353,6 +359,8 @@ class AsyncChatSessions:
                         streaming=streaming)
         async with aclosing(turn):
             async for item in turn:
+                if isinstance(item, Message):  # before the yield: a consumer may stop there
+                    self._core.titles.after_answer(self.tenant_id, item)
                 yield item
 
     async def sweep(self) -> int:
@@ -404,6 +412,29 @@ class AsyncChatSessions:
     def _check_system_prompt(self, value: str) -> str:
         return check_text(value, field="system_prompt",
                           max_chars=self.settings.max_message_chars, allow_empty=True)
+
+    # export and import ----------------------------------------------------------------
+
+    async def export_chat(self, chat_id: str) -> dict[str, Any]:
+        """The chat as a lossless JSON-ready document (every stored message, whatever its
+        status) that :meth:`import_chat` takes back."""
+        chat = await self.get_chat(chat_id)
+        return export_json(chat, await self._core.store.messages(chat_id))
+
+    async def import_chat(self, data: Any, *, keep_id: bool = False) -> str:
+        """Store a chat from an export (:meth:`export_chat`, seqs, statuses, times and
+        counters kept) or from an OpenAI-style ``[{"role", "content"}]`` list (a leading
+        system message becomes the system prompt); return its id. The chat gets a new id
+        unless ``keep_id`` and the export's id is free (else :class:`ChatExists`). Malformed
+        data raises :class:`InvalidInput` and stores nothing."""
+        store = await self._ready()
+        chat, rows = build_chat(
+            data, tenant_id=self.tenant_id, settings=self.settings,
+            default_backend=self._core.default_backend,
+            default_model=lambda name: self._core.backend(name).default_model,
+            keep_id=keep_id)
+        await store.import_chat(chat, rows)
+        return chat.id
 
     # building blocks for protocols on top (the OpenAI-compatible API) ----------------
 

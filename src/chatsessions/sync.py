@@ -127,6 +127,12 @@ class ChatSessions:
     def sweep(self) -> int:
         return self._call(self.aio.sweep())
 
+    def export_chat(self, chat_id: str) -> dict[str, Any]:
+        return self._call(self.aio.export_chat(chat_id))
+
+    def import_chat(self, data: Any, *, keep_id: bool = False) -> str:
+        return self._call(self.aio.import_chat(data, keep_id=keep_id))
+
 
 def _shutdown(
     aio: AsyncChatSessions, loop: asyncio.AbstractEventLoop, thread: threading.Thread

@@ -64,6 +64,7 @@ def main() -> None:
         keys,
         repl,
         serve,
+        transfer,
     )
 
     try:

@@ -1,8 +1,7 @@
-"""One-shot commands: new, send, list, show, export, rm."""
+"""One-shot commands: new, send, list, show, rm (export and import: ``transfer``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +10,6 @@ from rich.table import Table
 
 from chatsessions.cli.app import app, console
 from chatsessions.cli.common import open_sessions
-from chatsessions.export import FORMATS, render
 from chatsessions.types import TurnStatus
 
 
@@ -69,25 +67,6 @@ def show(ctx: typer.Context, chat_id: str) -> None:
                 status += f": {escape(message.error or '')})[/red]"
             console.print(f"[bold]{message.role.value}[/bold]{status}: ", end="")
             console.out(message.content, highlight=False)
-
-
-@app.command()
-def export(
-    ctx: typer.Context,
-    chat_id: str,
-    format: Annotated[str, typer.Option("--format", "-f", help="json or markdown")] = "json",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write")] = None,
-) -> None:
-    """Export a chat as JSON (lossless) or Markdown."""
-    if format not in FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    with open_sessions(ctx) as chats:
-        text = render(chats.get_chat(chat_id), chats.history(chat_id, include_failed=True),
-                      format)
-    if output is None:
-        console.out(text, highlight=False)
-    else:
-        output.write_text(text + "\n", encoding="utf-8")
 
 
 @app.command("rm")

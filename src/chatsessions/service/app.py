@@ -19,7 +19,7 @@ from chatsessions.service import errors, openai_compat
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
-from chatsessions.service.routes import chats, health, messages, search, usage
+from chatsessions.service.routes import chats, health, messages, search, transfer, usage
 from chatsessions.sessions import AsyncChatSessions
 
 STATIC = Path(__file__).parent / "static"
@@ -59,6 +59,7 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
+    app.include_router(transfer.router)
     app.include_router(chats.router)
     app.include_router(messages.router)
     app.include_router(search.router)

@@ -15,6 +15,7 @@ from chatsessions.errors import (
     BackendTimeout,
     BackendUnavailable,
     ChatBusy,
+    ChatExists,
     ChatMoved,
     ChatNotFound,
     ChatSessionsError,
@@ -27,6 +28,7 @@ log = logging.getLogger("chatsessions.service")
 
 STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (ChatNotFound, 404),
+    (ChatExists, 409),
     (InvalidInput, 422),
     (ChatBusy, 409),
     (ChatMoved, 409),

@@ -143,6 +143,16 @@ class Store(Protocol):
         """Really delete chats (all tenants) whose ``expires_at`` has passed, with their
         messages; chats in the middle of a turn wait for the next sweep. Returns their ids."""
 
+    # titles, import ---------------------------------------------------------------------
+
+    async def set_title_if_unset(self, chat_id: str, tenant_id: str, title: str) -> bool:
+        """Set the title only while the chat has none, in one conditional update, so an
+        automatic title never overwrites one the user set meanwhile. Whether it was set."""
+
+    async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
+        """Insert ``chat`` and its messages exactly as given (seqs, statuses, timestamps,
+        counters), in one transaction; :class:`ChatExists` if the id is taken."""
+
 
 def open_store(url: str, **options: Any) -> Store:
     """Pick the store for a database URL (not yet opened)."""

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from chatsessions.errors import ChatNotFound, InvalidInput, TurnInterrupted
+from chatsessions.errors import ChatExists, ChatNotFound, InvalidInput, TurnInterrupted
 from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,
@@ -312,3 +312,19 @@ class MemoryStore:
             del self._messages[chat_id]
             self._leases.pop(chat_id, None)
         return ids
+
+    # titles, import -----------------------------------------------------------------------
+
+    async def set_title_if_unset(self, chat_id: str, tenant_id: str, title: str) -> bool:
+        chat = await self.get_chat(chat_id, tenant_id)
+        if chat is None or chat.title is not None:
+            return False
+        self._chats[chat_id] = replace(chat, title=title, updated_at=utcnow())
+        return True
+
+    async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
+        if chat.id in self._chats:
+            raise ChatExists(chat.id)
+        self._chats[chat.id] = chat
+        self._messages[chat.id] = [replace(m, chat_id=chat.id) for m in rows]
+        return chat

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from chatsessions.errors import ChatNotFound, TurnInterrupted
+from chatsessions.errors import ChatExists, ChatNotFound, TurnInterrupted
 from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
 from chatsessions.store.engines import Database, connect, migrate
@@ -453,6 +453,28 @@ class SQLStore:
             return ids
 
         return await self.db.write(run)
+
+    # titles, import -----------------------------------------------------------------------
+
+    async def set_title_if_unset(self, chat_id: str, tenant_id: str, title: str) -> bool:
+        query = (chats.update()
+                 .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id,
+                        chats.c.title.is_(None))
+                 .values(title=title, updated_at=utcnow()))
+        return await self.db.write(lambda conn: bool(conn.execute(query).rowcount))
+
+    async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
+        def run(conn: Connection) -> Chat:
+            conn.execute(chats.insert(), chat_row(chat))
+            if rows:
+                conn.execute(messages.insert(),
+                             [message_row(replace(m, chat_id=chat.id)) for m in rows])
+            return chat
+
+        try:
+            return await self.db.write(run)
+        except sa.exc.IntegrityError:
+            raise ChatExists(chat.id) from None
 
 
 def _release(conn: Connection, chat_id: str, owner: str) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from chatsessions.errors import InvalidInput
-from chatsessions.export import export_json, export_markdown
+from chatsessions.export import export_markdown
 from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.schemas import ChatCreate, ChatList, ChatPublic, ChatUpdate, ErrorBody
 
@@ -122,14 +122,15 @@ async def export_chat(
     sessions: SessionsDep,
     format: Literal["json", "markdown"] = "json",
 ) -> Response:
-    chat = await sessions.get_chat(chat_id)
-    messages = await sessions.history(chat_id, include_failed=True)
+    """JSON is lossless and `POST /chats/import` takes it back; Markdown is for reading."""
     disposition = {"Content-Disposition": f'attachment; filename="chat-{chat_id}.'
                    f'{"md" if format == "markdown" else "json"}"'}
-    if format == "markdown":
-        return PlainTextResponse(export_markdown(chat, messages), media_type="text/markdown",
-                                 headers=disposition)
-    return JSONResponse(export_json(chat, messages), headers=disposition)
+    if format == "json":
+        return JSONResponse(await sessions.export_chat(chat_id), headers=disposition)
+    chat = await sessions.get_chat(chat_id)
+    messages = await sessions.history(chat_id, include_failed=True)
+    return PlainTextResponse(export_markdown(chat, messages), media_type="text/markdown",
+                             headers=disposition)
 
 
 def _json_or_text(value: str) -> Any:
