@@ -4,7 +4,6 @@ the model, store the answer, or record the failure. Nothing about turns lives el
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
@@ -66,27 +65,40 @@ async def run_turn(
     """Yield text deltas (when streaming), then the stored assistant message."""
     settings = core.settings
     idempotency_key = options.idempotency_key
-    async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
-        chat = lease.chat
-        expected = options.if_message_count
-        if expected is not None and chat.message_count != expected:
-            raise ChatMoved(chat_id)
-        if options.system_prompt is not None:
-            chat = replace(chat, system_prompt=options.system_prompt)
-        if idempotency_key is not None:
-            earlier = await core.store.message_by_idempotency_key(chat.id, idempotency_key)
-            if earlier is not None:
-                answer = await _replay(core, earlier, text)
-                if streaming:
-                    yield answer.content
-                yield answer
-                return
-        backend = core.backend(chat.backend)
-        gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
-        history = await core.visible_history(chat)
-        context = plan_context(core, chat, history, text, backend, gen_params)
-
-        user = await core.store.add_user_message(chat.id, text, idempotency_key=idempotency_key)
+    # Keyed and conditional turns look at the database first, so they take the lease first.
+    presumed = (core.presumed_chat(chat_id)
+                if idempotency_key is None and options.if_message_count is None else None)
+    async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout,
+                                presumed=presumed) as lease:
+        while True:
+            chat = lease.chat
+            expected = options.if_message_count
+            if expected is not None and chat.message_count != expected:
+                raise ChatMoved(chat_id)
+            if options.system_prompt is not None:
+                chat = replace(chat, system_prompt=options.system_prompt)
+            if idempotency_key is not None:
+                earlier = await core.store.message_by_idempotency_key(chat.id, idempotency_key)
+                if earlier is not None:
+                    answer = await _replay(core, earlier, text)
+                    if streaming:
+                        yield answer.content
+                    yield answer
+                    return
+            backend = core.backend(chat.backend)
+            gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
+            history = await core.visible_history(chat)
+            context = plan_context(core, chat, history, text, backend, gen_params)
+            if lease.taken:
+                user = await core.store.add_user_message(chat.id, text,
+                                                         idempotency_key=idempotency_key)
+                break
+            started_with = await core.leases.begin_turn(lease, text)
+            if started_with is not None:
+                user = started_with
+                break
+            await core.leases.take(lease)  # the chat moved on elsewhere: look again
+        history.chat = None  # changes now; known again only once the answer is stored
         circuit = core.circuit(backend.name)
         started = time.perf_counter()
         summaries: list[Message] = []
@@ -131,6 +143,8 @@ async def run_turn(
             raise
         core.cache.grew(chat.id, history.add(
             [replace(user, status=TurnStatus.OK), *summaries, stored]))
+        history.chat = replace(lease.chat, message_count=stored.seq,
+                               updated_at=stored.created_at)
     yield stored
 
 
@@ -270,10 +284,6 @@ def plan_context(
     ContextTooLong before anything is stored. Summary rows are never sent as turns.
     """
     model = chat.model
-    for index, token_count in enumerate(history.tokens):
-        if token_count is None:
-            shown = _shown(history.messages[index])
-            history.tokens[index] = backend.count_tokens(shown["role"], shown["content"], model)
     reserve = params.max_tokens or core.settings.max_output_tokens
     system_tokens = backend.count_tokens("system", chat.system_prompt, model)
     budget = backend.context_window(model) - reserve - system_tokens - ANSWER_PRIMER_TOKENS
@@ -284,16 +294,11 @@ def plan_context(
     latest = _latest_summary(history) if policy is ContextPolicy.SUMMARIZE else None
     previous = history.messages[latest] if latest is not None else None
     after = (previous.covers_seq or 0) if previous is not None else 0
-    turns: list[Message] = []
-    counts: list[int] = []
-    for index in range(bisect.bisect_right(history.messages, after, key=_seq),
-                       len(history.messages)):
-        message = history.messages[index]
-        if message.role is not Role.SYSTEM:
-            turns.append(message)
-            counts.append(history.tokens[index] or 0)
+    new_tokens = backend.count_tokens("user", text, model)
+    turns, counts = _recent_turns(history, after, backend, model, limit=None
+                                  if policy is ContextPolicy.NONE else budget - new_tokens)
     turns.append(Message(chat.id, 0, Role.USER, text))
-    counts.append(backend.count_tokens("user", text, model))
+    counts.append(new_tokens)
     context = Context({"role": "system", "content": chat.system_prompt}, system_tokens,
                       budget, turns, counts)
     if policy is ContextPolicy.NONE:
@@ -302,7 +307,8 @@ def plan_context(
     if policy is ContextPolicy.TRIM:
         return context.keep(trim_start(turns, counts, budget))
     if previous is not None and latest is not None:
-        context.summary, context.summary_tokens = _shown(previous), history.tokens[latest] or 0
+        context.summary = summary.shown(previous)
+        context.summary_tokens = _count(history, latest, backend, model)
     if not summarize:
         return context.keep(trim_start(turns, counts, budget - context.summary_tokens))
     limit = summary.token_limit(budget)
@@ -350,12 +356,38 @@ def _refresh(
     return Refresh(previous, taken, covers_seq=turns[-1].seq, max_tokens=limit)
 
 
-def _shown(message: Message) -> dict[str, str]:
-    return summary.shown(message) if message.role is Role.SYSTEM else message.as_openai()
+def _recent_turns(
+    history: History, after: int, backend: Backend, model: str, *, limit: int | None
+) -> tuple[list[Message], list[int]]:
+    """The history's turns after seq ``after`` (summaries left out) and their tokens, oldest
+    first: all of them, or, with a ``limit``, the newest up to the first that takes their
+    total past it, which is as far back as trimming can look. So a turn costs the same
+    whatever the chat's length, and older messages are never even counted."""
+    turns: list[Message] = []
+    counts: list[int] = []
+    total = 0
+    for index in range(len(history.messages) - 1, -1, -1):
+        message = history.messages[index]
+        if message.seq <= after or (limit is not None and total > limit):
+            break
+        if message.role is not Role.SYSTEM:
+            turns.append(message)
+            counts.append(_count(history, index, backend, model))
+            total += counts[-1]
+    turns.reverse()
+    counts.reverse()
+    return turns, counts
 
 
-def _seq(message: Message) -> int:
-    return message.seq
+def _count(history: History, index: int, backend: Backend, model: str) -> int:
+    """The tokens of one history message as it is shown, counted once and cached."""
+    count = history.tokens[index]
+    if count is None:
+        message = history.messages[index]
+        shown = summary.shown(message) if message.role is Role.SYSTEM else message.as_openai()
+        count = history.tokens[index] = backend.count_tokens(
+            shown["role"], shown["content"], model)
+    return count
 
 
 def _latest_summary(history: History) -> int | None:
