@@ -24,12 +24,17 @@ class History:
     nbytes: int = 0
 
     def add(self, messages: list[Message]) -> int:
-        """Append rows newer than ``last_seq``; return the bytes added."""
+        """Append rows newer than ``last_seq``; return the bytes added.
+
+        A regenerated answer (``replaces_seq``) drops the answer it replaced, so a cache
+        that learns of a regenerate from another process's rows stays right too."""
         added = 0
         for message in messages:
             if message.seq <= self.last_seq:
                 continue
             self.last_seq = message.seq
+            if message.replaces_seq is not None and message.status is TurnStatus.OK:
+                added -= self._drop(message.replaces_seq)
             if message.status is TurnStatus.OK:
                 self.messages.append(message)
                 self.tokens.append(None)
@@ -37,6 +42,19 @@ class History:
                 self.nbytes += size
                 added += size
         return added
+
+    def _drop(self, seq: int) -> int:
+        """Forget the message ``seq`` (searched from the end: it is a recent answer)."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if message.seq == seq:
+                del self.messages[index], self.tokens[index]
+                size = len(message.content) + _PER_MESSAGE_BYTES
+                self.nbytes -= size
+                return size
+            if message.seq < seq:
+                break
+        return 0
 
 
 class Sized(Protocol):

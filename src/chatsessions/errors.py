@@ -85,6 +85,9 @@ class BackendError(ChatSessionsError):
         self.status_code = status_code
         #: text streamed before the failure, if any
         self.partial = partial
+        #: the chat holding the failed turn when the caller could not know it (an edit's
+        #: new fork), so it can be retried there
+        self.chat_id: str | None = None
 
 
 class BackendTimeout(BackendError):

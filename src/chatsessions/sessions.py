@@ -15,9 +15,10 @@ from chatsessions.backends import Backend
 from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
 from chatsessions.core import Core
-from chatsessions.errors import ChatNotFound, InvalidInput
+from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.export import export_json
 from chatsessions.importing import build_chat
+from chatsessions.regenerate import run_regenerate
 from chatsessions.store import Store
 from chatsessions.titles import TITLE_GRACE
 from chatsessions.turn import TurnOptions, run_turn
@@ -261,12 +262,18 @@ class AsyncChatSessions:
             raise ChatNotFound(chat_id)
         return chat
 
-    async def history(self, chat_id: str, *, include_failed: bool = False) -> list[Message]:
-        """The conversation as stored, starting with the system prompt (seq 0)."""
+    async def history(
+        self, chat_id: str, *, include_failed: bool = False, include_replaced: bool = False
+    ) -> list[Message]:
+        """The conversation, starting with the system prompt (seq 0): the ok messages the
+        model sees. ``include_replaced`` adds answers superseded by :meth:`regenerate`;
+        ``include_failed`` gives every stored message (failed turns and replaced answers
+        too), as exports want."""
         chat = await self.get_chat(chat_id)
         rows = await self._core.store.messages(chat_id)
         system = Message(chat_id, 0, Role.SYSTEM, chat.system_prompt, created_at=chat.created_at)
-        kept = [m for m in rows if include_failed or m.status is TurnStatus.OK]
+        wanted = {TurnStatus.OK, *([TurnStatus.REPLACED] if include_replaced else [])}
+        kept = [m for m in rows if include_failed or m.status in wanted]
         return [system, *kept]
 
     # turns ------------------------------------------------------------------------
@@ -332,13 +339,91 @@ class AsyncChatSessions:
                     yield item
 
     async def retry(self, chat_id: str, **kwargs: Any) -> Message:
-        """Ask again the last user message if its turn failed."""
+        """Ask again the last user message if its turn failed (options as for :meth:`send`).
+        If another turn gets in first, :class:`ChatMoved` is raised and nothing is stored."""
+        text, count = await self._failed_turn(chat_id)
+        return await self.send(chat_id, text, **{"if_message_count": count, **kwargs})
+
+    async def stream_retry(
+        self, chat_id: str, **kwargs: Any
+    ) -> AsyncGenerator[str | Message, None]:
+        """:meth:`retry`, yielding text deltas, then the stored answer."""
+        text, count = await self._failed_turn(chat_id)
+        stream = self.stream(chat_id, text, **{"if_message_count": count, **kwargs})
+        async with aclosing(stream):
+            async for item in stream:
+                yield item
+
+    async def _failed_turn(self, chat_id: str) -> tuple[str, int]:
+        """The failed last user message's text, and the chat's message count."""
         chat = await self.get_chat(chat_id)
         recent = await self._core.store.messages(chat_id, after_seq=chat.message_count - 2)
         failed = [m for m in recent if m.role is Role.USER and m.status is TurnStatus.FAILED]
         if not failed:
             raise InvalidInput("nothing to retry: the chat's last turn did not fail")
-        return await self.send(chat_id, failed[-1].content, **kwargs)
+        return failed[-1].content, chat.message_count
+
+    async def regenerate(
+        self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
+    ) -> Message:
+        """Answer the last user message again and return the new stored answer.
+
+        The earlier answer is kept with status ``replaced`` (see :meth:`history`); the model
+        sees the history without it. If the model fails, nothing changes and the
+        :class:`BackendError` is raised; with nothing to regenerate, :class:`InvalidInput`.
+        """
+        answer: Message | None = None
+        run = await self._regeneration(chat_id, params, streaming=False)
+        async with aclosing(run):
+            async for item in run:
+                if isinstance(item, Message):
+                    answer = item
+        assert answer is not None
+        return answer
+
+    async def stream_regenerate(
+        self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
+    ) -> AsyncGenerator[str | Message, None]:
+        """:meth:`regenerate`, yielding text deltas, then the stored new answer."""
+        run = await self._regeneration(chat_id, params, streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    async def _regeneration(
+        self, chat_id: str, params: GenerationParams | dict[str, Any] | None, *,
+        streaming: bool,
+    ) -> AsyncGenerator[str | Message, None]:
+        checked = check_params(params)
+        await self._ready()
+        return run_regenerate(self._core, self.tenant_id, chat_id, checked,
+                              streaming=streaming)
+
+    async def edit_message(
+        self, chat_id: str, seq: int, text: str, *,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> tuple[str, Message]:
+        """Ask ``text`` in place of the user message ``seq``, in a fork of the chat made just
+        before it; return the fork's id and its answer. The chat itself is not changed.
+
+        If the model fails, the fork is kept with the edited message marked failed (ready
+        for :meth:`retry`) and the :class:`BackendError` raised names it in ``chat_id``.
+        """
+        text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
+        check_params(params)
+        await self.get_chat(chat_id)
+        found = await self._core.store.messages(chat_id, after_seq=seq - 1, limit=1)
+        if not found or found[0].seq != seq or found[0].role is not Role.USER:
+            raise InvalidInput(f"message {seq} is not a user message of this chat")
+        fork_id = await self.fork_chat(chat_id, up_to_seq=seq - 1)
+        try:
+            return fork_id, await self.send(fork_id, text, params=params)
+        except BackendError as exc:
+            exc.chat_id = fork_id
+            raise
+        except ChatSessionsError:  # refused before the message was stored: leave no fork
+            await self._core.store.delete_chat(fork_id, self.tenant_id)
+            raise
 
     async def _turn(
         self,
@@ -466,10 +551,12 @@ class AsyncChatSessions:
             self._core.cache.discard(chat_id)
         return deleted
 
-    async def fork_chat(self, chat_id: str, *, up_to_seq: int) -> str:
+    async def fork_chat(self, chat_id: str, *, up_to_seq: int | None = None) -> str:
         """A new chat (``parent_id`` = this one) with the same settings and a copy of the
-        ok messages up to ``up_to_seq``; returns its id."""
+        ok messages up to ``up_to_seq`` (default: all of them); returns its id."""
         source = await self.get_chat(chat_id)
+        if up_to_seq is None:
+            up_to_seq = source.message_count
         if not 0 <= up_to_seq <= source.message_count:
             raise InvalidInput(f"up_to_seq must be within 0..{source.message_count}")
         chat = replace(source, id=str(uuid.uuid4()), parent_id=source.id, created_at=utcnow(),

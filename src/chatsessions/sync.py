@@ -95,6 +95,22 @@ class ChatSessions:
     def retry(self, chat_id: str, **kwargs: Any) -> Message:
         return self._call(self.aio.retry(chat_id, **kwargs))
 
+    def stream_retry(self, chat_id: str, **kwargs: Any) -> Iterator[str | Message]:
+        return self._iterate(self.aio.stream_retry(chat_id, **kwargs))
+
+    def regenerate(self, chat_id: str, **kwargs: Any) -> Message:
+        return self._call(self.aio.regenerate(chat_id, **kwargs))
+
+    def stream_regenerate(self, chat_id: str, **kwargs: Any) -> Iterator[str | Message]:
+        return self._iterate(self.aio.stream_regenerate(chat_id, **kwargs))
+
+    def edit_message(self, chat_id: str, seq: int, text: str,
+                     **kwargs: Any) -> tuple[str, Message]:
+        return self._call(self.aio.edit_message(chat_id, seq, text, **kwargs))
+
+    def fork_chat(self, chat_id: str, *, up_to_seq: int | None = None) -> str:
+        return self._call(self.aio.fork_chat(chat_id, up_to_seq=up_to_seq))
+
     def get_chat(self, chat_id: str) -> Chat:
         return self._call(self.aio.get_chat(chat_id))
 
@@ -109,8 +125,10 @@ class ChatSessions:
     def delete_chat(self, chat_id: str) -> None:
         self._call(self.aio.delete_chat(chat_id))
 
-    def history(self, chat_id: str, *, include_failed: bool = False) -> list[Message]:
-        return self._call(self.aio.history(chat_id, include_failed=include_failed))
+    def history(self, chat_id: str, *, include_failed: bool = False,
+                include_replaced: bool = False) -> list[Message]:
+        return self._call(self.aio.history(chat_id, include_failed=include_failed,
+                                           include_replaced=include_replaced))
 
     def archive_chat(self, chat_id: str) -> Chat:
         return self._call(self.aio.archive_chat(chat_id))

@@ -58,6 +58,7 @@ def exit_code(exc: ChatSessionsError) -> int:
 def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit code on failure."""
     from chatsessions.cli import (  # noqa: F401  (registers)
+        branching,
         commands,
         demo,
         find,

@@ -63,7 +63,9 @@ def show(ctx: typer.Context, chat_id: str) -> None:
     with open_sessions(ctx) as chats:
         for message in chats.history(chat_id, include_failed=True):
             status = "" if message.status is TurnStatus.OK else f" [red]({message.status.value}"
-            if status:
+            if message.status is TurnStatus.REPLACED:  # kept after a regenerate
+                status = " [dim](earlier answer)[/dim]"
+            elif status:
                 status += f": {escape(message.error or '')})[/red]"
             console.print(f"[bold]{message.role.value}[/bold]{status}: ", end="")
             console.out(message.content, highlight=False)

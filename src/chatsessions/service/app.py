@@ -19,7 +19,7 @@ from chatsessions.service import errors, openai_compat
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
-from chatsessions.service.routes import chats, health, messages, search, transfer, usage
+from chatsessions.service.routes import branching, chats, health, messages, search, transfer, usage
 from chatsessions.sessions import AsyncChatSessions
 
 STATIC = Path(__file__).parent / "static"
@@ -62,6 +62,7 @@ def create_app(
     app.include_router(transfer.router)
     app.include_router(chats.router)
     app.include_router(messages.router)
+    app.include_router(branching.router)
     app.include_router(search.router)
     app.include_router(usage.router)
     app.include_router(health.router)

@@ -93,7 +93,10 @@ def install(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, ChatBusy):
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        return error_response(status_of(exc), exc.type, str(exc), headers)
+        body = error_body(exc.type, str(exc))
+        if isinstance(exc, BackendError) and exc.chat_id is not None:
+            body["error"]["chat_id"] = exc.chat_id  # where a failed edit can be retried
+        return JSONResponse(body, status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:

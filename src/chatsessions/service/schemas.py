@@ -49,6 +49,9 @@ Metadata = Annotated[
 class ErrorDetail(BaseModel):
     type: str = Field(description="machine-readable kind, e.g. not_found, invalid_request")
     message: str = Field(description="what went wrong, for humans")
+    chat_id: str | None = Field(
+        default=None, description="a failed edit: the new chat holding the edited message, "
+                                  "marked failed, to retry there")
 
 
 class ErrorBody(BaseModel):
@@ -182,6 +185,38 @@ class MessagePublic(BaseModel):
 class MessageList(BaseModel):
     data: list[MessagePublic]
     next_after: int | None = Field(description="pass as ?after= for the next page")
+
+
+class ForkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    up_to_seq: int | None = Field(
+        default=None, ge=0, description="copy the ok messages up to this seq (default: all)")
+
+
+class TurnAgain(BaseModel):
+    """A regenerate or a retry: the question is already in the chat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: GenerationParams | None = Field(
+        default=None, description="overrides the chat's params for this call")
+    stream: bool = Field(default=False, description="answer with Server-Sent Events")
+
+
+class MessageEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: Content = Field(description="the new text of the user message (not blank)")
+    params: GenerationParams | None = Field(
+        default=None, description="overrides the chat's params for this turn")
+
+
+class EditPublic(BaseModel):
+    """An edit's outcome: the fork made just before the edited message, and its answer."""
+
+    chat: ChatPublic
+    answer: MessagePublic
 
 
 class Health(BaseModel):

@@ -123,6 +123,13 @@ class Store(Protocol):
     async def delete_message(self, chat_id: str, seq: int) -> bool:
         """Really delete one message; its seq is never reused."""
 
+    async def replace_answer(
+        self, old: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
+        """Mark the ok answer ``old`` replaced and append ``answer`` (its ``replaces_seq``
+        set), bump the chat's counters and release the turn lease, atomically; raise
+        ``ChatMoved`` (storing nothing) if ``old`` is no longer an ok answer."""
+
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         """Create ``chat`` (``parent_id`` names the source) holding a copy of the source's ok
         messages with seq <= ``up_to_seq``, seqs unchanged; its next seq is up_to_seq + 1."""

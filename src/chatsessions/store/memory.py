@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from chatsessions.errors import ChatExists, ChatNotFound, InvalidInput, TurnInterrupted
+from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, InvalidInput, TurnInterrupted
 from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,
@@ -254,6 +254,20 @@ class MemoryStore:
         self._chats[chat_id] = replace(self._chats[chat_id], updated_at=utcnow())
         return True
 
+    async def replace_answer(
+        self, old: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
+        current = next((m for m in self._messages.get(old.chat_id, []) if m.seq == old.seq),
+                       None)
+        if (current is None or current.role is not Role.ASSISTANT
+                or current.status is not TurnStatus.OK):
+            raise ChatMoved(old.chat_id)
+        self._set_status(old, TurnStatus.REPLACED)
+        stored = self._append(answer, answer.prompt_tokens, answer.completion_tokens)
+        if lease_owner is not None:
+            await self.release_lease(old.chat_id, lease_owner)
+        return stored
+
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         if chat.id in self._chats:
             raise InvalidInput(f"a chat with id {chat.id} already exists")
@@ -277,7 +291,8 @@ class MemoryStore:
             if chat.tenant_id != tenant_id:
                 continue
             for m in self._messages[chat.id]:
-                if (m.role is not Role.ASSISTANT or m.status is not TurnStatus.OK
+                paid = m.status in (TurnStatus.OK, TurnStatus.REPLACED)
+                if (m.role is not Role.ASSISTANT or not paid
                         or (chat.forked_at_seq is not None and m.seq <= chat.forked_at_seq)
                         or (start is not None and m.created_at < start)
                         or (end is not None and m.created_at >= end)):

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from chatsessions.errors import ChatExists, ChatNotFound, TurnInterrupted
+from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterrupted
 from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
 from chatsessions.store.engines import Database, connect, migrate
@@ -381,6 +381,28 @@ class SQLStore:
 
         return await self.db.write(run)
 
+    async def replace_answer(
+        self, old: Message, answer: Message, *, lease_owner: str | None = None
+    ) -> Message:
+        def run(conn: Connection) -> Message:
+            marked = conn.execute(
+                messages.update()
+                .where(messages.c.chat_id == old.chat_id, messages.c.seq == old.seq,
+                       messages.c.role == Role.ASSISTANT.value,
+                       messages.c.status == TurnStatus.OK.value)
+                .values(status=TurnStatus.REPLACED.value)
+            )
+            if marked.rowcount != 1:  # our lease lapsed and someone else changed the chat
+                raise ChatMoved(old.chat_id)
+            stored = with_seq(answer, _next_seq(
+                conn, old.chat_id, answer.created_at, prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens, release=lease_owner,
+            ))
+            conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
+            return stored
+
+        return await self.db.write(run)
+
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         kept = sa.and_(messages.c.chat_id == chat.parent_id, messages.c.seq <= up_to_seq,
                        messages.c.status == TurnStatus.OK.value)
@@ -415,7 +437,8 @@ class SQLStore:
             .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
             .where(chats.c.tenant_id == tenant_id,
                    messages.c.role == Role.ASSISTANT.value,
-                   messages.c.status == TurnStatus.OK.value,
+                   # a regenerated answer's predecessor was paid for too
+                   messages.c.status.in_([TurnStatus.OK.value, TurnStatus.REPLACED.value]),
                    # a fork's copies of its source's messages were paid for once
                    sa.or_(chats.c.forked_at_seq.is_(None),
                           messages.c.seq > chats.c.forked_at_seq))

@@ -47,17 +47,9 @@ async def send_message(
     """Send a user message with the whole history; get the assistant's answer."""
     metrics: Metrics = request.app.state.metrics
     if sse.wants_stream(accept, body.stream):
-        turn = sessions.stream(chat_id, body.content, params=body.params,
-                               idempotency_key=idempotency_key)
-        try:
-            first = await anext(turn)  # errors before any output get their own status
-        except ChatSessionsError:
-            metrics.turn_failed()
-            await turn.aclose()
-            raise
-        return StreamingResponse(_events(first, turn, metrics), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Accel-Buffering": "no"})
+        return await stream_response(sessions.stream(
+            chat_id, body.content, params=body.params, idempotency_key=idempotency_key),
+            metrics)
     try:
         answer = await sessions.send(chat_id, body.content, params=body.params,
                                      idempotency_key=idempotency_key)
@@ -66,6 +58,20 @@ async def send_message(
         raise
     metrics.turn_ok(answer)
     return MessagePublic.of(answer)
+
+
+async def stream_response(
+    turn: AsyncGenerator[str | Message, None], metrics: Metrics
+) -> StreamingResponse:
+    """A turn as Server-Sent Events; errors before any output get their own status."""
+    try:
+        first = await anext(turn)
+    except ChatSessionsError:
+        metrics.turn_failed()
+        await turn.aclose()
+        raise
+    return StreamingResponse(_events(first, turn, metrics), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def _events(

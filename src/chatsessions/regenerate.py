@@ -1,0 +1,104 @@
+"""Regenerate the last answer: ask the model again and keep the earlier answer.
+
+A turn's sibling (``turn.py`` holds the turn itself): under the chat's turn lease, the
+model sees the history up to and including the last user message. Only once a new answer
+exists is anything written, in one transaction: the old answer becomes ``replaced`` (kept,
+shown on request, never sent to the model again) and the new one is appended with
+``replaces_seq``. A failed call changes nothing, so there is no pending state to recover.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from chatsessions.backends import Completion
+from chatsessions.cache import History
+from chatsessions.core import Core
+from chatsessions.errors import BackendError, InvalidInput
+from chatsessions.turn import _call_model, build_context
+from chatsessions.types import GenerationParams, Message, Role
+
+
+async def run_regenerate(
+    core: Core,
+    tenant_id: str,
+    chat_id: str,
+    params: GenerationParams | None,
+    *,
+    streaming: bool,
+) -> AsyncGenerator[str | Message, None]:
+    """Yield text deltas (when streaming), then the stored new answer."""
+    settings = core.settings
+    async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
+        chat = lease.chat
+        history = await core.visible_history(chat)
+        asked = last_exchange(history)
+        question, old = history.messages[asked], history.messages[-1]
+        backend = core.backend(chat.backend)
+        gen_params = GenerationParams.model_validate(chat.params).merged(params)
+        # The history without the question and its answer (a summary written during that
+        # turn stays); token counts are copied back to the cached entry.
+        kept = [i for i in range(len(history.messages) - 1) if i != asked]
+        earlier = History(last_seq=old.seq, messages=[history.messages[i] for i in kept],
+                          tokens=[history.tokens[i] for i in kept])
+        context = build_context(core, chat, earlier, question.content, backend, gen_params)
+        for index, count in zip(kept, earlier.tokens, strict=True):
+            history.tokens[index] = count
+
+        circuit = core.circuit(backend.name)
+        started = time.perf_counter()
+        try:
+            circuit.before_call()
+            completion: Completion | None = None
+            calls = _call_model(backend, context, gen_params, chat.model, streaming,
+                                settings.turn_deadline, chat.id)
+            async with aclosing(calls):
+                async for item in calls:
+                    if isinstance(item, str):
+                        yield item
+                    else:
+                        completion = item
+            if completion is None:
+                raise BackendError("the model ended without an answer")
+            circuit.success()
+        except BackendError as exc:
+            circuit.failure(exc)
+            raise
+        except BaseException:  # cancelled, consumer gone: nothing was written
+            circuit.abandon()
+            raise
+        answer = Message(
+            chat_id=chat.id, seq=0, role=Role.ASSISTANT, content=completion.text.strip(),
+            model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
+            completion_tokens=completion.usage.completion_tokens,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            context_messages=len(context), replaces_seq=old.seq,
+        )
+        try:
+            stored = await core.store.replace_answer(old, answer, lease_owner=lease.owner)
+        except BaseException:
+            core.cache.discard(chat.id)  # committed or not, the next turn reads the truth
+            raise
+        lease.released = True
+        core.cache.grew(chat.id, history.add([stored]))
+    yield stored
+
+
+def last_exchange(history: History) -> int:
+    """Where the user message answered last is in the history (the answer is the last
+    message), or why there is nothing to regenerate. Summaries (system rows) written
+    between a question and its answer are skipped."""
+    shown = history.messages
+    if not shown:
+        raise InvalidInput("nothing to regenerate: the chat has no answer yet")
+    if shown[-1].role is not Role.ASSISTANT:
+        raise InvalidInput("nothing to regenerate: the chat's last message is not an answer")
+    asked = len(shown) - 2
+    while asked >= 0 and shown[asked].role is Role.SYSTEM:
+        asked -= 1
+    if asked < 0 or shown[asked].role is not Role.USER:
+        raise InvalidInput(
+            "nothing to regenerate: the last answer does not follow a user message")
+    return asked
