@@ -32,6 +32,37 @@ async def test_two_replicas_alternate_on_one_chat(
             assert history[index].content == FakeLLMServer.answer_for(seen)
 
 
+async def test_a_turn_presuming_the_chat_unchanged_sees_another_replicas_changes(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    """A's second turn starts from the chat as A left it; B changed it meanwhile (a new
+    system prompt, a turn of its own), so A must notice and send what is stored now."""
+    async with (
+        AsyncChatSessions(**settings_kwargs, replica_id="a", busy_timeout=0.5) as a,  # type: ignore[arg-type]
+        AsyncChatSessions(**settings_kwargs, replica_id="b") as b,  # type: ignore[arg-type]
+    ):
+        chat_id = await a.create_chat("Be brief.")
+        await a.send_message(chat_id, "first, from a")
+        assert a._core.presumed_chat(chat_id) is not None
+        await b.update_chat(chat_id, system_prompt="Answer in French.")
+        await a.send_message(chat_id, "second, from a")
+        assert fake_llm.requests[-1].messages[0] == {
+            "role": "system", "content": "Answer in French."}
+        await b.send_message(chat_id, "third, from b")
+        await a.send_message(chat_id, "fourth, from a")
+        seen = fake_llm.requests[-1].messages
+        assert [m["content"] for m in seen if m["role"] == "user"] == [
+            "first, from a", "second, from a", "third, from b", "fourth, from a"]
+        # a lease another replica holds is respected, presumed or not
+        await a.send_message(chat_id, "fifth, from a")
+        await b.store.try_lease(chat_id, "default", "b-elsewhere",
+                                utcnow() + timedelta(seconds=30))
+        with pytest.raises(ChatBusy):
+            await a.send(chat_id, "sixth, from a", params={"max_tokens": 5})
+        history = await a.history(chat_id, include_failed=True)
+        assert history[-1].content != "sixth, from a"
+
+
 async def test_a_dead_replicas_lease_expires_and_its_turn_is_failed(
     settings_kwargs: dict[str, object],
 ) -> None:

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from chatsessions.types import Message, TurnStatus
+from chatsessions.types import Chat, Message, TurnStatus
 
 _PER_MESSAGE_BYTES = 200  # rough Python object overhead next to the text itself
 
@@ -22,6 +22,9 @@ class History:
     messages: list[Message] = field(default_factory=list)  # status ok only, in order
     tokens: list[int | None] = field(default_factory=list)
     nbytes: int = 0
+    #: the chat row as this process's last turn left it: the next turn presumes it
+    #: unchanged and starts with one write instead of two (``Store.begin_turn``)
+    chat: Chat | None = None
 
     def add(self, messages: list[Message]) -> int:
         """Append rows newer than ``last_seq``; return the bytes added.

@@ -48,6 +48,11 @@ class Core:
                 stale.append(owner)
         return stale
 
+    def presumed_chat(self, chat_id: str) -> Chat | None:
+        """The chat as this process's last turn on it left it, if still cached."""
+        entry = self.cache.get(chat_id)
+        return entry.chat if entry is not None else None
+
     def backend(self, name: str) -> Backend:
         if name not in self.backends:
             self.backends[name] = make_backend(name, self.settings)

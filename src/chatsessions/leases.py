@@ -4,6 +4,12 @@ In-process, a FIFO asyncio lock queues sends in arrival order. Across processes 
 database, the chat row carries a lease (owner + expiry) taken with one conditional UPDATE
 and renewed while the model works, so a replica that dies blocks its chats for at most
 one lease period. Both waits share one deadline, after which the caller gets ``ChatBusy``.
+
+A turn on a chat this process answered last may start with the lease only *presumed*: its
+first write takes the lease and appends the user message in one statement pair, on the
+condition that the chat is as this process last saw it (see ``Store.begin_turn``); only
+if it is not does the turn fall back to :meth:`TurnLeases.take`. That saves one write
+transaction of three on the common path.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from datetime import datetime, timedelta
 from chatsessions.errors import ChatBusy, ChatNotFound
 from chatsessions.locks import ChatLocks
 from chatsessions.store import Store
-from chatsessions.types import Chat, utcnow
+from chatsessions.types import Chat, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,10 @@ class Lease:
     owner: str
     #: set once the store released the lease as part of the turn's last write
     released: bool = False
+    #: False while the lease is only presumed: nothing is held in the database yet
+    taken: bool = True
+    deadline: float = 0.0
+    renewer: asyncio.Task[None] | None = None
 
 
 class TurnLeases:
@@ -43,18 +53,46 @@ class TurnLeases:
         return utcnow() + timedelta(seconds=self.ttl)
 
     @contextlib.asynccontextmanager
-    async def hold(self, chat_id: str, tenant_id: str, wait: float) -> AsyncIterator[Lease]:
+    async def hold(
+        self, chat_id: str, tenant_id: str, wait: float, *, presumed: Chat | None = None
+    ) -> AsyncIterator[Lease]:
+        """Hold the chat's turn: the in-process lock, then the lease. With ``presumed``
+        (the chat as this process last wrote it) the lease is not taken yet: the caller
+        takes it with its first write and calls :meth:`taken`, or calls :meth:`take`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         async with self.locks.hold(chat_id, wait):
-            lease = await self._acquire(chat_id, tenant_id, deadline)
-            renewer = asyncio.create_task(self._renew(chat_id))
+            if presumed is not None and presumed.tenant_id == tenant_id:
+                lease = Lease(presumed, self.owner, taken=False, deadline=deadline)
+            else:
+                lease = await self._acquire(chat_id, tenant_id, deadline)
+                self.taken(lease)
             try:
                 yield lease
             finally:
-                renewer.cancel()
-                if not lease.released:
+                if lease.renewer is not None:
+                    lease.renewer.cancel()
+                if lease.taken and not lease.released:
                     await asyncio.shield(self.store.release_lease(chat_id, self.owner))
+
+    async def begin_turn(self, lease: Lease, content: str) -> Message | None:
+        """Take a presumed lease and append the user message in one write; None (nothing
+        written) if the chat is not as presumed or another replica holds it."""
+        user = await self.store.begin_turn(lease.chat, self.owner, self._until(), content)
+        if user is not None:
+            self.taken(lease)
+        return user
+
+    async def take(self, lease: Lease) -> None:
+        """Take a presumed lease the slow way (the chat was not as presumed)."""
+        taken = await self._acquire(lease.chat.id, lease.chat.tenant_id, lease.deadline)
+        lease.chat = taken.chat
+        self.taken(lease)
+
+    def taken(self, lease: Lease) -> None:
+        """The lease is held in the database now: keep it alive while the turn runs."""
+        lease.taken = True
+        lease.renewer = asyncio.create_task(self._renew(lease.chat.id))
 
     async def _acquire(self, chat_id: str, tenant_id: str, deadline: float) -> Lease:
         loop = asyncio.get_running_loop()
@@ -65,7 +103,7 @@ class TurnLeases:
             if chat is None:
                 raise ChatNotFound(chat_id)
             if acquired:
-                return Lease(chat, self.owner)
+                return Lease(chat, self.owner, deadline=deadline)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ChatBusy(chat_id, retry_after=1.0)

@@ -88,7 +88,13 @@ async def run_turn(
             backend = core.backend(chat.backend)
             gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
             history = await core.visible_history(chat)
-            context = plan_context(core, chat, history, text, backend, gen_params)
+            try:
+                context = plan_context(core, chat, history, text, backend, gen_params)
+            except InvalidInput:
+                if lease.taken:
+                    raise
+                await core.leases.take(lease)  # judge by the chat as stored, not presumed
+                continue
             if lease.taken:
                 user = await core.store.add_user_message(chat.id, text,
                                                          idempotency_key=idempotency_key)

@@ -60,6 +60,13 @@ class Store(Protocol):
     ) -> Message:
         """Append a pending user message, allocating the next seq atomically."""
 
+    async def begin_turn(
+        self, seen: Chat, owner: str, until: datetime, content: str
+    ) -> Message | None:
+        """Take the turn lease and append the pending user message in one transaction,
+        only if the chat is still exactly ``seen`` (message count and last update) and
+        its lease is free; else change nothing and return None."""
+
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:

@@ -133,6 +133,19 @@ class MemoryStore:
             status=TurnStatus.PENDING, idempotency_key=idempotency_key,
         ))
 
+    async def begin_turn(
+        self, seen: Chat, owner: str, until: datetime, content: str
+    ) -> Message | None:
+        chat = self._chats.get(seen.id)
+        held = self._leases.get(seen.id)
+        if (chat is None or chat.tenant_id != seen.tenant_id
+                or chat.message_count != seen.message_count
+                or chat.updated_at != seen.updated_at
+                or (held is not None and held[1] > utcnow())):
+            return None
+        self._leases[seen.id] = (owner, until)
+        return await self.add_user_message(seen.id, content)
+
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:

@@ -194,6 +194,24 @@ class SQLStore:
 
         return await self.db.write(run)
 
+    async def begin_turn(
+        self, seen: Chat, owner: str, until: datetime, content: str
+    ) -> Message | None:
+        now = utcnow()
+        params = {"p_chat": seen.id, "p_tenant": seen.tenant_id, "p_count": seen.message_count,
+                  "p_seen": seen.updated_at, "p_now": now, "p_owner": owner, "p_until": until}
+
+        def run(conn: Connection) -> Message | None:
+            seq = conn.execute(stmt.BEGIN_TURN, params).scalar_one_or_none()
+            if seq is None:
+                return None
+            message = Message(chat_id=seen.id, seq=int(seq), role=Role.USER, content=content,
+                              status=TurnStatus.PENDING, created_at=now)
+            conn.execute(stmt.INSERT_MESSAGE, message_row(message))
+            return message
+
+        return await self.db.write(run)
+
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:
