@@ -21,6 +21,7 @@ from playwright.sync_api import Dialog, Locator, Page, Route, expect, sync_playw
 from chatsessions import AsyncChatSessions
 from chatsessions.service.auth import create_key
 from chatsessions.testing import FakeLLMServer, Fault
+from chatsessions.titles import clean_title, title_request
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,9 +34,24 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr
 
 
 @pytest.fixture
-def settings_kwargs(settings_kwargs: dict[str, object]) -> dict[str, object]:
-    """A longer model timeout than the shared one: one test holds an answer back for seconds."""
-    return {**settings_kwargs, "request_timeout": 15.0}
+def settings_kwargs(
+    settings_kwargs: dict[str, object], request: pytest.FixtureRequest
+) -> dict[str, object]:
+    """A longer model timeout than the shared one: one test holds an answer back for seconds.
+    Automatic titles only for the tests marked with :func:`auto_titled`."""
+    titles = getattr(request.function, "auto_titled", False)
+    return {**settings_kwargs, "request_timeout": 15.0, "auto_title": titles}
+
+
+def auto_titled(test: Any) -> Any:
+    """Run this test with the server's automatic titles on."""
+    test.auto_titled = True
+    return test
+
+
+def expected_title(user: str, answer: str) -> str | None:
+    """The title the fake model writes after this first exchange."""
+    return clean_title(FakeLLMServer.answer_for(title_request(user, answer)))
 
 
 def _has(cls: str) -> re.Pattern[str]:
@@ -130,6 +146,7 @@ def stored(base_url: str, chat_id: str) -> list[tuple[str, str, str]]:
     return [(m["role"], m["status"], m["content"]) for m in data]
 
 
+@auto_titled
 def test_two_chats_keep_their_own_history_across_switches_and_reload(
     console: Console, live_server: Any, fake_llm: FakeLLMServer
 ) -> None:
@@ -171,9 +188,12 @@ def test_two_chats_keep_their_own_history_across_switches_and_reload(
     console.select(second)
     console.wait_idle(1)
     assert console.history() == chat_2
-    # Titles come from the first message; newest chat first.
-    titles = console.page.locator('[data-testid="chat-item"] .chat-title').all_inner_texts()
-    assert titles == ["I would like a refund, please.", "Where is my parcel?"]
+    # The server titled both chats after their first exchange; newest chat first.
+    titles = console.page.locator('[data-testid="chat-item"] .chat-title')
+    expect(titles).to_have_text([expected_title("I would like a refund, please.", answer_2),
+                                 expected_title("Where is my parcel?", answer_1)])
+    assert [c["title"] for c in httpx.get(f"{url}/chats").json()["data"]] == (
+        titles.all_inner_texts())
     assert console.errors == []
 
 
@@ -377,4 +397,75 @@ def test_api_key_is_asked_for_stored_and_sent(
     expect(console.page.get_by_test_id("chat-item")).to_have_count(1)
     console.wait_idle(1)
     expect(console.page.get_by_test_id("api-key-form")).to_be_hidden()
+    assert console.errors == []
+
+@auto_titled
+def test_an_untitled_chat_shows_the_servers_title_without_a_reload(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    console.open()
+    chat_id = console.new_chat()
+    expect(console.item(chat_id).locator(".chat-title")).to_have_text("Untitled chat")
+    fake_llm.inject(Fault.timeout(0.0))
+    fake_llm.inject(Fault.timeout(1.0))  # the title arrives well after the answer
+    console.type_and_send("Where is my parcel?")
+    console.wait_idle(1)
+    answer = expected_answer(live_server.url, chat_id, "Where is my parcel?")
+    title = expected_title("Where is my parcel?", answer)
+    assert title
+    expect(console.item(chat_id).locator(".chat-title")).to_have_text(title)
+    expect(console.page.locator("#chat-title")).to_have_text(title)
+    assert console.errors == []
+
+
+def test_search_lists_hits_and_opens_the_message(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    parcel = httpx.post(f"{url}/chats", json={"title": "Parcel <b>help</b>"}).json()["id"]
+    texts = ["The parcel number is 12345", f"Thanks {XSS} for the parcel",
+             *(f"Filler message {i}" for i in range(8))]
+    for text in texts:  # enough turns that the first one is far above the bottom
+        httpx.post(f"{url}/chats/{parcel}/messages", json={"content": text}, timeout=30)
+    other = httpx.post(f"{url}/chats", json={"title": "Refunds"}).json()["id"]
+    httpx.post(f"{url}/chats/{other}/messages", json={"content": "A refund, please"}, timeout=30)
+    console.open()
+    console.select(other)
+    console.wait_idle(1)
+
+    box = console.page.get_by_test_id("search-input")
+    box.fill("Parcel NUMBER")
+    hits = console.page.get_by_test_id("search-hit")
+    found = httpx.get(f"{url}/search", params={"q": "Parcel NUMBER"}).json()["data"]
+    assert {h["seq"] for h in found} == {1, 2}  # the message and the answer echoing it
+    expect(hits).to_have_count(2)
+    assert [h.get_attribute("data-seq") for h in hits.all()] == [str(h["seq"]) for h in found]
+    expect(console.page.get_by_test_id("chat-list")).to_be_hidden()
+    expect(hits.first.locator(".chat-title")).to_have_text("Parcel <b>help</b>")
+    for hit in hits.all():  # matched words marked, nothing else (the answer's [hash] isn't)
+        expect(hit.locator("mark")).to_have_text(["parcel", "number"])
+
+    # Markup in a snippet stays text.
+    box.fill("onerror")
+    expect(hits).to_have_count(2)
+    expect(hits.first.locator(".hit-snippet")).to_contain_text("<img src=x")
+    expect(console.page.get_by_test_id("search-results").locator("img, b")).to_have_count(0)
+
+    # Opening a hit selects its chat and brings the message into view, marked.
+    box.fill("parcel number")
+    expect(hits).to_have_count(2)
+    console.page.locator('[data-testid="search-hit"][data-seq="1"] button').click()
+    expect(console.item(parcel)).to_have_class(_has("selected"))
+    message = console.page.locator('[data-testid="message"][data-seq="1"]')
+    expect(message).to_have_class(_has("found"))
+    expect(message).to_be_in_viewport()
+    assert console.page.locator('[data-testid="message"].found').count() == 1
+
+    box.press("Escape")
+    expect(console.page.get_by_test_id("chat-list")).to_be_visible()
+    expect(console.page.get_by_test_id("search-results")).to_be_hidden()
+    box.fill("nothing like this")
+    expect(console.page.get_by_test_id("search-results")).to_contain_text("No message matches.")
+    console.page.wait_for_timeout(300)
+    assert console.dialogs == []
     assert console.errors == []

@@ -170,6 +170,7 @@
   // ---- chat list -------------------------------------------------------------
 
   const chatTitle = (chat) => chat.title || "Untitled chat";
+  const chatById = (id) => state.chats.find((c) => c.id === id);
 
   function ago(iso) {
     const min = Math.floor((Date.now() - Date.parse(iso)) / 60000);
@@ -205,7 +206,7 @@
       return item;
     });
     $("chat-list").replaceChildren(...items);
-    $("more-chats").hidden = !state.nextCursor;
+    $("more-chats").hidden = !state.nextCursor || !$("search-results").hidden;
   }
 
   async function loadChats(more = false) {
@@ -417,11 +418,6 @@
     const baseSeq = state.lastSeq;  // the selected chat's history is loaded (see updateComposer)
     const chat = state.chats.find((c) => c.id === state.selected) || await newChat();
     const id = chat.id;
-    // An untitled chat is named after its first message, so the list stays readable.
-    if (!chat.title && chat.message_count === 0) {
-      const title = text.replace(/\s+/g, " ").trim().slice(0, 60);
-      await api("PATCH", chatPath(id), { title }).then(putChat, () => {});  // a title is optional
-    }
     const stream = { user: text, text: "", baseSeq: chat.message_count ? baseSeq : 0 };
     state.streams.set(id, stream);
     renderChatList();
@@ -448,6 +444,74 @@
     }
     await api("GET", chatPath(id)).then(putChat, unless404);  // new counts for the list
     updateComposer();
+    if (!failure) awaitTitle(id);
+  }
+
+  // The server titles an untitled chat after its first exchange, in the background, with
+  // the chat's own model: look again for a few seconds. Its title is the one shown (and
+  // the one a reload shows); renaming stays possible at any time.
+  async function awaitTitle(id) {
+    for (const wait of [300, 700, 1500, 3000]) {
+      if (chatById(id)?.title !== null) return;  // titled, or no longer listed
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      const fresh = await api("GET", chatPath(id)).catch(() => null);
+      if (fresh && chatById(id)) putChat(fresh);
+    }
+  }
+
+  // ---- regenerate, retry, edit --------------------------------------------------
+
+  // Ask again in the selected chat: "regenerate" the last answer (the earlier one stays,
+  // folded) or "retry" the failed last message (text: what it said, shown while waiting).
+  async function again(action, text = null) {
+    const id = state.selected;
+    if (!id || !state.loaded || state.streams.has(id)) return;
+    const stream = { user: text, text: "", baseSeq: state.lastSeq, action };
+    state.streams.set(id, stream);
+    renderChatList();
+    updateComposer();
+    pane().querySelectorAll(".msg-actions").forEach((node) => node.remove());
+    if (text != null) pane().append(messageEl({ role: "user", content: text, status: "pending" }));
+    pane().append(liveBubble(stream));
+    toBottom();
+    const failure = await streamTurn(id, stream).catch((err) => err);
+    state.streams.delete(id);
+    if (failure) showError(failure);
+    if (state.selected === id) await loadMessages(id).catch(showError);
+    else state.unread.add(id);
+    await api("GET", chatPath(id)).then(putChat, unless404);
+    updateComposer();
+  }
+
+  // Edit a user message in place; saving asks the new text in a fork of the chat made
+  // just before that message, and opens it. The chat itself does not change.
+  function startEdit(node, msg) {
+    if (node.querySelector(".edit-input")) return;
+    const input = el("textarea", {
+      className: "edit-input", value: msg.content, rows: 3, data: { testid: "edit-input" },
+    });
+    const save = actionButton("Save & ask", "edit-save", () => finish(true));
+    const cancel = actionButton("Cancel", "edit-cancel", () => finish(false));
+    const editor = el("div", { className: "editor" }, input, el("div", { className: "msg-actions" }, save, cancel));
+    const shown = [...node.children];
+    const finish = (keep) => {
+      const text = input.value;
+      editor.replaceWith(...shown);
+      if (keep && text.trim() && text !== msg.content) editInFork(msg, text).catch(showError);
+    };
+    input.onkeydown = (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); finish(true); }
+      if (e.key === "Escape") finish(false);
+    };
+    node.replaceChildren(editor);
+    input.focus();
+  }
+
+  async function editInFork(msg, text) {
+    const fork = await api("POST", `${chatPath(msg.chat_id)}/fork`, { up_to_seq: msg.seq - 1 });
+    putChat(fork);
+    await selectChat(fork.id);  // the URL fragment follows
+    if (state.selected === fork.id) await send(text);
   }
 
   function submit() {
@@ -463,6 +527,74 @@
     const input = $("message-input");
     input.style.height = "auto";  // shrink first, so scrollHeight measures the content
     input.style.height = `${Math.min(input.scrollHeight, 220)}px`;
+  }
+
+  // ---- search ----------------------------------------------------------------
+
+  const search = { timer: 0, token: 0, chats: new Map() };
+  const wordsOf = (text) => text.toLowerCase().match(/[\p{L}\p{N}_]+/gu) || [];
+
+  // The server marks matched words [like this]. Only brackets around words of the query
+  // count as marks, and every piece becomes a text node: a snippet is never parsed as HTML.
+  function snippetNodes(snippet, query) {
+    const wanted = new Set(wordsOf(query));
+    const nodes = [];
+    let last = 0;
+    for (const m of snippet.matchAll(/\[([^[\]]+)\]/g)) {
+      const words = wordsOf(m[1]);
+      if (!words.length || !words.every((w) => wanted.has(w))) continue;
+      nodes.push(snippet.slice(last, m.index), el("mark", { textContent: m[1] }));
+      last = m.index + m[0].length;
+    }
+    nodes.push(snippet.slice(last));
+    return nodes;
+  }
+
+  function showSearch(on) {
+    $("search-results").hidden = !on;
+    $("chat-list").hidden = on;
+    $("more-chats").hidden = on || !state.nextCursor;
+  }
+
+  async function runSearch(query) {
+    const token = ++search.token;
+    if (!query.trim()) return showSearch(false);
+    const page = await api("GET", `/search?${new URLSearchParams({ q: query, limit: "30" })}`);
+    // Titles of chats the list has not loaded (older pages, archived chats).
+    const unknown = [...new Set(page.data.map((hit) => hit.chat_id))]
+      .filter((id) => !chatById(id) && !search.chats.has(id));
+    await Promise.all(unknown.map((id) =>
+      api("GET", chatPath(id)).then((chat) => search.chats.set(id, chat), () => {})));
+    if (token !== search.token) return;  // typed on meanwhile
+    const items = page.data.map((hit) => {
+      const chat = chatById(hit.chat_id) || search.chats.get(hit.chat_id);
+      const open = el("button", { className: "hit-open", type: "button", onclick: () => openHit(hit) },
+        el("span", { className: "chat-title", textContent: chat ? chatTitle(chat) : "Deleted chat" }),
+        el("span", { className: "hit-snippet" }, ...snippetNodes(hit.snippet, query)));
+      return el("li", { className: "hit", data: { testid: "search-hit", chat: hit.chat_id, seq: hit.seq } }, open);
+    });
+    $("search-results").replaceChildren(...(items.length ? items : [notice("No message matches.")]));
+    showSearch(true);
+  }
+
+  // Open the hit's chat, then bring its message into view, marked.
+  async function openHit(hit) {
+    if (!chatById(hit.chat_id)) {
+      const chat = search.chats.get(hit.chat_id) ?? await api("GET", chatPath(hit.chat_id));
+      state.chats.unshift(chat);
+    }
+    await selectChat(hit.chat_id);
+    if (state.selected !== hit.chat_id) return;
+    const node = pane().querySelector(`[data-testid="message"][data-seq="${Number(hit.seq)}"]`);
+    if (!node) return showError(new Error("that message is no longer in the chat"));
+    node.classList.add("found");
+    node.scrollIntoView({ block: "center" });
+  }
+
+  function clearSearch() {
+    $("search-input").value = "";
+    search.token++;
+    showSearch(false);
   }
 
   // ---- wiring ----------------------------------------------------------------
@@ -481,6 +613,16 @@
   };
   $("message-input").oninput = autosize;
   $("new-chat").onclick = () => newChat().catch(showError);
+  $("search-form").onsubmit = (e) => {
+    e.preventDefault();
+    clearTimeout(search.timer);
+    runSearch($("search-input").value).catch(showError);
+  };
+  $("search-input").oninput = () => {
+    clearTimeout(search.timer);
+    search.timer = setTimeout(() => runSearch($("search-input").value).catch(showError), 250);
+  };
+  $("search-input").onkeydown = (e) => { if (e.key === "Escape") clearSearch(); };
   $("more-chats").onclick = () => loadChats(true).catch(showError);
   $("banner-close").onclick = () => { $("banner").hidden = true; };
   $("key-toggle").onclick = () => { $("key-form").hidden = !$("key-form").hidden; };
