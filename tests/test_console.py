@@ -399,6 +399,108 @@ def test_api_key_is_asked_for_stored_and_sent(
     expect(console.page.get_by_test_id("api-key-form")).to_be_hidden()
     assert console.errors == []
 
+
+def test_regenerate_keeps_the_earlier_answer_folded(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    chat_id = console.new_chat()
+    console.type_and_send("Where is my parcel?")
+    console.wait_idle(1)
+    answer = expected_answer(url, chat_id, "Where is my parcel?")
+    regenerate = console.page.get_by_test_id("regenerate")
+    expect(regenerate).to_have_count(1)  # on the last answer only
+
+    regenerate.click()
+    earlier = console.page.locator('[data-testid="message"][data-status="replaced"]')
+    expect(earlier).to_have_count(1)
+    console.wait_idle(1)
+    assert fake_llm.chat_histories()[-1][1:] == [
+        {"role": "user", "content": "Where is my parcel?"}]  # the old answer left out
+    assert stored(url, chat_id) == [("user", "ok", "Where is my parcel?"),
+                                    ("assistant", "replaced", answer),
+                                    ("assistant", "ok", answer)]
+    expect(earlier.locator(".bubble")).to_be_hidden()  # folded
+    earlier.locator("summary").click()
+    expect(earlier.locator(".bubble")).to_have_text(answer)
+    expect(regenerate).to_have_count(1)
+    expect(earlier.get_by_test_id("regenerate")).to_have_count(0)
+
+    # A failed regenerate changes nothing and says why.
+    fake_llm.inject(Fault.status(500))
+    regenerate.click()
+    expect(console.page.get_by_test_id("error-banner")).to_be_visible()
+    expect(console.page.get_by_test_id("message-input")).to_be_enabled()
+    assert len(stored(url, chat_id)) == 3
+    expect(earlier).to_have_count(1)
+    console.wait_idle(1)
+    assert console.errors == []
+
+
+def test_edit_opens_a_fork_and_leaves_the_chat_alone(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    source = console.new_chat()
+    console.type_and_send("Where is my parcel?")
+    console.wait_idle(1)
+    console.type_and_send("It was ordered last week.")
+    console.wait_idle(2)
+    before = stored(url, source)
+
+    user = console.page.locator('[data-testid="message"][data-role="user"]')
+    user.last.get_by_test_id("edit").click()
+    box = console.page.get_by_test_id("edit-input")
+    expect(box).to_have_value("It was ordered last week.")
+    box.fill("It was ordered <b>yesterday</b>.")
+    console.page.get_by_test_id("edit-save").click()
+
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(2)
+    console.wait_idle(2)
+    fork = console.selected
+    assert fork != source
+    assert console.page.evaluate("location.hash") == f"#{fork}"  # the URL follows the fork
+    first_answer = before[1][2]
+    edited = expected_answer(url, fork, "Where is my parcel?", first_answer,
+                             "It was ordered <b>yesterday</b>.")
+    assert console.history() == [("user", "Where is my parcel?"),
+                                 ("assistant", first_answer),
+                                 ("user", "It was ordered <b>yesterday</b>."),
+                                 ("assistant", edited)]
+    assert httpx.get(f"{url}/chats/{fork}").json()["parent_id"] == source
+    assert stored(url, source) == before
+
+    # Cancelling an edit changes nothing.
+    user.first.get_by_test_id("edit").click()
+    console.page.get_by_test_id("edit-input").press("Escape")
+    expect(console.page.get_by_test_id("edit-input")).to_have_count(0)
+    expect(console.page.get_by_test_id("chat-item")).to_have_count(2)
+    assert console.errors == []
+
+
+def test_retry_asks_a_failed_message_again(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    console.open()
+    chat_id = console.new_chat()
+    fake_llm.inject(Fault.status(500))
+    console.type_and_send("Will this fail?")
+    failed = console.page.locator('[data-testid="message"][data-status="failed"]')
+    expect(failed).to_have_count(1)
+    expect(console.page.get_by_test_id("regenerate")).to_have_count(0)
+
+    failed.get_by_test_id("retry").click()
+    console.wait_idle(1)
+    assert stored(url, chat_id) == [
+        ("user", "failed", "Will this fail?"), ("user", "ok", "Will this fail?"),
+        ("assistant", "ok", expected_answer(url, chat_id, "Will this fail?"))]
+    expect(console.page.get_by_test_id("retry")).to_have_count(0)  # nothing left to retry
+    assert console.errors == []
+
+
 @auto_titled
 def test_an_untitled_chat_shows_the_servers_title_without_a_reload(
     console: Console, live_server: Any, fake_llm: FakeLLMServer

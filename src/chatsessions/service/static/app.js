@@ -293,16 +293,28 @@
     $("chat-meta").textContent = chat ? `${chat.model} · ${tokens} tokens used` : "";
   }
 
-  function messageEl(msg) {
+  // actions: {edit, regenerate, retry} flags, set by renderHistory for stored messages.
+  function messageEl(msg, actions = {}) {
     const bubble = el("div", { className: "bubble" });
     if (msg.role === "assistant") bubble.innerHTML = renderMarkdown(msg.content);  // escaped inside
     else bubble.textContent = msg.content;
+    // An answer superseded by a regenerate is kept, folded away.
+    const body = msg.status === "replaced"
+      ? el("details", { className: "earlier" }, el("summary", { textContent: "Earlier answer" }), bubble)
+      : bubble;
     const node = el("article", {
       className: `msg ${msg.role} ${msg.status}`,
       data: { testid: "message", role: msg.role, status: msg.status, seq: msg.seq ?? "" },
-    }, bubble);
+    }, body);
     const note = (className, textContent) => node.append(el("div", { className, textContent }));
-    if (msg.status === "failed") {
+    const buttons = [
+      actions.edit && actionButton("Edit", "edit", () => startEdit(node, msg)),
+      actions.retry && actionButton("Retry", "retry", () => again("retry", msg.content)),
+      actions.regenerate && actionButton("Regenerate", "regenerate", () => again("regenerate")),
+    ].filter(Boolean);
+    if (msg.status === "replaced") {
+      // no note: the answer that replaced it follows
+    } else if (msg.status === "failed") {
       const what = msg.role === "user" ? "Not answered" : "Answer interrupted";
       note("msg-error", `⚠ ${what}: ${msg.error || "unknown error"}`);
     } else if (msg.status === "pending" && !state.streams.has(state.selected)) {
@@ -312,8 +324,12 @@
       if (msg.latency_ms != null) bits.push(`${(msg.latency_ms / 1000).toFixed(1)} s`);
       note("msg-note", bits.join(" · "));
     }
+    if (buttons.length) node.append(el("div", { className: "msg-actions" }, ...buttons));
     return node;
   }
+
+  const actionButton = (textContent, testid, onclick) =>
+    el("button", { className: "link", type: "button", textContent, onclick, data: { testid } });
 
   const pane = () => $("messages");
   const nearBottom = () => pane().scrollHeight - pane().scrollTop - pane().clientHeight < 80;
@@ -325,10 +341,19 @@
   // History from the server, plus the turn this tab is still streaming (if any).
   function renderHistory(messages) {
     const stream = state.streams.get(state.selected);
-    const nodes = messages.map(messageEl);
+    // What the server would regenerate (the last ok message, if an answer) or retry (a
+    // failed user message among the last two); nothing while a turn is running.
+    const lastOk = messages.filter((m) => m.status === "ok").pop();
+    const failed = messages.slice(-2).filter((m) => m.role === "user" && m.status === "failed").pop();
+    const nodes = messages.map((m) => messageEl(m, stream ? {} : {
+      edit: m.role === "user",
+      regenerate: m === lastOk && m.role === "assistant",
+      retry: m === failed,
+    }));
     const turn = stream ? messages.filter((m) => m.seq > stream.baseSeq) : [];
-    if (stream && !turn.some((m) => m.role === "assistant")) {
-      if (!turn.length) nodes.push(messageEl({ role: "user", content: stream.user, status: "pending" }));
+    if (stream && !turn.some((m) => m.role === "assistant" && m.status !== "replaced")) {
+      const asked = stream.user != null;  // a regenerate asks nothing new
+      if (!turn.length && asked) nodes.push(messageEl({ role: "user", content: stream.user, status: "pending" }));
       nodes.push(liveBubble(stream));
     }
     pane().replaceChildren(...(nodes.length ? nodes : [notice("No messages yet. Say hello!")]));
@@ -372,6 +397,7 @@
   function updateComposer() {
     const busy = !state.loaded || state.streams.has(state.selected);
     $("message-input").disabled = $("send").disabled = busy;
+    pane().classList.toggle("busy", busy);
     if (!busy && document.activeElement === document.body) $("message-input").focus();
   }
 
@@ -393,10 +419,11 @@
   // One streamed turn; returns why it failed, or null.
   async function streamTurn(id, stream) {
     // No AbortController on purpose: leaving the chat must not cancel the turn.
-    const res = await fetch(`${chatPath(id)}/messages`, {
+    // stream.action: "regenerate" or "retry" ask again what the chat already holds.
+    const res = await fetch(`${chatPath(id)}/${stream.action || "messages"}`, {
       method: "POST",
       headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ content: stream.user, stream: true }),
+      body: JSON.stringify(stream.action ? { stream: true } : { content: stream.user, stream: true }),
     });
     if (!res.ok) return toError(res);
     let outcome = new Error("the connection closed before the answer was complete");
