@@ -22,6 +22,7 @@ from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
 from chatsessions.types import (
     Chat,
+    ContextPolicy,
     GenerationParams,
     Message,
     ModelUsage,
@@ -45,6 +46,7 @@ __all__ = [
     "ChatNotFound",
     "ChatSessions",
     "ChatSessionsError",
+    "ContextPolicy",
     "ContextTooLong",
     "GenerationParams",
     "InvalidInput",

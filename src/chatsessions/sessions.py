@@ -24,6 +24,7 @@ from chatsessions.titles import TITLE_GRACE
 from chatsessions.turn import TurnOptions, run_turn
 from chatsessions.types import (
     Chat,
+    ContextPolicy,
     GenerationParams,
     Message,
     ModelUsage,
@@ -35,6 +36,7 @@ from chatsessions.types import (
 )
 from chatsessions.validation import (
     MAX_TITLE_CHARS,
+    check_context_policy,
     check_label,
     check_metadata,
     check_params,
@@ -137,8 +139,12 @@ class AsyncChatSessions:
         chat_id: str | None = None,
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
+        context_policy: ContextPolicy | str = ContextPolicy.TRIM,
     ) -> str:
         """Start a chat whose history begins with the system prompt; return its id.
+
+        ``context_policy`` says what happens once the chat outgrows the model's window:
+        ``trim`` the oldest turns, ``summarize`` them, or refuse (``none``).
 
         Repeating a call with the same ``idempotency_key`` returns the same chat instead of
         creating another; the same key with different arguments is refused.
@@ -159,6 +165,7 @@ class AsyncChatSessions:
             params=check_params(params).as_kwargs(),
             metadata=check_metadata(metadata),
             expires_at=check_when(expires_at, field="expires_at"),
+            context_policy=check_context_policy(context_policy),
         )
         if idempotency_key is None:
             await store.create_chat(chat)
@@ -216,6 +223,7 @@ class AsyncChatSessions:
         params: GenerationParams | dict[str, Any] = _UNSET,
         metadata: dict[str, Any] = _UNSET,
         expires_at: datetime | None = _UNSET,
+        context_policy: ContextPolicy | str = _UNSET,
     ) -> Chat:
         """Change the fields given; ``title=None`` and ``expires_at=None`` clear them."""
         store = await self._ready()
@@ -233,6 +241,8 @@ class AsyncChatSessions:
             changes["metadata"] = check_metadata(metadata)
         if expires_at is not _UNSET:
             changes["expires_at"] = check_when(expires_at, field="expires_at")
+        if context_policy is not _UNSET:
+            changes["context_policy"] = check_context_policy(context_policy)
         if not changes:
             return await self.get_chat(chat_id)
         chat = await store.update_chat(chat_id, self.tenant_id, changes)
@@ -569,4 +579,6 @@ def request_hash(chat: Chat) -> str:
     """What makes two chat creations "the same request" for idempotency."""
     fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
               chat.metadata]
+    if chat.context_policy is not ContextPolicy.TRIM:  # hashes stored before it stay valid
+        fields.append(chat.context_policy.value)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from chatsessions.cli.app import app, console
 from chatsessions.cli.common import open_sessions
-from chatsessions.types import TurnStatus
+from chatsessions.types import ContextPolicy, TurnStatus
 
 
 @app.command()
@@ -18,10 +18,14 @@ def new(
     ctx: typer.Context,
     system: Annotated[str | None, typer.Option(help="system prompt for this chat")] = None,
     title: Annotated[str | None, typer.Option(help="a title to find it again")] = None,
+    context_policy: Annotated[ContextPolicy, typer.Option(
+        help="once the chat outgrows the model's window: trim the oldest turns, summarize "
+             "them, or refuse (none)")] = ContextPolicy.TRIM,
 ) -> None:
     """Create a chat and print its id."""
     with open_sessions(ctx) as chats:
-        console.print(chats.create_chat(system, title=title), highlight=False)
+        console.print(chats.create_chat(system, title=title, context_policy=context_policy),
+                      highlight=False)
 
 
 @app.command()

@@ -46,6 +46,13 @@ Metadata = Annotated[
 ]
 
 
+ContextPolicyName = Literal["trim", "summarize", "none"]
+CONTEXT_POLICY_HELP = (
+    "when the chat outgrows the model's context window: trim drops the oldest whole turns, "
+    "summarize replaces them with a summary the model writes (stored as a system message), "
+    "none sends everything and refuses a turn that does not fit (422 context_too_long)")
+
+
 class ErrorDetail(BaseModel):
     type: str = Field(description="machine-readable kind, e.g. not_found, invalid_request")
     message: str = Field(description="what went wrong, for humans")
@@ -71,6 +78,8 @@ class ChatCreate(BaseModel):
     metadata: Metadata | None = None
     expires_at: datetime | None = Field(
         default=None, description="when the chat and its messages are deleted for good")
+    context_policy: ContextPolicyName = Field(
+        default="trim", description=CONTEXT_POLICY_HELP)
 
 
 class ChatUpdate(BaseModel):
@@ -86,6 +95,8 @@ class ChatUpdate(BaseModel):
     model: Label = Field(default=None, max_length=200)  # type: ignore[assignment]
     params: GenerationParams = None  # type: ignore[assignment]
     metadata: Metadata = None  # type: ignore[assignment]
+    context_policy: ContextPolicyName = Field(
+        default=None, description=CONTEXT_POLICY_HELP)  # type: ignore[arg-type]
 
 
 class ChatPublic(BaseModel):

@@ -46,6 +46,7 @@ async def create_chat(
     chat_id = await sessions.create_chat(
         body.system_prompt, model=body.model, params=body.params, title=body.title,
         metadata=body.metadata, idempotency_key=idempotency_key, expires_at=body.expires_at,
+        context_policy=body.context_policy,
     )
     return ChatPublic.of(await sessions.get_chat(chat_id))
 
@@ -86,7 +87,7 @@ async def get_chat(chat_id: str, sessions: SessionsDep) -> ChatPublic:
 async def update_chat(chat_id: str, body: ChatUpdate, sessions: SessionsDep) -> ChatPublic:
     """Change only the fields sent."""
     changes = body.model_dump(exclude_unset=True)
-    for field in ("system_prompt", "model", "params", "metadata"):
+    for field in ("system_prompt", "model", "params", "metadata", "context_policy"):
         if field in changes and changes[field] is None:
             raise InvalidInput(f"{field} cannot be null")
     if body.params is not None:

@@ -23,7 +23,9 @@ router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
 TURN_ERRORS: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
     409: {"model": ErrorBody, "description": "the chat is busy with another turn"},
-    422: {"model": ErrorBody, "description": "empty or oversized content, bad params"},
+    422: {"model": ErrorBody, "description": "empty or oversized content, bad params, or "
+                                             "too long for the context window "
+                                             "(context_too_long; nothing is stored)"},
     502: {"model": ErrorBody, "description": "the model failed; the message is kept"},
     503: {"model": ErrorBody, "description": "the model backend is unavailable"},
     504: {"model": ErrorBody, "description": "the model did not answer in time"},
