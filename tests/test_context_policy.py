@@ -396,3 +396,33 @@ def test_cli_new_takes_a_context_policy(tmp_path: Path, fake_llm: FakeLLMServer)
     assert bad.returncode == 2
     assert "'trim', 'summarize', 'none'" in bad.stderr
     assert run(env, "new").returncode == 0
+
+
+async def test_retry_after_a_summary_and_a_broken_stream(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    async with AsyncChatSessions(**{**settings_kwargs, **SMALL}) as chats:  # type: ignore[arg-type]
+        # a first chat finds the turn that writes the first summary...
+        scout = await chats.create_chat("Be brief.", context_policy="summarize")
+        n = 0
+        while not any(is_summary_request(r) for r in fake_llm.requests):
+            await chats.send_message(scout, question(n))
+            n += 1
+        # ...an identical chat gets there with its answer's stream cut after the summary
+        chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
+        for k in range(n - 1):
+            await chats.send_message(chat_id, question(k))
+        fake_llm.inject(Fault.timeout(0))  # the summary request: answered normally
+        fake_llm.inject(Fault.cut_stream(2))
+        with pytest.raises(BackendError):
+            async for _ in chats.stream_message(chat_id, question(n - 1)):
+                pass
+        rows = await chats.store.messages(chat_id)
+        assert [(m.role, m.status) for m in rows[-3:]] == [
+            (Role.USER, TurnStatus.FAILED), (Role.SYSTEM, TurnStatus.OK),
+            (Role.ASSISTANT, TurnStatus.FAILED)]
+        answer = await chats.retry(chat_id)  # the summary stays; no second one is written
+        seen = answer_requests(fake_llm)[-1].messages
+        assert seen[1] == summaries.shown(rows[-2])
+        assert answer.context_messages == len(seen)
+        assert sum(is_summary_request(r) for r in fake_llm.requests) == 2

@@ -367,11 +367,12 @@ class AsyncChatSessions:
     async def _failed_turn(self, chat_id: str) -> tuple[str, int]:
         """The failed last user message's text, and the chat's message count."""
         chat = await self.get_chat(chat_id)
-        recent = await self._core.store.messages(chat_id, after_seq=chat.message_count - 2)
-        failed = [m for m in recent if m.role is Role.USER and m.status is TurnStatus.FAILED]
-        if not failed:
+        # A failed turn leaves at most a summary and a partial answer after its message.
+        recent = await self._core.store.messages(chat_id, after_seq=chat.message_count - 3)
+        asked = [m for m in recent if m.role is Role.USER]
+        if not asked or asked[-1].status is not TurnStatus.FAILED:
             raise InvalidInput("nothing to retry: the chat's last turn did not fail")
-        return failed[-1].content, chat.message_count
+        return asked[-1].content, chat.message_count
 
     async def regenerate(
         self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
