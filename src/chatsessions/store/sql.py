@@ -84,7 +84,7 @@ class SQLStore:
         values = {**chat_row(chat), "idempotency_key": idempotency_key,
                   "request_hash": request_hash}
         try:
-            await self.db.write(lambda conn: conn.execute(chats.insert(), values))
+            await self.db.write_now(lambda conn: conn.execute(chats.insert(), values))
         except sa.exc.IntegrityError:
             if idempotency_key is None:
                 raise
@@ -158,7 +158,7 @@ class SQLStore:
             .values(**changes, updated_at=utcnow())
             .returning(*chats.c)
         )
-        row = await self.db.write(lambda conn: conn.execute(query).mappings().first())
+        row = await self.db.write_now(lambda conn: conn.execute(query).mappings().first())
         return to_chat(row) if row else None
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
@@ -192,7 +192,7 @@ class SQLStore:
             conn.execute(stmt.INSERT_MESSAGE, message_row(message))
             return message
 
-        return await self.db.write(run)
+        return await self.db.write_now(run)
 
     async def begin_turn(
         self, seen: Chat, owner: str, until: datetime, content: str
@@ -210,7 +210,7 @@ class SQLStore:
             conn.execute(stmt.INSERT_MESSAGE, message_row(message))
             return message
 
-        return await self.db.write(run)
+        return await self.db.write_now(run)
 
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
@@ -228,7 +228,7 @@ class SQLStore:
             conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
             return stored
 
-        return await self.db.write(run)
+        return await self.db.write_now(run)
 
     async def fail_turn(
         self, user: Message, error: str, partial: Message | None = None, *,
@@ -243,7 +243,7 @@ class SQLStore:
             elif lease_owner is not None:
                 _release(conn, user.chat_id, lease_owner)
 
-        await self.db.write(run)
+        await self.db.write_now(run)
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -293,7 +293,7 @@ class SQLStore:
                  .where(messages.c.chat_id == chat_id, messages.c.seq.in_(seqs),
                         messages.c.status == TurnStatus.PENDING.value)
                  .values(status=TurnStatus.FAILED.value, error=INTERRUPTED))
-        await self.db.write(lambda conn: conn.execute(query))
+        await self.db.write_now(lambda conn: conn.execute(query))
 
     # leases: one turn at a time per chat, across processes ------------------------------
 
@@ -306,7 +306,7 @@ class SQLStore:
             return None, False
         params = {"p_chat": chat_id, "p_tenant": tenant_id, "p_now": utcnow(),
                   "p_owner": owner, "p_until": until}
-        row = await self.db.write(
+        row = await self.db.write_now(
             lambda conn: conn.execute(stmt.TRY_LEASE, params).mappings().first())
         if row is not None:
             return to_chat(row), True
@@ -314,11 +314,11 @@ class SQLStore:
 
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
         params = {"p_chat": chat_id, "p_owner": owner, "p_until": until}
-        return await self.db.write(
+        return await self.db.write_now(
             lambda conn: bool(conn.execute(stmt.RENEW_LEASE, params).rowcount))
 
     async def release_lease(self, chat_id: str, owner: str) -> None:
-        await self.db.write(lambda conn: _release(conn, chat_id, owner))
+        await self.db.write_now(lambda conn: _release(conn, chat_id, owner))
 
     # idempotency -------------------------------------------------------------------------
 
@@ -419,7 +419,7 @@ class SQLStore:
             conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
             return stored
 
-        return await self.db.write(run)
+        return await self.db.write_now(run)
 
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         kept = sa.and_(messages.c.chat_id == chat.parent_id, messages.c.seq <= up_to_seq,
@@ -502,7 +502,7 @@ class SQLStore:
                  .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id,
                         chats.c.title.is_(None))
                  .values(title=title, updated_at=utcnow()))
-        return await self.db.write(lambda conn: bool(conn.execute(query).rowcount))
+        return await self.db.write_now(lambda conn: bool(conn.execute(query).rowcount))
 
     async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
         def run(conn: Connection) -> Chat:
