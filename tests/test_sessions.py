@@ -120,7 +120,8 @@ async def test_bad_params_are_refused(sessions: AsyncChatSessions) -> None:
         await sessions.create_chat(params={"nonsense": 1})
 
 
-@pytest.mark.parametrize("fault", [Fault.status(500), Fault.status(429), Fault.cut_stream(1)])
+@pytest.mark.parametrize("fault", [Fault.status(500), Fault.status(429), Fault.cut_stream(1),
+                                   Fault.malformed()])
 async def test_backend_fault_keeps_user_message_and_chat_stays_usable(
     sessions: AsyncChatSessions, fake_llm: FakeLLMServer, fault: Fault
 ) -> None:

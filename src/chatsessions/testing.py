@@ -45,7 +45,7 @@ _PIECE = re.compile(r"(?<=\s)(?=\S)")
 class Fault:
     """One misbehaviour to apply to a chat request; build it with the classmethods."""
 
-    kind: Literal["status", "timeout", "cut_stream"]
+    kind: Literal["status", "timeout", "cut_stream", "malformed"]
     code: int = 0
     retry_after: float | None = None
     seconds: float = 0.0
@@ -86,6 +86,11 @@ class Fault:
         if after_chunks < 0:
             raise ValueError("after_chunks must be >= 0")
         return cls("cut_stream", after_chunks=after_chunks)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """Answer 200 with JSON that is not a chat completion (a broken proxy, say)."""
+        return cls("malformed")
 
     @property
     def name(self) -> str:
@@ -387,6 +392,8 @@ class FakeLLMServer:
             return _fault_error(fault)
         if fault is not None and fault.kind == "timeout":
             await self._sleep(fault.seconds)
+        if fault is not None and fault.kind == "malformed":
+            return JSONResponse({"object": "chat.completion", "choices": []})
         cut = fault.after_chunks if fault is not None and fault.kind == "cut_stream" else None
 
         pieces, finish = _pieces(self.answer_for(messages)), "stop"
@@ -451,7 +458,10 @@ def _fault_from_json(body: dict[str, Any]) -> Fault:
         return Fault.timeout(float(body.get("seconds", 30.0)))
     if kind == "cut_stream":
         return Fault.cut_stream(int(body.get("after_chunks", 2)))
-    raise ValueError(f"unknown fault kind {kind!r}; use status, timeout or cut_stream")
+    if kind == "malformed":
+        return Fault.malformed()
+    raise ValueError(
+        f"unknown fault kind {kind!r}; use status, timeout, cut_stream or malformed")
 
 
 async def _sse(

@@ -100,6 +100,8 @@ class ThreadedSQLite:
         self.reader = _sqlite_engine(url, synchronous, immediate=False, pool_size=2)
         self.inline = _sqlite_engine(url, synchronous, immediate=True, pool_size=1,
                                      busy_timeout_ms=0)
+        self._writer = _OneConnection(self.writer)  # used on the writer thread only
+        self._inline = _OneConnection(self.inline)  # used on the event loop only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
         self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="chatsessions-read")
         self._inline_commits = 0
@@ -107,7 +109,7 @@ class ThreadedSQLite:
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(
-            self._write_thread, _in_transaction, self.writer, fn)
+            self._write_thread, self._writer.run, fn)
 
     async def write_now(self, fn: Callable[[Connection], T]) -> T:
         if self._checkpoint is not None and not self._checkpoint.done():
@@ -115,16 +117,16 @@ class ThreadedSQLite:
             # next write can then start the log over instead of growing it.
             return await self.write(fn)
         try:
-            result = _in_transaction(self.inline, fn)
+            result = self._inline.run(fn)
         except sa.exc.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-            return await self.write(fn)  # the lock is taken: wait for it off the loop
+            return await self.write(fn)  # another process has the lock: wait off the loop
         self._inline_commits += 1
         if self._inline_commits >= CHECKPOINT_EVERY:
             self._inline_commits = 0
             self._checkpoint = asyncio.get_running_loop().run_in_executor(
-                self._write_thread, _checkpoint, self.writer)
+                self._write_thread, self._writer.checkpoint)
         return result
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -135,6 +137,8 @@ class ThreadedSQLite:
         loop = asyncio.get_running_loop()
         for pool in (self._write_thread, self._read_threads):
             await loop.run_in_executor(None, pool.shutdown)
+        self._inline.close()
+        self._writer.close()
         self.inline.dispose()
         self.writer.dispose()
         self.reader.dispose()
@@ -149,15 +153,38 @@ def _is_busy(exc: sa.exc.OperationalError) -> bool:
     return "locked" in str(exc.orig) or "busy" in str(exc.orig)
 
 
-def _checkpoint(engine: Engine) -> None:
-    """Copy the log into the database file as far as readers allow (never blocks them)."""
-    raw = engine.raw_connection()  # outside any transaction, as a checkpoint must be
-    try:
-        raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-    except Exception:
-        log.exception("WAL checkpoint failed; the next one will catch up")
-    finally:
-        raw.close()
+class _OneConnection:
+    """One connection kept open for one thread's transactions: checking a connection out
+    of the pool, resetting it on return and its begin event cost more than the few
+    statements of a turn's write."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn: Connection | None = None
+
+    def _open(self) -> Connection:
+        if self.conn is None or self.conn.closed or self.conn.invalidated:
+            self.conn = self.engine.connect()
+        return self.conn
+
+    def run(self, fn: Callable[[Connection], T]) -> T:
+        conn = self._open()
+        with conn.begin():
+            return fn(conn)
+
+    def checkpoint(self) -> None:
+        """Copy the log into the database file as far as readers allow (never blocks
+        them); outside any transaction, as a checkpoint must be."""
+        try:
+            self._open().connection.driver_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception:
+            log.exception("WAL checkpoint failed; the next one will catch up")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def _sqlite_engine(url: sa.URL, synchronous: str, *, immediate: bool, pool_size: int,
