@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatsessions import AsyncChatSessions, GenerationParams, TurnStatus
-from chatsessions.backends.local import model_path
+from chatsessions.backends.local import LocalBackend, model_path
 from chatsessions.prompts import DEMO_CHATS
 
 pytestmark = pytest.mark.local_model
@@ -91,3 +92,42 @@ async def test_state_cache_stays_within_its_byte_budget(tmp_path: Path) -> None:
             chat_id = await chats.create_chat(params={"max_tokens": 4})
             await chats.send(chat_id, "Hello there, I need help with an order.")
         assert backend.states.nbytes <= 2_000_000
+
+
+
+async def test_close_waits_for_a_cancelled_generation() -> None:
+    """A cancelled call (a background title at shutdown) leaves its thread decoding:
+    closing must wait for that thread, or llama.cpp frees the context under it."""
+    import asyncio
+    import threading
+
+    from chatsessions.config import Settings
+
+    backend = LocalBackend(Settings())
+    closed, running, release = [], threading.Event(), threading.Event()
+
+    class Model:
+        def close(self) -> None:
+            closed.append(release.is_set())
+
+    def slow_complete(kwargs: Any, key: str | None) -> Any:
+        running.set()
+        release.wait(10)
+        return {"choices": [{"message": {"content": "late"}}]}
+
+    backend._llama = Model()
+    backend._complete = slow_complete
+    call = asyncio.create_task(backend.complete([{"role": "user", "content": "hi"}],
+                                                GenerationParams(), ""))
+    await asyncio.to_thread(running.wait, 10)
+    call.cancel()
+    await asyncio.sleep(0.05)
+    closing = asyncio.create_task(backend.aclose())
+    await asyncio.sleep(0.1)
+    assert not closing.done()  # the thread still runs: nothing freed
+    assert closed == []
+    release.set()
+    await closing
+    assert closed == [True]
+    with pytest.raises(asyncio.CancelledError):
+        await call

@@ -84,9 +84,10 @@ class LocalBackend:
     ) -> Completion:
         async with self._generate_lock:
             kwargs = self._kwargs(messages, params)
-            key = conversation.get()
+            worker = asyncio.get_running_loop().run_in_executor(
+                None, self._complete, kwargs, conversation.get())
             try:
-                result: dict[str, Any] = await asyncio.to_thread(self._complete, kwargs, key)
+                result: dict[str, Any] = await _settled(worker)
             except BackendError:
                 raise
             except Exception as exc:
@@ -133,7 +134,7 @@ class LocalBackend:
                         return
             finally:
                 stop.set()  # the consumer went away: let the worker thread finish early
-                await asyncio.shield(worker)
+                await _settled(worker)
 
     def _produce(
         self,
@@ -182,6 +183,25 @@ class LocalBackend:
         return self._window_override or self._n_ctx
 
     async def aclose(self) -> None:
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        """Free the model once no generation runs: freeing it under a worker thread that
+        is still decoding (a cancelled background title) crashed the process."""
+        async with self._generate_lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
+
+async def _settled(worker: asyncio.Future[Any]) -> Any:
+    """``worker``'s result, waiting for the thread to finish even when cancelled.
+
+    llama.cpp cannot be interrupted, so a cancelled caller keeps the generation lock until
+    its thread is done; only then is the cancellation passed on."""
+    cancelled = False
+    while not worker.done():
+        try:
+            await asyncio.wait({worker})  # never cancels the worker itself
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return worker.result()
