@@ -95,6 +95,77 @@ async def test_state_cache_stays_within_its_byte_budget(tmp_path: Path) -> None:
 
 
 
+class _Probe:
+    """What the backend's llama.cpp context does: the batches it evaluates, and for each
+    generation the prompt's length and how many tokens the context held at its start."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        llama = backend.llama
+        evaluate, generate = llama.eval, llama.generate
+        self.evals: list[int] = []
+        self.prompts: list[tuple[int, int]] = []
+
+        def counted_eval(tokens: Any) -> None:
+            self.evals.append(len(tokens))
+            evaluate(tokens)
+
+        def counted_generate(tokens: Any, **kwargs: Any) -> Any:
+            self.prompts.append((len(tokens), llama.n_tokens))
+            return generate(tokens, **kwargs)
+
+        llama.eval = counted_eval
+        llama.generate = counted_generate
+
+
+async def _turn(backend: LocalBackend, key: str, messages: list[dict[str, str]]) -> str:
+    from chatsessions.backends.base import conversation
+
+    token = conversation.set(key)
+    try:
+        answer = await backend.complete(
+            messages, GenerationParams(max_tokens=8, temperature=0), "")
+    finally:
+        conversation.reset(token)
+    messages.append({"role": "assistant", "content": answer.text})
+    return str(answer.text)
+
+
+async def test_a_restored_chat_evaluates_only_its_new_tokens() -> None:
+    """Chat A's second turn after chat B spoke in between (A's cells saved, B's run, A's
+    put back) evaluates only the prompt after what A's context held, exactly as when
+    nothing came between, and answers the same: the restored cells are A's, bit for bit."""
+    from chatsessions.config import Settings
+
+    system = {"role": "system", "content": "You are a helpful shop assistant."}
+    second = {"role": "user", "content": "Thanks. Can it arrive before Friday?"}
+    other = [system, {"role": "user", "content": "Bob here: I want a refund for my shoes."}]
+    seen: list[tuple[str, int, int]] = []
+    for interleaved in (False, True):
+        backend = LocalBackend(Settings(local_n_ctx=1024, local_n_threads=1))
+        try:
+            probe = _Probe(backend)
+            chat = [system, {"role": "user", "content": "Hello, this is Ann. Where is 1000?"}]
+            await _turn(backend, "a", chat)
+            held = backend.llama.n_tokens
+            if interleaved:
+                await _turn(backend, "b", list(other))
+                assert backend.llama.n_tokens != held  # B's cells replaced A's
+            probe.evals.clear()
+            chat.append(second)
+            answer = await _turn(backend, "a", chat)
+            prompt, at_start = probe.prompts[-1]
+            assert at_start == held  # A's tokens, whatever B left
+            assert probe.evals[0] == prompt - held  # nothing before them evaluated again
+            seen.append((answer, held, probe.evals[0]))
+            assert (backend.states.hits, backend.states.misses) == (
+                (1, 2) if interleaved else (1, 1))
+        finally:
+            await backend.aclose()
+    alone, restored = seen
+    assert restored == alone
+    assert 0 < restored[2] < restored[1]  # fewer new tokens than the chat already held
+
+
 async def test_close_waits_for_a_cancelled_generation() -> None:
     """A cancelled call (a background title at shutdown) leaves its thread decoding:
     closing must wait for that thread, or llama.cpp frees the context under it."""

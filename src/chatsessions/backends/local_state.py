@@ -5,9 +5,12 @@ KV cells belong to A and B would be evaluated from scratch. So before switching 
 A's state out (KV cells + the tokens they hold) into a byte-bounded LRU, and copy B's back
 in if we have it; llama.cpp's own prefix matching then evaluates only B's new tokens.
 
-This reaches below llama-cpp-python's public API (its ``save_state`` also copies a
-logits buffer of up to 100 MB, useless here), so any failure turns the cache off rather
-than risking a wrong answer.
+Only the sequence's own cells are copied (llama.cpp's per-sequence state API), so a
+switch costs in proportion to the two chats' lengths: the whole-context API clears and
+rewrites all ``n_ctx`` cells, about 20 ms a switch at 8192. This reaches below
+llama-cpp-python's public API (its ``save_state`` also copies a logits buffer of up to
+100 MB, useless here), so any failure turns the cache off rather than risking a wrong
+answer.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: llama-cpp-python decodes every batch as sequence 0.
+SEQ = 0
+
 
 @dataclass(frozen=True, slots=True)
 class SavedState:
     tokens: Any  # numpy array of the token ids the KV cells hold
-    data: bytes
+    data: Any  # numpy uint8 array: llama.cpp's serialized sequence, handed back as is
 
     @property
     def nbytes(self) -> int:
-        return len(self.data) + int(self.tokens.nbytes)
+        return int(self.data.nbytes) + int(self.tokens.nbytes)
 
 
 class StateCache:
@@ -82,24 +88,37 @@ class StateCache:
 
 
 def _save(llama: Llama) -> SavedState:
+    """Copy out the sequence's KV cells only: the size follows the chat's length, not
+    ``n_ctx`` (the whole-context API cost about 20 ms a switch at 8192 cells)."""
     import llama_cpp
+    import numpy as np
 
     ctx = llama._ctx.ctx
-    size = llama_cpp.llama_state_get_size(ctx)
-    buffer = (ctypes.c_uint8 * size)()
-    written = llama_cpp.llama_state_get_data(ctx, buffer, size)
-    return SavedState(tokens=llama.input_ids[: llama.n_tokens].copy(),
-                      data=ctypes.string_at(buffer, written))
+    size = llama_cpp.llama_state_seq_get_size(ctx, SEQ)
+    data = np.empty(size, dtype=np.uint8)  # not zeroed: llama.cpp writes all of it
+    if llama_cpp.llama_state_seq_get_data(ctx, _bytes_pointer(data), size, SEQ) != size:
+        raise RuntimeError("llama.cpp wrote a short sequence state")
+    return SavedState(tokens=llama.input_ids[: llama.n_tokens].copy(), data=data)
 
 
 def _restore(llama: Llama, saved: SavedState) -> None:
+    """Replace the context's sequence with ``saved``; llama-cpp-python's prefix matching
+    then evaluates only the prompt tokens after ``saved.tokens``."""
     import llama_cpp
 
-    buffer = (ctypes.c_uint8 * len(saved.data)).from_buffer_copy(saved.data)
-    if llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(saved.data)) != len(
-            saved.data):
+    ctx = llama._ctx.ctx
+    # The other chat's cells must go; llama.cpp's reader removes them too, but its header
+    # does not promise it. Removing a whole sequence never fails.
+    llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), SEQ, -1, -1)
+    size = int(saved.data.nbytes)
+    if llama_cpp.llama_state_seq_set_data(ctx, _bytes_pointer(saved.data), size, SEQ) != size:
         raise RuntimeError("llama.cpp refused the saved state")
     count = len(saved.tokens)
     llama.input_ids[:count] = saved.tokens
     llama.n_tokens = count
     llama._requires_eval = True  # logits are not part of what we restored
+
+
+def _bytes_pointer(array: Any) -> Any:
+    """A ``uint8_t *`` onto a numpy byte array, for llama.cpp to read or write in place."""
+    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
