@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
 from chatsessions.service.deps import SessionsDep
-from chatsessions.service.schemas import ChatPublic, ErrorBody
+from chatsessions.service.schemas import ChatPublic, ErrorBody, ImportBody
 
 router = APIRouter(prefix="/chats", tags=["chats"])
 
 IMPORT_BODY = (
     'A chatsessions export (`GET /chats/{id}/export`, an object with `"format"`), a list of '
     '`{"role": "system"|"user"|"assistant", "content": "..."}` messages (a leading system '
-    'message becomes the system prompt), or `{"messages": [...], "title": "..."}`.'
+    'message becomes the system prompt), or `{"messages": [...], "title": "..."}`. Rules the '
+    "schema cannot state: an export's message seqs are unique and at most "
+    "`chat.message_count`, and `chat.forked_at_seq` is at most `chat.message_count`."
 )
 
 
@@ -24,9 +26,10 @@ IMPORT_BODY = (
 })
 async def import_chat(
     sessions: SessionsDep,
-    document: Annotated[dict[str, Any] | list[Any], Body(description=IMPORT_BODY)],
+    document: Annotated[ImportBody, Body(description=IMPORT_BODY)],
     keep_id: Annotated[bool, Query(
-        description="keep the export's chat id (409 if it is taken) instead of a new one")
+        description="keep the export's chat id (409 if it is taken) instead of a new one; "
+                    "only for an export with a chat.id")
     ] = False,
 ) -> ChatPublic:
     """Store a chat as exported (seqs, statuses, times and counters kept; a new id unless
