@@ -77,7 +77,9 @@ service's `VmRSS` after one warm-up turn, after creating the chats (idle: rows i
 database, nothing cached) and after one turn on each (cached: the history is in the
 service's cache). A burst leaves the buffers of N connections in the allocator, so the
 per-chat figures come from a separate run whose turns go 64 at a time to a zero-delay
-model; the RSS after each burst is listed as well.""",
+model; the RSS after each burst is listed as well. The same burst, at the largest N but
+one, also goes to the service benchmark's bare FastAPI proxies (nothing stored): what
+this client, the model and a minimal server cost on the same 2 cores.""",
     "embedded": """\
 `AsyncChatSessions(backend="local")` (SmolLM2-135M via llama.cpp, 2 threads) on a SQLite
 file, twice: with the per-chat state cache (the default) and with
@@ -177,6 +179,16 @@ def _scale_table(bench: dict[str, Any]) -> list[str]:
             f"{lat['min']:.2f} / {lat['median']:.2f} / {lat['max']:.2f} | "
             f"{step['server_cpu_ms_per_turn']:.2f} | {step['cpu_s']['client']:.1f} | "
             f"{_mb(rss['before'])} → {_mb(rss['idle_chats'])} → {_mb(rss['after_burst'])} |")
+    floor = bench.get("bare_proxy")
+    if floor:
+        for client in ("httpx", "aiohttp"):
+            step = floor[client]
+            lat = step["latency_s"]
+            lines.append(
+                f"| {floor['chats']}, bare proxy ({client}) | {step['succeeded']} | "
+                f"{step['wall_s']:.2f} | {lat['min']:.2f} / {lat['median']:.2f} / "
+                f"{lat['max']:.2f} | {step['server_cpu_ms_per_turn']:.2f} | "
+                f"{step['cpu_s']['client']:.1f} | – |")
     errors = {k: v for step in bench["steps"] for k, v in step.get("errors", {}).items()}
     memory = bench["memory"]
     rss = memory["rss_bytes"]

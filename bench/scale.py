@@ -33,6 +33,7 @@ from bench.servers import (
     chatsessions_service,
     fake_model,
     httpx,
+    proxy_service,
     raise_nofile,
     running,
     self_cpu_s,
@@ -183,6 +184,16 @@ def run(workdir: Path, ladder: tuple[int, ...], memory_chats: int,
             step = steps[-1]
             log(f"  N={count}: {step['succeeded']} ok in {step['wall_s']:.2f} s, server CPU "
                 f"{step['server_cpu_ms_per_turn']:.1f} ms/turn")
+        # What the same burst costs without chatsessions: the bare proxies of the service
+        # benchmark, at the largest N but one (the client's own cost is in both).
+        floor_n = ladder[-2] if len(ladder) > 1 else ladder[-1]
+        floors = {}
+        for client in ("httpx", "aiohttp"):
+            with running(proxy_service(f"scale-proxy-{client}", workdir, slow.url + "/v1",
+                                       client)) as (server,):
+                floors[client] = asyncio.run(_step(server, slow, floor_n))
+            log(f"  bare proxy ({client}), N={floor_n}: {floors[client]['succeeded']} ok in "
+                f"{floors[client]['wall_s']:.2f} s")
         db = f"sqlite:///{workdir / 'scale-memory.db'}"
         with running(chatsessions_service("scale-memory", workdir, db,
                                           instant.url + "/v1")) as (server,):
@@ -196,6 +207,12 @@ def run(workdir: Path, ladder: tuple[int, ...], memory_chats: int,
               f"wall time of {largest['chats']} turns in flight at once "
               f"({largest['succeeded']} succeeded) / the model's {MODEL_DELAY_S:g} s latency"),
     ]
+    ours_at_floor = next(s for s in steps if s["chats"] == floor_n)
+    for client, floor in floors.items():
+        ratios.append(Ratio(
+            f"scale_wall_vs_proxy_{client}", ours_at_floor["wall_s"] / floor["wall_s"], None,
+            "lower", f"wall time of {floor_n} turns in flight, chatsessions / the bare "
+            f"FastAPI proxy calling the model with {client}"))
     return {
         "title": "Scale of concurrency",
         "sizes": {"ladder": list(ladder), "memory_chats": memory_chats,
@@ -204,6 +221,7 @@ def run(workdir: Path, ladder: tuple[int, ...], memory_chats: int,
         "largest_n_within_target": max(within) if within else 0,
         "target_wall_s": TARGET_WALL_S,
         "steps": steps,
+        "bare_proxy": {"chats": floor_n, **floors},
         "memory": memory,
         "results": {},
         "ratios": [r.as_dict() for r in ratios],

@@ -51,6 +51,8 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     scale = data["benchmarks"]["scale"]
     assert [s["succeeded"] for s in scale["steps"]] == [s["chats"] for s in scale["steps"]]
     assert scale["memory"]["rss_bytes"]["before"] > 0
+    floor = scale["bare_proxy"]
+    assert [floor[c]["succeeded"] for c in ("httpx", "aiohttp")] == [floor["chats"]] * 2
     embedded = data["benchmarks"]["embedded"]["results"]
     assert embedded["state_cache_on"]["state_cache"]["hits"] > 0
     assert embedded["state_cache_off"]["state_cache"]["enabled"] is False
@@ -58,6 +60,6 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     page = (tmp_path / "benchmarks.md").read_text()
     assert "| `overhead_sqlite_sync` |" in page
     for name in ("service_sqlite_rate", "scale_wall_over_model_latency",
-                 "embedded_ttft_cache_on"):
+                 "scale_wall_vs_proxy_httpx", "embedded_ttft_cache_on"):
         assert f"| `{name}` |" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
