@@ -12,7 +12,7 @@ from chatsessions import AsyncChatSessions, InvalidInput
 from chatsessions.config import Settings
 from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer
-from chatsessions.types import utcnow
+from chatsessions.types import Role, utcnow
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 
@@ -54,6 +54,45 @@ async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, ob
             await chats.usage(start=utcnow(), end=utcnow() - timedelta(days=1))
 
 
+async def check_summaries_are_counted(chats: AsyncChatSessions) -> None:
+    chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
+    for n in range(8):
+        await chats.send(chat_id, f"question {n} " + "word " * 30)
+    rows = await chats.store.messages(chat_id)
+    answers = [m for m in rows if m.role is Role.ASSISTANT]
+    summaries = [m for m in rows if m.role is Role.SYSTEM and m.covers_seq is not None]
+    assert summaries, "the chat outgrew its window"
+    assert all(m.prompt_tokens and m.completion_tokens for m in summaries)
+    fork = await chats.fork_chat(chat_id)  # its copies, summaries too, were paid for once
+    copied = await chats.store.messages(fork)
+    assert [m.seq for m in copied if m.covers_seq is not None] == [m.seq for m in summaries]
+
+    report = await chats.usage()
+    (used,) = report.models
+    paid = answers + summaries
+    assert (used.turns, used.summaries) == (len(answers), len(summaries))
+    assert (used.prompt_tokens, used.completion_tokens) == (
+        sum(m.prompt_tokens for m in paid), sum(m.completion_tokens for m in paid))
+    assert (report.turns, report.summaries) == (len(answers), len(summaries))
+    # in a range, only the summaries written in it
+    before = await chats.usage(end=summaries[0].created_at)
+    assert before.summaries == 0
+    assert before.turns == len([m for m in answers if m.seq < summaries[0].seq])
+
+
+async def test_usage_counts_the_summaries_the_model_wrote(
+    settings_kwargs: dict[str, object]
+) -> None:
+    """Summaries are model calls: their tokens count, their rows do not count as turns,
+    and a fork's copies of them are not counted again."""
+    small = {"context_window": 600, "max_output_tokens": 100}
+    async with AsyncChatSessions(**settings_kwargs, **small) as chats:  # type: ignore[arg-type]
+        await check_summaries_are_counted(chats)
+    memory = {**settings_kwargs, **small, "database_url": "memory://"}
+    async with AsyncChatSessions(**memory) as chats:  # type: ignore[arg-type]
+        await check_summaries_are_counted(chats)
+
+
 def test_prices_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATSESSIONS_PRICES", '{"gpt-4o-mini": [0.15, 0.6]}')
     assert Settings().prices == {"gpt-4o-mini": (0.15, 0.6)}
@@ -70,7 +109,8 @@ def test_usage_over_http(settings_kwargs: dict[str, object]) -> None:
             answer = client.post(f"/chats/{chat}/messages", json={"content": "hi"}).json()
             body = client.get("/usage").json()
             assert body["models"] == [{
-                "model": "fake-model", "turns": 1, "prompt_tokens": answer["prompt_tokens"],
+                "model": "fake-model", "turns": 1, "summaries": 0,
+                "prompt_tokens": answer["prompt_tokens"],
                 "completion_tokens": answer["completion_tokens"], "priced": True,
                 "cost": pytest.approx((answer["prompt_tokens"]
                                        + 2 * answer["completion_tokens"]) / 1e6),
@@ -102,7 +142,7 @@ def test_usage_from_the_command_line(tmp_path: Path, fake_llm: FakeLLMServer) ->
     shown = run(env, "usage", "--from", "2000-01-01")
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if "fake-model" in line)
-    assert row.split("│")[2].strip() == "1"  # turns
+    assert [cell.strip() for cell in row.split("│")[2:4]] == ["1", "0"]  # turns, summaries
     assert "no price" not in shown.stdout
     unpriced = {**env, "CHATSESSIONS_PRICES": "{}"}
     assert "no price for: fake-model" in run(unpriced, "usage").stdout

@@ -27,7 +27,6 @@ from chatsessions.types import (
     ContextPolicy,
     GenerationParams,
     Message,
-    ModelUsage,
     Role,
     SearchHit,
     TurnStatus,
@@ -476,9 +475,9 @@ class AsyncChatSessions:
     async def usage(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> UsageReport:
-        """This tenant's answered turns, tokens and cost per model, for answers given in
-        ``[start, end)``. Costs come from ``Settings.prices``; models without a price
-        cost 0 and are listed in the report's ``unpriced``."""
+        """This tenant's answered turns, tokens and cost per model, for answers (and
+        summaries) written in ``[start, end)``. Costs come from ``Settings.prices``; models
+        without a price cost 0 and are listed in the report's ``unpriced``."""
         start = check_when(start, field="start")
         end = check_when(end, field="end")
         if start is not None and end is not None and end < start:
@@ -492,8 +491,7 @@ class AsyncChatSessions:
                 models.append(used)
                 continue
             cost = (used.prompt_tokens * price[0] + used.completion_tokens * price[1]) / 1e6
-            models.append(ModelUsage(used.model, used.turns, used.prompt_tokens,
-                                     used.completion_tokens, cost=cost, priced=True))
+            models.append(replace(used, cost=cost, priced=True))
         return UsageReport(start=start, end=end, models=models)
 
     async def search(self, query: str, limit: int = 20) -> list[SearchHit]:

@@ -162,7 +162,8 @@ class ApiKey:
 
 @dataclass(frozen=True, slots=True)
 class ModelUsage:
-    """One model's share of a tenant's usage over a time range."""
+    """One model's share of a tenant's usage over a time range. The tokens are those of
+    its answers and of the summaries it wrote (model calls too, paid for alike)."""
 
     model: str
     turns: int
@@ -171,6 +172,8 @@ class ModelUsage:
     cost: float = 0.0
     #: False when the price table has no entry for this model (its cost counts as 0).
     priced: bool = False
+    #: Summaries written under the ``summarize`` context policy (not turns).
+    summaries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,10 @@ class UsageReport:
     @property
     def turns(self) -> int:
         return sum(m.turns for m in self.models)
+
+    @property
+    def summaries(self) -> int:
+        return sum(m.summaries for m in self.models)
 
     @property
     def prompt_tokens(self) -> int:

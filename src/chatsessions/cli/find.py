@@ -29,17 +29,19 @@ def usage(
     start: Annotated[str | None, typer.Option("--from", help="ISO date/time (inclusive)")] = None,
     end: Annotated[str | None, typer.Option("--to", help="ISO date/time (exclusive)")] = None,
 ) -> None:
-    """Answered turns, tokens and cost per model (prices from CHATSESSIONS_PRICES)."""
+    """Answered turns, summaries written, their tokens and cost per model (prices from
+    CHATSESSIONS_PRICES)."""
     since, until = _when(start, "--from"), _when(end, "--to")
     with open_sessions(ctx) as chats:
         report = chats.usage(since, until)
-    table = Table("model", "turns", "prompt tokens", "completion tokens", "cost (USD)")
+    table = Table("model", "turns", "summaries", "prompt tokens", "completion tokens",
+                  "cost (USD)")
     for used in report.models:
         cost = f"{used.cost:.6f}" if used.priced else "no price"
-        table.add_row(escape(used.model), str(used.turns), str(used.prompt_tokens),
-                      str(used.completion_tokens), cost)
+        table.add_row(escape(used.model), str(used.turns), str(used.summaries),
+                      str(used.prompt_tokens), str(used.completion_tokens), cost)
     table.add_section()
-    table.add_row("total", str(report.turns), str(report.prompt_tokens),
+    table.add_row("total", str(report.turns), str(report.summaries), str(report.prompt_tokens),
                   str(report.completion_tokens), f"{report.cost:.6f}")
     console.print(table)
     if report.unpriced:

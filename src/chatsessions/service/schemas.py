@@ -238,8 +238,9 @@ class Health(BaseModel):
 class ModelUsagePublic(BaseModel):
     model: str
     turns: int = Field(description="answered turns")
-    prompt_tokens: int
-    completion_tokens: int
+    summaries: int = Field(description="summaries written under the summarize policy")
+    prompt_tokens: int = Field(description="of the answers and the summaries")
+    completion_tokens: int = Field(description="of the answers and the summaries")
     cost: float = Field(description="USD, from the price table; 0 when unpriced")
     priced: bool = Field(description="false when the price table has no entry for the model")
 
@@ -251,6 +252,7 @@ class UsagePublic(BaseModel):
     end: datetime | None = Field(serialization_alias="to")
     models: list[ModelUsagePublic]
     turns: int
+    summaries: int
     prompt_tokens: int
     completion_tokens: int
     cost: float = Field(description="USD; excludes unpriced models")
@@ -260,11 +262,11 @@ class UsagePublic(BaseModel):
     def of(cls, report: UsageReport) -> UsagePublic:
         return cls(
             start=report.start, end=report.end,
-            models=[ModelUsagePublic(model=m.model, turns=m.turns,
+            models=[ModelUsagePublic(model=m.model, turns=m.turns, summaries=m.summaries,
                                      prompt_tokens=m.prompt_tokens,
                                      completion_tokens=m.completion_tokens, cost=m.cost,
                                      priced=m.priced) for m in report.models],
-            turns=report.turns, prompt_tokens=report.prompt_tokens,
+            turns=report.turns, summaries=report.summaries, prompt_tokens=report.prompt_tokens,
             completion_tokens=report.completion_tokens, cost=report.cost,
             unpriced=report.unpriced,
         )

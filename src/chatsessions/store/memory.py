@@ -305,17 +305,18 @@ class MemoryStore:
                 continue
             for m in self._messages[chat.id]:
                 paid = m.status in (TurnStatus.OK, TurnStatus.REPLACED)
-                if (m.role is not Role.ASSISTANT or not paid
+                summary = m.role is Role.SYSTEM and m.covers_seq is not None
+                if ((m.role is not Role.ASSISTANT and not summary) or not paid
                         or (chat.forked_at_seq is not None and m.seq <= chat.forked_at_seq)
                         or (start is not None and m.created_at < start)
                         or (end is not None and m.created_at >= end)):
                     continue
-                total = totals.setdefault(m.model or chat.model, [0, 0, 0])
-                total[0] += 1
+                total = totals.setdefault(m.model or chat.model, [0, 0, 0, 0])
+                total[3 if summary else 0] += 1
                 total[1] += m.prompt_tokens
                 total[2] += m.completion_tokens
-        return [ModelUsage(model, turns, prompt, completion)
-                for model, (turns, prompt, completion) in sorted(totals.items())]
+        return [ModelUsage(model, turns, prompt, completion, summaries=summaries)
+                for model, (turns, prompt, completion, summaries) in sorted(totals.items())]
 
     async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
         wanted = set(words(query))

@@ -450,13 +450,18 @@ class SQLStore:
         self, tenant_id: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[ModelUsage]:
         model = sa.func.coalesce(messages.c.model, chats.c.model)
+        answer = messages.c.role == Role.ASSISTANT.value
+        # a summary (a system row that stands for earlier turns) was a paid model call too
+        summary = sa.and_(messages.c.role == Role.SYSTEM.value,
+                          messages.c.covers_seq.is_not(None))
         query = (
-            sa.select(model.label("model"), sa.func.count().label("turns"),
+            sa.select(model.label("model"), sa.func.count(sa.case((answer, 1))),
                       sa.func.coalesce(sa.func.sum(messages.c.prompt_tokens), 0),
-                      sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0))
+                      sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0),
+                      sa.func.count(sa.case((summary, 1))))
             .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
             .where(chats.c.tenant_id == tenant_id,
-                   messages.c.role == Role.ASSISTANT.value,
+                   sa.or_(answer, summary),
                    # a regenerated answer's predecessor was paid for too
                    messages.c.status.in_([TurnStatus.OK.value, TurnStatus.REPLACED.value]),
                    # a fork's copies of its source's messages were paid for once
@@ -471,8 +476,8 @@ class SQLStore:
             query = query.where(messages.c.created_at < end)
         return await self.db.read(lambda conn: [
             ModelUsage(model=str(name), turns=int(turns), prompt_tokens=int(prompt),
-                       completion_tokens=int(completion))
-            for name, turns, prompt, completion in conn.execute(query)
+                       completion_tokens=int(completion), summaries=int(summaries))
+            for name, turns, prompt, completion, summaries in conn.execute(query)
         ])
 
     async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
