@@ -38,14 +38,23 @@ def settings_kwargs(
     settings_kwargs: dict[str, object], request: pytest.FixtureRequest
 ) -> dict[str, object]:
     """A longer model timeout than the shared one: one test holds an answer back for seconds.
-    Automatic titles only for the tests marked with :func:`auto_titled`."""
+    Automatic titles only for the tests marked with :func:`auto_titled`, a window a few
+    turns outgrow only for those marked with :func:`small_window`."""
     titles = getattr(request.function, "auto_titled", False)
-    return {**settings_kwargs, "request_timeout": 15.0, "auto_title": titles}
+    small = ({"context_window": 600, "max_output_tokens": 100}
+             if getattr(request.function, "small_window", False) else {})
+    return {**settings_kwargs, "request_timeout": 15.0, "auto_title": titles, **small}
 
 
 def auto_titled(test: Any) -> Any:
     """Run this test with the server's automatic titles on."""
     test.auto_titled = True
+    return test
+
+
+def small_window(test: Any) -> Any:
+    """Run this test with a context window that a few turns outgrow."""
+    test.small_window = True
     return test
 
 
@@ -570,4 +579,50 @@ def test_search_lists_hits_and_opens_the_message(
     expect(console.page.get_by_test_id("search-results")).to_contain_text("No message matches.")
     console.page.wait_for_timeout(300)
     assert console.dialogs == []
+    assert console.errors == []
+
+
+@small_window
+def test_a_summary_is_a_folded_block_after_the_messages_it_stands_for(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    url = live_server.url
+    chat_id = httpx.post(f"{url}/chats", json={"title": "Long",
+                                               "context_policy": "summarize"}).json()["id"]
+    for n in range(8):
+        sent = httpx.post(f"{url}/chats/{chat_id}/messages",
+                          json={"content": f"question {n} " + "word " * 30}, timeout=30)
+        assert sent.is_success
+    data = httpx.get(f"{url}/chats/{chat_id}/messages").json()["data"]
+    written = [m for m in data if m["role"] == "system"]
+    assert written, "the chat outgrew its window"
+    assert all(m["covers_seq"] for m in written)
+
+    console.open()
+    console.select(chat_id)
+    console.wait_idle(8)
+    blocks = console.page.get_by_test_id("summary")
+    expect(blocks).to_have_count(len(written))
+    first = blocks.first
+    expect(first.locator("summary")).to_have_text("Summary of earlier messages")
+    expect(first.locator(".bubble")).to_be_hidden()  # folded
+    expect(first.locator("button")).to_have_count(0)  # nothing to edit, retry or regenerate
+    # Not a message: the conversation still alternates, and each summary comes right after
+    # the last message it stands for, not between a question and its answer.
+    assert [role for role, _ in console.history()] == ["user", "assistant"] * 8
+    shown = console.page.locator('[data-testid="message"], [data-testid="summary"]').all()
+    order = [(node.get_attribute("data-testid"), int(node.get_attribute("data-seq") or 0))
+             for node in shown]
+    for summary in written:
+        at = order.index(("summary", summary["seq"]))
+        assert order[at - 1] == ("message", summary["covers_seq"])
+
+    first.locator("summary").click()
+    expect(first.locator(".bubble")).to_have_text(written[0]["content"])
+    expect(first).to_contain_text(f"instead of messages 1–{written[0]['covers_seq']}")
+
+    # A turn from the page goes on past the summaries.
+    console.type_and_send("And now?")
+    console.wait_idle(9)
+    expect(console.page.get_by_test_id("regenerate")).to_have_count(1)
     assert console.errors == []

@@ -328,6 +328,22 @@
     return node;
   }
 
+  // A summary written under the "summarize" policy stands in for earlier turns in what
+  // the model is shown; those turns stay on screen, so it is folded away, after the last
+  // message it stands for.
+  const isSummary = (msg) => msg.role === "system" && msg.covers_seq != null;
+  function summaryEl(msg) {
+    const details = el("details", { className: "summary-block" },
+      el("summary", { textContent: "Summary of earlier messages" }),
+      el("div", { className: "bubble", textContent: msg.content }),
+      el("div", { className: "msg-note", textContent: `the model is shown this instead of messages 1–${msg.covers_seq}` }));
+    return el("article", {
+      className: "msg summary",
+      data: { testid: "summary", seq: msg.seq, covers: msg.covers_seq },
+    }, details);
+  }
+  const shownAt = (msg) => (isSummary(msg) ? msg.covers_seq + 0.5 : msg.seq);
+
   const actionButton = (textContent, testid, onclick) =>
     el("button", { className: "link", type: "button", textContent, onclick, data: { testid } });
 
@@ -341,11 +357,14 @@
   // History from the server, plus the turn this tab is still streaming (if any).
   function renderHistory(messages) {
     const stream = state.streams.get(state.selected);
-    // What the server would regenerate (the last ok message, if an answer) or retry (a
-    // failed user message among the last two); nothing while a turn is running.
+    // What the server would regenerate (the last ok message, if an answer) or retry (the
+    // last user message among the last three rows, if it failed: a summary and a partial
+    // answer may follow it); nothing while a turn is running.
     const lastOk = messages.filter((m) => m.status === "ok").pop();
-    const failed = messages.slice(-2).filter((m) => m.role === "user" && m.status === "failed").pop();
-    const nodes = messages.map((m) => messageEl(m, stream ? {} : {
+    const asked = messages.slice(-3).filter((m) => m.role === "user").pop();
+    const failed = asked?.status === "failed" ? asked : null;
+    const ordered = [...messages].sort((a, b) => shownAt(a) - shownAt(b));
+    const nodes = ordered.map((m) => isSummary(m) ? summaryEl(m) : messageEl(m, stream ? {} : {
       edit: m.role === "user",
       regenerate: m === lastOk && m.role === "assistant",
       retry: m === failed,
@@ -612,8 +631,9 @@
     }
     await selectChat(hit.chat_id);
     if (state.selected !== hit.chat_id) return;
-    const node = pane().querySelector(`[data-testid="message"][data-seq="${Number(hit.seq)}"]`);
+    const node = pane().querySelector(`[data-seq="${Number(hit.seq)}"]`);
     if (!node) return showError(new Error("that message is no longer in the chat"));
+    node.querySelector("details")?.setAttribute("open", "");  // a summary, or an earlier answer
     node.classList.add("found");
     node.scrollIntoView({ block: "center" });
   }
