@@ -426,3 +426,41 @@ async def test_retry_after_a_summary_and_a_broken_stream(
         assert seen[1] == summaries.shown(rows[-2])
         assert answer.context_messages == len(seen)
         assert sum(is_summary_request(r) for r in fake_llm.requests) == 2
+
+
+def test_cli_policy_shows_and_changes_a_chats_policy(
+    tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    """A chat refused under none takes the same turn once switched to summarize."""
+    env = {**cli_env(tmp_path, fake_llm), "CHATSESSIONS_CONTEXT_WINDOW": "600",
+           "CHATSESSIONS_MAX_OUTPUT_TOKENS": "100"}
+    chat_id = run(env, "new", "--context-policy", "none").stdout.strip()
+    assert run(env, "policy", chat_id).stdout.strip() == "none"
+
+    async def fill() -> int:
+        """Turns until the chat no longer fits; the number of the refused one."""
+        async with AsyncChatSessions(
+            database_url=env["CHATSESSIONS_DATABASE_URL"], backend="openai",
+            model="fake-model", openai_base_url=fake_llm.base_url, openai_api_key="test",
+            auto_title=False, **SMALL,  # type: ignore[arg-type]
+        ) as chats:
+            for n in range(30):
+                try:
+                    await chats.send(chat_id, question(n))
+                except ContextTooLong:
+                    return n
+        raise AssertionError("the chat never outgrew its window")
+
+    refused = asyncio.run(fill())
+    changed = run(env, "policy", chat_id, "summarize")
+    assert (changed.returncode, changed.stdout) == (0, ""), changed.stderr
+    assert run(env, "policy", chat_id).stdout.strip() == "summarize"
+    sent = run(env, "send", chat_id, question(refused))
+    assert sent.returncode == 0, sent.stderr
+    assert any(is_summary_request(r) for r in fake_llm.requests)
+
+    bad = run(env, "policy", chat_id, "all")
+    assert bad.returncode == 2
+    assert "'trim', 'summarize', 'none'" in bad.stderr
+    assert run(env, "policy", "no-such-chat").returncode == 3
+    assert run(env, "policy", chat_id).stdout.strip() == "summarize"

@@ -1,4 +1,5 @@
-"""One-shot commands: new, send, list, show, rm (export and import: ``transfer``)."""
+"""One-shot commands: new, policy, send, list, show, rm, archive (export, import and
+title: ``transfer``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,22 @@ def new(
     with open_sessions(ctx) as chats:
         console.print(chats.create_chat(system, title=title, context_policy=context_policy),
                       highlight=False)
+
+
+@app.command()
+def policy(
+    ctx: typer.Context,
+    chat_id: str,
+    new_policy: Annotated[ContextPolicy | None, typer.Argument(
+        metavar="POLICY", help="the new context policy")] = None,
+) -> None:
+    """Print a chat's context policy, or change it; the next turn follows the new one
+    (earlier turns and summaries stay as they are)."""
+    with open_sessions(ctx) as chats:
+        if new_policy is None:
+            console.out(chats.get_chat(chat_id).context_policy.value, highlight=False)
+        else:
+            chats.update_chat(chat_id, context_policy=new_policy)
 
 
 @app.command()
