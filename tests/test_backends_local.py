@@ -202,3 +202,39 @@ async def test_close_waits_for_a_cancelled_generation() -> None:
     assert closed == [True]
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+async def test_after_a_streamed_answer_the_next_turn_evaluates_only_the_new_message() -> None:
+    """The answer's closing and the next user header are evaluated once the answer is
+    out, so the next turn evaluates its user message and the assistant header only."""
+    from chatsessions.backends.base import Completion, conversation
+    from chatsessions.config import Settings
+
+    backend = LocalBackend(Settings(local_n_ctx=1024, local_n_threads=1))
+    try:
+        probe = _Probe(backend)
+        chat = [{"role": "system", "content": "You are a helpful shop assistant."},
+                {"role": "user", "content": "Hello, this is Ann. Where is order 1000?"}]
+        token = conversation.set("a")
+        try:
+            for text in ("Thanks. Can it arrive before Friday?", None):
+                probe.evals.clear()
+                items = [item async for item in backend.stream(
+                    chat, GenerationParams(max_tokens=8, temperature=0), "")]
+                answer = items[-1]
+                assert isinstance(answer, Completion)
+                if text is None:
+                    break
+                held = backend.llama.n_tokens
+                chat += [{"role": "assistant", "content": answer.text},
+                         {"role": "user", "content": text}]
+        finally:
+            conversation.reset(token)
+        prompt, at_start = probe.prompts[-1]
+        assert at_start == held
+        new = backend.llama.tokenize(
+            f"{chat[-1]['content']}<|im_end|>\n<|im_start|>assistant\n".encode(),
+            add_bos=False, special=True)
+        assert probe.evals[0] == prompt - held == len(new)
+    finally:
+        await backend.aclose()
