@@ -81,8 +81,11 @@ class _Side:
     def __init__(self, name: str, database_url: str, cache_bytes: int | None) -> None:
         self.name = name
         self.loop = asyncio.new_event_loop()
-        options: dict[str, Any] = {} if cache_bytes is None else {
-            "local_state_cache_bytes": cache_bytes}
+        # No automatic titles: they would run on the model between the first turns and
+        # make those slower, flattering the later turns beside them.
+        options: dict[str, Any] = {"auto_title": False}
+        if cache_bytes is not None:
+            options["local_state_cache_bytes"] = cache_bytes
         self.sessions = AsyncChatSessions(backend="local", database_url=database_url,
                                           system_prompt=SYSTEM_PROMPT, **options)
         self.run(self.sessions.open())
