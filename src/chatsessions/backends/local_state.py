@@ -6,8 +6,8 @@ A's state out (KV cells + the tokens they hold) into a byte-bounded LRU, and cop
 in if we have it; llama.cpp's own prefix matching then evaluates only B's new tokens.
 
 Only the sequence's own cells are copied (llama.cpp's per-sequence state API), so a
-switch costs in proportion to the two chats' lengths: the whole-context API clears and
-rewrites all ``n_ctx`` cells, about 20 ms a switch at 8192. This reaches below
+switch costs in proportion to the two chats' lengths and touches nothing else of the
+context (about 1.3 ms each way for a 555-token chat, 12.8 MB). This reaches below
 llama-cpp-python's public API (its ``save_state`` also copies a logits buffer of up to
 100 MB, useless here), so any failure turns the cache off rather than risking a wrong
 answer.
