@@ -86,6 +86,10 @@ async def test_a_title_set_meanwhile_is_never_overwritten(
     chat_id = await sessions.create_chat()
     hold_back_title(fake_llm, 1.0)
     await sessions.send(chat_id, "I would like a refund, please.")
+    deadline = time.monotonic() + 10
+    while len(fake_llm.requests) < 2:  # the title call is with the model now
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
     await sessions.update_chat(chat_id, title="Refund for order 42")
     await sessions.close()  # the title call finishes and finds the chat titled
     assert len(fake_llm.requests) == 2
