@@ -47,3 +47,10 @@ def test_new_message_alone_too_big() -> None:
 
 def test_empty_history() -> None:
     assert trim_start([], [], 10) == 0
+
+
+def test_a_history_starting_with_an_answer_is_cut_at_a_question_even_when_it_fits() -> None:
+    """An imported chat may open with the assistant: the kept part still starts with the
+    user, so the shortcut for "everything fits" must not apply."""
+    history = [Message("c", 0, Role.ASSISTANT, "hello"), *conversation(1)]
+    assert trim_start(history, [1, 1, 1, 1], 100) == 1

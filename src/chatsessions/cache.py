@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from chatsessions.types import Chat, Message, TurnStatus
+from chatsessions.types import Chat, Message, Role, TurnStatus
 
 _PER_MESSAGE_BYTES = 200  # rough Python object overhead next to the text itself
 
@@ -22,6 +22,8 @@ class History:
     messages: list[Message] = field(default_factory=list)  # status ok only, in order
     tokens: list[int | None] = field(default_factory=list)
     nbytes: int = 0
+    #: summaries (role system) among ``messages``: none lets a turn take the history whole
+    summaries: int = 0
     #: the chat row as this process's last turn left it: the next turn presumes it
     #: unchanged and starts with one write instead of two (``Store.begin_turn``)
     chat: Chat | None = None
@@ -41,6 +43,7 @@ class History:
             if message.status is TurnStatus.OK:
                 self.messages.append(message)
                 self.tokens.append(None)
+                self.summaries += message.role is Role.SYSTEM
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes += size
                 added += size
@@ -52,6 +55,7 @@ class History:
             message = self.messages[index]
             if message.seq == seq:
                 del self.messages[index], self.tokens[index]
+                self.summaries -= message.role is Role.SYSTEM
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes -= size
                 return size

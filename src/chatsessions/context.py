@@ -26,6 +26,8 @@ def trim_start(history: Sequence[Message], counts: Sequence[int], budget: int) -
             f"the message takes {counts[-1]} tokens but only {max(budget, 0)} fit in the "
             "model's context window next to the system prompt and the reserved answer"
         )
+    if history[0].role is Role.USER and sum(counts) <= budget:
+        return 0  # everything fits: no need to walk it
     total = 0
     start = len(history) - 1
     for index in range(len(history) - 1, -1, -1):

@@ -369,6 +369,15 @@ def _recent_turns(
     first: all of them, or, with a ``limit``, the newest up to the first that takes their
     total past it, which is as far back as trimming can look. So a turn costs the same
     whatever the chat's length, and older messages are never even counted."""
+    tokens = history.tokens
+    newest = len(tokens)
+    while newest and tokens[newest - 1] is None:  # the last turn's rows, not counted yet
+        newest -= 1
+        _count(history, newest, backend, model)
+    if after == 0 and not history.summaries and None not in tokens:
+        counted: list[int] = tokens  # type: ignore[assignment]  # no None left
+        if limit is None or sum(counted) <= limit:
+            return list(history.messages), list(counted)  # all of it, at list-copy speed
     turns: list[Message] = []
     counts: list[int] = []
     total = 0
