@@ -105,17 +105,36 @@ class ThreadedSQLite:
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
         self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="chatsessions-read")
         self._inline_commits = 0
+        #: jobs (writes, checkpoints) on the writer thread; inline writes wait for none
+        self._on_thread = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._write_thread, self._writer.run, fn)
+        return await self._on_writer_thread(self._writer.run, fn)
+
+    async def _on_writer_thread(self, call: Callable[..., T], *args: Any) -> T:
+        self._on_thread += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._write_thread, call, *args)
+        finally:
+            self._on_thread -= 1
+            if not self._on_thread:
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
     async def write_now(self, fn: Callable[[Connection], T]) -> T:
-        if self._checkpoint is not None and not self._checkpoint.done():
-            # Queue behind the checkpoint, so it sees no new frames and completes: the
-            # next write can then start the log over instead of growing it.
-            return await self.write(fn)
+        # While the writer thread works (a long write, a checkpoint, a write waiting for
+        # another process's lock), wait for it rather than queue behind it: the queue
+        # drains, a checkpoint sees no new frames and completes (so the next write can
+        # start the log over), and inline writes do not fail on the thread's lock.
+        while self._on_thread:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
         try:
             result = self._inline.run(fn)
         except sa.exc.OperationalError as exc:
@@ -125,8 +144,8 @@ class ThreadedSQLite:
         self._inline_commits += 1
         if self._inline_commits >= CHECKPOINT_EVERY:
             self._inline_commits = 0
-            self._checkpoint = asyncio.get_running_loop().run_in_executor(
-                self._write_thread, self._writer.checkpoint)
+            self._checkpoint = asyncio.ensure_future(
+                self._on_writer_thread(self._writer.checkpoint))
         return result
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -134,6 +153,8 @@ class ThreadedSQLite:
             self._read_threads, _in_transaction, self.reader, fn)
 
     async def dispose(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         loop = asyncio.get_running_loop()
         for pool in (self._write_thread, self._read_threads):
             await loop.run_in_executor(None, pool.shutdown)
