@@ -172,13 +172,16 @@ async def _call_model(
     try:
         try:
             if not streaming:
-                yield await asyncio.wait_for(backend.complete(context, params, model), deadline)
+                async with asyncio.timeout_at(end):  # no task per call, unlike wait_for
+                    completion = await backend.complete(context, params, model)
+                yield completion
                 return
             deltas = backend.stream(context, params, model)
             async with aclosing(deltas):
                 while True:
                     try:
-                        item = await asyncio.wait_for(anext(deltas), end - loop.time())
+                        async with asyncio.timeout_at(end):
+                            item = await anext(deltas)
                     except StopAsyncIteration:
                         return
                     if isinstance(item, str):
