@@ -65,7 +65,7 @@ class _Ours:
         self.store = TimedStore(open_store(database_url))
         self.sessions = AsyncChatSessions(
             store=self.store, backend=InstantBackend(self.timer),  # type: ignore[arg-type]
-            database_url=database_url, system_prompt=SYSTEM_PROMPT)
+            database_url=database_url, system_prompt=SYSTEM_PROMPT, auto_title=False)
         self.loop.run_until_complete(self.sessions.open())
         self.turn(self.fresh_chat(), 0, 0)  # warm-up
 

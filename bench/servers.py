@@ -148,9 +148,11 @@ def fake_model(workdir: Path, delay: float = 0.0) -> Server:
 def chatsessions_service(name: str, workdir: Path, database_url: str, model_url: str,
                          **settings: object) -> Server:
     """``python -m chatsessions serve`` on the openai backend, pointed at the fake model, with
-    the default settings otherwise (the model client retries, as deployed)."""
+    the default settings otherwise (the model client retries, as deployed), but automatic
+    titles off: the bare proxies it is compared with make no such extra model call."""
     env = _clean_env()
     env.update({
+        "CHATSESSIONS_AUTO_TITLE": "false",
         "CHATSESSIONS_DATABASE_URL": database_url,
         "CHATSESSIONS_BACKEND": "openai",
         "CHATSESSIONS_MODEL": MODEL,

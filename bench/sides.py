@@ -102,9 +102,10 @@ class BaselineAsync(AsyncSide):
 
 
 def settings(base_url: str, database_url: str) -> Settings:
+    """Automatic titles off: the baselines make no such extra model call."""
     return Settings(
         database_url=database_url, backend="openai", model=MODEL, openai_base_url=base_url,
-        openai_api_key="bench", max_retries=0, system_prompt=SYSTEM_PROMPT,
+        openai_api_key="bench", max_retries=0, system_prompt=SYSTEM_PROMPT, auto_title=False,
     )
 
 
