@@ -206,6 +206,15 @@ def run(workdir: Path, pg_url: str, chats: int, turns: int,
               f"turns 1-{EARLY}, {key.replace('_', ' on ')}")
         for key, r in results.items()
     ]
+    # The issue's own words: the *storage* work of a late turn against an early one. The
+    # figure above also holds building the request, which must list the whole history.
+    ratios += [
+        Ratio(f"flat_{key}_store", r["late_store_median_s"] / r["early_store_median_s"],
+              1.2 if key.startswith("ours") else None, "lower",
+              f"median time inside store calls, turns {r['late_turns'][0]}-"
+              f"{r['late_turns'][1]} / turns 1-{EARLY}, {key.replace('_', ' on ')}")
+        for key, r in results.items()
+    ]
     return {
         "title": "Flat per-turn cost",
         "sizes": {"long_chats": chats, "turns": turns},

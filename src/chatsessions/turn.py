@@ -116,7 +116,8 @@ async def run_turn(
                 summaries = await core.store.append_messages(chat.id, [written])
                 context = context.summarized(summaries[0], backend, chat.model)
             completion: Completion | None = None
-            calls = _call_model(backend, context.messages, gen_params, chat.model, streaming,
+            shown = context.messages
+            calls = _call_model(backend, shown, gen_params, chat.model, streaming,
                                 settings.turn_deadline, chat.id)
             async with aclosing(calls):
                 async for item in calls:
@@ -133,7 +134,7 @@ async def run_turn(
                 prompt_tokens=completion.usage.prompt_tokens,
                 completion_tokens=completion.usage.completion_tokens,
                 latency_ms=int((time.perf_counter() - started) * 1000),
-                context_messages=len(context.messages), context_tokens=context.tokens,
+                context_messages=len(shown), context_tokens=context.tokens,
             )
             stored = await core.store.complete_turn(user, answer, lease_owner=lease.owner)
             lease.released = True
