@@ -223,12 +223,7 @@ class SQLStore:
             if marked.rowcount != 1:  # another replica declared this turn dead meanwhile
                 raise TurnInterrupted(
                     "this turn took longer than its lease and was failed by another replica")
-            stored = with_seq(answer, _next_seq(
-                conn, user.chat_id, answer.created_at, prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens, release=lease_owner,
-            ))
-            conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
-            return stored
+            return _append_answer(conn, answer, lease_owner)
 
         return await self.db.write_now(run)
 
@@ -405,21 +400,10 @@ class SQLStore:
         self, old: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:
         def run(conn: Connection) -> Message:
-            marked = conn.execute(
-                messages.update()
-                .where(messages.c.chat_id == old.chat_id, messages.c.seq == old.seq,
-                       messages.c.role == Role.ASSISTANT.value,
-                       messages.c.status == TurnStatus.OK.value)
-                .values(status=TurnStatus.REPLACED.value)
-            )
+            marked = conn.execute(stmt.MARK_REPLACED, {"p_chat": old.chat_id, "p_seq": old.seq})
             if marked.rowcount != 1:  # our lease lapsed and someone else changed the chat
                 raise ChatMoved(old.chat_id)
-            stored = with_seq(answer, _next_seq(
-                conn, old.chat_id, answer.created_at, prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens, release=lease_owner,
-            ))
-            conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
-            return stored
+            return _append_answer(conn, answer, lease_owner)
 
         return await self.db.write_now(run)
 
@@ -523,6 +507,17 @@ class SQLStore:
             return await self.db.write(run)
         except sa.exc.IntegrityError:
             raise ChatExists(chat.id) from None
+
+
+def _append_answer(conn: Connection, answer: Message, lease_owner: str | None) -> Message:
+    """Append a turn's answer: its seq, the chat's token counters and the release of the
+    turn lease in one statement, then the row."""
+    stored = with_seq(answer, _next_seq(
+        conn, answer.chat_id, answer.created_at, prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens, release=lease_owner,
+    ))
+    conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
+    return stored
 
 
 def _unsynced(conn: Connection) -> None:

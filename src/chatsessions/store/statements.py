@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from chatsessions.store.schema import chats, messages
-from chatsessions.types import TurnStatus
+from chatsessions.types import Role, TurnStatus
 
 _chat = chats.c
 _msg = messages.c
@@ -71,6 +71,14 @@ MARK_ANSWERED = (
     .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"),
            _msg.status == TurnStatus.PENDING.value)
     .values(status=TurnStatus.OK.value, prompt_tokens=sa.bindparam("p_prompt"))
+)
+
+#: Keep a regenerated answer as an alternative (``rowcount`` 0: the chat moved on).
+MARK_REPLACED = (
+    messages.update()
+    .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"),
+           _msg.role == Role.ASSISTANT.value, _msg.status == TurnStatus.OK.value)
+    .values(status=TurnStatus.REPLACED.value)
 )
 
 MARK_FAILED = (
