@@ -17,7 +17,7 @@ from chatsessions.backends import Completion
 from chatsessions.cache import History
 from chatsessions.core import Core
 from chatsessions.errors import BackendError, InvalidInput
-from chatsessions.turn import _call_model, build_context
+from chatsessions.turn import _call_model, answer_message, build_context
 from chatsessions.types import GenerationParams, Message, Role
 
 
@@ -69,13 +69,8 @@ async def run_regenerate(
         except BaseException:  # cancelled, consumer gone: nothing was written
             circuit.abandon()
             raise
-        answer = Message(
-            chat_id=chat.id, seq=0, role=Role.ASSISTANT, content=completion.text.strip(),
-            model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
-            completion_tokens=completion.usage.completion_tokens,
-            latency_ms=int((time.perf_counter() - started) * 1000),
-            context_messages=len(context), replaces_seq=old.seq,
-        )
+        answer = answer_message(chat.id, completion, started,
+                                context_messages=len(context), replaces_seq=old.seq)
         try:
             stored = await core.store.replace_answer(old, answer, lease_owner=lease.owner)
         except BaseException:

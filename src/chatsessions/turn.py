@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import Any
 
 from chatsessions import summary
 from chatsessions.backends import Backend, Completion
@@ -128,14 +129,9 @@ async def run_turn(
             if completion is None:
                 raise BackendError("the model ended without an answer")
             circuit.success()
-            answer = Message(
-                chat_id=chat.id, seq=0, role=Role.ASSISTANT,
-                content=completion.text.strip(), model=completion.model,
-                prompt_tokens=completion.usage.prompt_tokens,
-                completion_tokens=completion.usage.completion_tokens,
-                latency_ms=int((time.perf_counter() - started) * 1000),
-                context_messages=len(shown), context_tokens=context.tokens,
-            )
+            answer = answer_message(chat.id, completion, started,
+                                    context_messages=len(shown),
+                                    context_tokens=context.tokens)
             stored = await core.store.complete_turn(user, answer, lease_owner=lease.owner)
             lease.released = True
         except BackendError as exc:
@@ -153,6 +149,18 @@ async def run_turn(
         history.chat = replace(lease.chat, message_count=stored.seq,
                                updated_at=stored.created_at)
     yield stored
+
+
+def answer_message(chat_id: str, completion: Completion, started: float,
+                   **fields: Any) -> Message:
+    """The assistant message a completion becomes, timed from ``started``
+    (``time.perf_counter()`` before the call); ``fields`` add what the caller knows."""
+    return Message(
+        chat_id=chat_id, seq=0, role=Role.ASSISTANT, content=completion.text.strip(),
+        model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
+        completion_tokens=completion.usage.completion_tokens,
+        latency_ms=int((time.perf_counter() - started) * 1000), **fields,
+    )
 
 
 async def _call_model(
