@@ -303,16 +303,9 @@ class AsyncChatSessions:
         ``if_message_count`` runs the turn only if the chat still holds that many messages
         when its turn comes, else raises :class:`ChatMoved` having stored nothing.
         """
-        answer: Message | None = None
-        turn = self._turn(chat_id, text, TurnOptions(
+        return await _stored(self._turn(chat_id, text, TurnOptions(
             check_params(params), idempotency_key, system_prompt, if_message_count),
-            streaming=False)
-        async with aclosing(turn):
-            async for item in turn:
-                if isinstance(item, Message):
-                    answer = item
-        assert answer is not None
-        return answer
+            streaming=False))
 
     async def send_message(self, chat_id: str, text: str, **kwargs: Any) -> str:
         """The tutorial's call: send ``text`` with the whole history, return the answer."""
@@ -382,14 +375,7 @@ class AsyncChatSessions:
         sees the history without it. If the model fails, nothing changes and the
         :class:`BackendError` is raised; with nothing to regenerate, :class:`InvalidInput`.
         """
-        answer: Message | None = None
-        run = await self._regeneration(chat_id, params, streaming=False)
-        async with aclosing(run):
-            async for item in run:
-                if isinstance(item, Message):
-                    answer = item
-        assert answer is not None
-        return answer
+        return await _stored(await self._regeneration(chat_id, params, streaming=False))
 
     async def stream_regenerate(
         self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
@@ -572,6 +558,17 @@ class AsyncChatSessions:
                        updated_at=utcnow(), archived_at=None, expires_at=None)
         await self._core.store.fork_chat(chat, up_to_seq)
         return chat.id
+
+
+async def _stored(turn: AsyncGenerator[str | Message, None]) -> Message:
+    """Run a turn that yields no deltas to its end: the stored answer it yields last."""
+    answer: Message | None = None
+    async with aclosing(turn):
+        async for item in turn:
+            if isinstance(item, Message):
+                answer = item
+    assert answer is not None
+    return answer
 
 
 def request_hash(chat: Chat) -> str:
