@@ -3,17 +3,20 @@ answer (keeping the earlier one), retry a failed turn."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Request
 
-from chatsessions.errors import ChatSessionsError
 from chatsessions.service import sse
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
-from chatsessions.service.routes.messages import TURN_ERRORS, stream_response
+from chatsessions.service.routes.messages import (
+    TURN_ERRORS,
+    counted,
+    run_counted,
+    stream_response,
+)
 from chatsessions.service.schemas import (
     ChatPublic,
     EditPublic,
@@ -23,9 +26,6 @@ from chatsessions.service.schemas import (
     MessagePublic,
     TurnAgain,
 )
-from chatsessions.types import Message
-
-T = TypeVar("T")
 
 router = APIRouter(prefix="/chats/{chat_id}", tags=["branches"])
 
@@ -70,7 +70,7 @@ async def regenerate(
     if sse.wants_stream(accept, body.stream):
         return await stream_response(
             sessions.stream_regenerate(chat_id, params=body.params), metrics)
-    return _counted(metrics, await _run(metrics, sessions.regenerate(chat_id,
+    return counted(metrics, await run_counted(metrics, sessions.regenerate(chat_id,
                                                                      params=body.params)))
 
 
@@ -94,7 +94,7 @@ async def retry(
     if sse.wants_stream(accept, body.stream):
         return await stream_response(
             sessions.stream_retry(chat_id, params=body.params), metrics)
-    return _counted(metrics, await _run(metrics, sessions.retry(chat_id, params=body.params)))
+    return counted(metrics, await run_counted(metrics, sessions.retry(chat_id, params=body.params)))
 
 
 @router.post("/messages/{seq}/edit", status_code=201, response_model=EditPublic, responses={
@@ -114,22 +114,8 @@ async def edit_message(
     """Ask `content` instead of user message `seq`, in a new chat forked just before it;
     returns that chat and its answer. This chat is not changed."""
     metrics: Metrics = request.app.state.metrics
-    fork_id, answer = await _run(metrics, sessions.edit_message(
+    fork_id, answer = await run_counted(metrics, sessions.edit_message(
         chat_id, seq, body.content, params=body.params))
-    _counted(metrics, answer)
+    counted(metrics, answer)
     return EditPublic(chat=ChatPublic.of(await sessions.get_chat(fork_id)),
                       answer=MessagePublic.of(answer))
-
-
-async def _run(metrics: Metrics, call: Awaitable[T]) -> T:
-    """Await a turn, counting its failure."""
-    try:
-        return await call
-    except ChatSessionsError:
-        metrics.turn_failed()
-        raise
-
-
-def _counted(metrics: Metrics, answer: Message) -> MessagePublic:
-    metrics.turn_ok(answer)
-    return MessagePublic.of(answer)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -17,6 +17,8 @@ from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
 from chatsessions.service.schemas import ErrorBody, MessageCreate, MessageList, MessagePublic
 from chatsessions.types import Message
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
 
@@ -52,12 +54,21 @@ async def send_message(
         return await stream_response(sessions.stream(
             chat_id, body.content, params=body.params, idempotency_key=idempotency_key),
             metrics)
+    return counted(metrics, await run_counted(metrics, sessions.send(
+        chat_id, body.content, params=body.params, idempotency_key=idempotency_key)))
+
+
+async def run_counted(metrics: Metrics, call: Awaitable[T]) -> T:
+    """Await a turn, counting its failure."""
     try:
-        answer = await sessions.send(chat_id, body.content, params=body.params,
-                                     idempotency_key=idempotency_key)
+        return await call
     except ChatSessionsError:
         metrics.turn_failed()
         raise
+
+
+def counted(metrics: Metrics, answer: Message) -> MessagePublic:
+    """Count an answered turn and give its public form."""
     metrics.turn_ok(answer)
     return MessagePublic.of(answer)
 
