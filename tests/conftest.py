@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -179,6 +180,15 @@ async def async_sdk(live_server: LiveServer) -> AsyncIterator[openai.AsyncOpenAI
     async with openai.AsyncOpenAI(base_url=live_server.url + "/v1", api_key="any key",
                                   max_retries=0) as client:
         yield client
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
+    """The Server-Sent Events of a whole response, as (event, data) pairs."""
+    events = []
+    for block in response.text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ in the library on SQLite, PostgreSQL and memory, over HTTP, and on the command l
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,7 @@ from chatsessions import AsyncChatSessions, ChatNotFound, InvalidInput
 from chatsessions.errors import BackendError
 from chatsessions.testing import FakeLLMServer, Fault
 from chatsessions.types import Message, Role, TurnStatus
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, sse_events
 from tests.test_cli import cli_env, run
 
 
@@ -223,69 +221,55 @@ async def test_retry_refuses_when_another_turn_came_first(
 
 # HTTP ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=30) as http:
-        yield http
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
-    events = []
-    for block in response.text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
-def messages_of(client: httpx.Client, chat_id: str) -> list[tuple[int, str, str, int | None]]:
-    data = client.get(f"/chats/{chat_id}/messages").json()["data"]
+def messages_of(http: httpx.Client, chat_id: str) -> list[tuple[int, str, str, int | None]]:
+    data = http.get(f"/chats/{chat_id}/messages").json()["data"]
     return [(m["seq"], m["role"], m["status"], m["replaces_seq"]) for m in data]
 
 
-def new_chat(client: httpx.Client, *turns: str) -> str:
-    chat_id: str = client.post("/chats", json={"title": "branches"}).json()["id"]
+def new_chat(http: httpx.Client, *turns: str) -> str:
+    chat_id: str = http.post("/chats", json={"title": "branches"}).json()["id"]
     for text in turns:
-        assert client.post(f"/chats/{chat_id}/messages", json={"content": text}).is_success
+        assert http.post(f"/chats/{chat_id}/messages", json={"content": text}).is_success
     return chat_id
 
 
-def test_fork_over_http(client: httpx.Client) -> None:
-    chat_id = new_chat(client, "one", "two")
-    forked = client.post(f"/chats/{chat_id}/fork", json={"up_to_seq": 2})
+def test_fork_over_http(http: httpx.Client) -> None:
+    chat_id = new_chat(http, "one", "two")
+    forked = http.post(f"/chats/{chat_id}/fork", json={"up_to_seq": 2})
     assert forked.status_code == 201
     fork = forked.json()
     assert (fork["parent_id"], fork["forked_at_seq"], fork["message_count"], fork["title"]) == (
         chat_id, 2, 2, "branches")
-    assert [m[0] for m in messages_of(client, fork["id"])] == [1, 2]
-    whole = client.post(f"/chats/{chat_id}/fork")  # no body: the whole chat
+    assert [m[0] for m in messages_of(http, fork["id"])] == [1, 2]
+    whole = http.post(f"/chats/{chat_id}/fork")  # no body: the whole chat
     assert (whole.status_code, whole.json()["message_count"]) == (201, 4)
 
-    beyond = client.post(f"/chats/{chat_id}/fork", json={"up_to_seq": 5})
+    beyond = http.post(f"/chats/{chat_id}/fork", json={"up_to_seq": 5})
     assert beyond.status_code == 422
     assert beyond.json()["error"]["message"] == "up_to_seq must be within 0..4"
-    assert client.post(f"/chats/{chat_id}/fork", json={"up_to_seq": -1}).status_code == 422
-    assert client.post("/chats/nope/fork", json={}).status_code == 404
+    assert http.post(f"/chats/{chat_id}/fork", json={"up_to_seq": -1}).status_code == 422
+    assert http.post("/chats/nope/fork", json={}).status_code == 404
 
 
-def test_regenerate_over_http(client: httpx.Client, fake_llm: FakeLLMServer) -> None:
-    chat_id = new_chat(client)
-    nothing = client.post(f"/chats/{chat_id}/regenerate")
+def test_regenerate_over_http(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    chat_id = new_chat(http)
+    nothing = http.post(f"/chats/{chat_id}/regenerate")
     assert nothing.status_code == 422
     assert nothing.json()["error"]["message"] == (
         "nothing to regenerate: the chat has no answer yet")
-    client.post(f"/chats/{chat_id}/messages", json={"content": "one"})
+    http.post(f"/chats/{chat_id}/messages", json={"content": "one"})
 
-    answer = client.post(f"/chats/{chat_id}/regenerate",
+    answer = http.post(f"/chats/{chat_id}/regenerate",
                          json={"params": {"temperature": 0.2}})
     assert answer.status_code == 200
     assert (answer.json()["seq"], answer.json()["replaces_seq"]) == (3, 2)
     assert fake_llm.requests[-1].params["temperature"] == 0.2
     assert seen(fake_llm) == ["one"]
-    assert messages_of(client, chat_id) == [
+    assert messages_of(http, chat_id) == [
         (1, "user", "ok", None), (2, "assistant", "replaced", None),
         (3, "assistant", "ok", 2)]
 
-    streamed = client.post(f"/chats/{chat_id}/regenerate", json={"stream": True})
+    streamed = http.post(f"/chats/{chat_id}/regenerate", json={"stream": True})
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = sse_events(streamed)
     assert {name for name, _ in events[:-1]} == {"delta"}
@@ -293,71 +277,71 @@ def test_regenerate_over_http(client: httpx.Client, fake_llm: FakeLLMServer) -> 
     assert (name, done["seq"], done["replaces_seq"]) == ("done", 4, 3)
     assert "".join(str(data["content"]) for _, data in events[:-1]) == done["content"]
 
-    before = messages_of(client, chat_id)
+    before = messages_of(http, chat_id)
     fake_llm.inject(Fault.status(500))
-    failed = client.post(f"/chats/{chat_id}/regenerate")
+    failed = http.post(f"/chats/{chat_id}/regenerate")
     assert failed.status_code == 502
     assert failed.json()["error"]["type"] == "backend_error"
     fake_llm.inject(Fault.status(500))
-    failed_stream = client.post(f"/chats/{chat_id}/regenerate", json={"stream": True})
+    failed_stream = http.post(f"/chats/{chat_id}/regenerate", json={"stream": True})
     assert failed_stream.status_code == 502  # failed before any output: a plain error
-    assert messages_of(client, chat_id) == before
-    assert client.post("/chats/nope/regenerate").status_code == 404
+    assert messages_of(http, chat_id) == before
+    assert http.post("/chats/nope/regenerate").status_code == 404
 
 
-def test_retry_over_http(client: httpx.Client, fake_llm: FakeLLMServer) -> None:
-    chat_id = new_chat(client)
-    assert client.post(f"/chats/{chat_id}/retry").status_code == 422
+def test_retry_over_http(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    chat_id = new_chat(http)
+    assert http.post(f"/chats/{chat_id}/retry").status_code == 422
     fake_llm.inject(Fault.status(500))
-    assert client.post(f"/chats/{chat_id}/messages", json={"content": "hi"}).status_code == 502
-    retried = client.post(f"/chats/{chat_id}/retry", json={})
+    assert http.post(f"/chats/{chat_id}/messages", json={"content": "hi"}).status_code == 502
+    retried = http.post(f"/chats/{chat_id}/retry", json={})
     assert retried.status_code == 200
     assert retried.json()["content"] == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
     assert seen(fake_llm) == ["hi"]
-    assert [m[:3] for m in messages_of(client, chat_id)] == [
+    assert [m[:3] for m in messages_of(http, chat_id)] == [
         (1, "user", "failed"), (2, "user", "ok"), (3, "assistant", "ok")]
-    again = client.post(f"/chats/{chat_id}/retry")
+    again = http.post(f"/chats/{chat_id}/retry")
     assert again.status_code == 422
     assert again.json()["error"]["message"] == (
         "nothing to retry: the chat's last turn did not fail")
 
     fake_llm.inject(Fault.status(500))
-    client.post(f"/chats/{chat_id}/messages", json={"content": "more"})
-    streamed = client.post(f"/chats/{chat_id}/retry", headers={"Accept": "text/event-stream"})
+    http.post(f"/chats/{chat_id}/messages", json={"content": "more"})
+    streamed = http.post(f"/chats/{chat_id}/retry", headers={"Accept": "text/event-stream"})
     assert sse_events(streamed)[-1][0] == "done"
     assert seen(fake_llm)[-1] == "more"
 
 
-def test_edit_over_http(client: httpx.Client, fake_llm: FakeLLMServer) -> None:
-    chat_id = new_chat(client, "one", "two")
-    source = client.get(f"/chats/{chat_id}/messages").json()
-    edited = client.post(f"/chats/{chat_id}/messages/3/edit", json={"content": "two, v2"})
+def test_edit_over_http(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    chat_id = new_chat(http, "one", "two")
+    source = http.get(f"/chats/{chat_id}/messages").json()
+    edited = http.post(f"/chats/{chat_id}/messages/3/edit", json={"content": "two, v2"})
     assert edited.status_code == 201
     body = edited.json()
     assert (body["chat"]["parent_id"], body["chat"]["message_count"]) == (chat_id, 4)
     assert (body["answer"]["chat_id"], body["answer"]["seq"]) == (body["chat"]["id"], 4)
     assert seen(fake_llm)[-1] == "two, v2"
-    assert client.get(f"/chats/{chat_id}/messages").json() == source
+    assert http.get(f"/chats/{chat_id}/messages").json() == source
 
-    not_user = client.post(f"/chats/{chat_id}/messages/2/edit", json={"content": "x"})
+    not_user = http.post(f"/chats/{chat_id}/messages/2/edit", json={"content": "x"})
     assert not_user.status_code == 422
     assert not_user.json()["error"]["message"] == "message 2 is not a user message of this chat"
-    assert client.post(f"/chats/{chat_id}/messages/0/edit",
+    assert http.post(f"/chats/{chat_id}/messages/0/edit",
                        json={"content": "x"}).status_code == 422
-    assert client.post(f"/chats/{chat_id}/messages/1/edit",
+    assert http.post(f"/chats/{chat_id}/messages/1/edit",
                        json={"content": " "}).status_code == 422
-    assert client.post("/chats/nope/messages/1/edit", json={"content": "x"}).status_code == 404
+    assert http.post("/chats/nope/messages/1/edit", json={"content": "x"}).status_code == 404
 
     fake_llm.inject(Fault.status(500))
-    failed = client.post(f"/chats/{chat_id}/messages/1/edit", json={"content": "uno"})
+    failed = http.post(f"/chats/{chat_id}/messages/1/edit", json={"content": "uno"})
     assert failed.status_code == 502
     fork_id = failed.json()["error"]["chat_id"]
-    assert [m[:3] for m in messages_of(client, fork_id)] == [(1, "user", "failed")]
-    assert client.post(f"/chats/{fork_id}/retry").status_code == 200
+    assert [m[:3] for m in messages_of(http, fork_id)] == [(1, "user", "failed")]
+    assert http.post(f"/chats/{fork_id}/retry").status_code == 200
 
 
-def test_branch_routes_are_documented(client: httpx.Client) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_branch_routes_are_documented(http: httpx.Client) -> None:
+    paths = http.get("/openapi.json").json()["paths"]
     for path, status in [("/chats/{chat_id}/fork", "201"),
                          ("/chats/{chat_id}/regenerate", "200"),
                          ("/chats/{chat_id}/retry", "200"),

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
 from chatsessions import DEFAULT_SYSTEM_PROMPT
 from chatsessions.prompts import DEMO_CHATS
 from chatsessions.testing import FakeLLMServer, Fault
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, sse_events
 
 
-@pytest.fixture
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=30) as http:
-        yield http
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, object]]]:
-    events = []
-    for block in response.text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
-def test_full_chat_lifecycle(client: httpx.Client, fake_llm: FakeLLMServer) -> None:
-    created = client.post("/chats", json={"title": "order", "metadata": {"shop": "eu"},
+def test_full_chat_lifecycle(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    created = http.post("/chats", json={"title": "order", "metadata": {"shop": "eu"},
                                           "params": {"temperature": 0.1}})
     assert created.status_code == 201
     chat = created.json()
@@ -38,69 +21,69 @@ def test_full_chat_lifecycle(client: httpx.Client, fake_llm: FakeLLMServer) -> N
         "order", {"shop": "eu"}, {"temperature": 0.1})
 
     first, follow = DEMO_CHATS[0]
-    answer = client.post(f"/chats/{chat['id']}/messages", json={"content": first})
+    answer = http.post(f"/chats/{chat['id']}/messages", json={"content": first})
     assert answer.status_code == 200
     body = answer.json()
     assert body["role"] == "assistant"
     assert body["content"] == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
     assert body["usage"]["total_tokens"] == body["prompt_tokens"] + body["completion_tokens"] > 0
-    client.post(f"/chats/{chat['id']}/messages", json={"content": follow})
+    http.post(f"/chats/{chat['id']}/messages", json={"content": follow})
     assert fake_llm.chat_histories()[-1][1:] == [
         {"role": "user", "content": first},
         {"role": "assistant", "content": body["content"]},
         {"role": "user", "content": follow},
     ]
 
-    got = client.get(f"/chats/{chat['id']}").json()
+    got = http.get(f"/chats/{chat['id']}").json()
     assert got["message_count"] == 4
-    messages = client.get(f"/chats/{chat['id']}/messages").json()
+    messages = http.get(f"/chats/{chat['id']}/messages").json()
     assert [m["content"] for m in messages["data"]][:2] == [first, body["content"]]
     assert messages["next_after"] is None
-    page = client.get(f"/chats/{chat['id']}/messages", params={"limit": 3}).json()
-    rest = client.get(f"/chats/{chat['id']}/messages",
+    page = http.get(f"/chats/{chat['id']}/messages", params={"limit": 3}).json()
+    rest = http.get(f"/chats/{chat['id']}/messages",
                       params={"after": page["next_after"]}).json()
     assert [m["seq"] for m in page["data"] + rest["data"]] == [1, 2, 3, 4]
 
-    patched = client.patch(f"/chats/{chat['id']}", json={"title": "renamed",
+    patched = http.patch(f"/chats/{chat['id']}", json={"title": "renamed",
                                                          "system_prompt": "Be brief."})
     assert (patched.json()["title"], patched.json()["system_prompt"]) == ("renamed", "Be brief.")
 
-    exported = client.get(f"/chats/{chat['id']}/export").json()
+    exported = http.get(f"/chats/{chat['id']}/export").json()
     assert exported["chat"]["id"] == chat["id"]
     assert [m["seq"] for m in exported["messages"]] == [1, 2, 3, 4]  # prompt: on the chat
-    markdown = client.get(f"/chats/{chat['id']}/export", params={"format": "markdown"})
+    markdown = http.get(f"/chats/{chat['id']}/export", params={"format": "markdown"})
     assert markdown.headers["content-type"].startswith("text/markdown")
     assert "# renamed" in markdown.text
 
-    assert client.delete(f"/chats/{chat['id']}").status_code == 204
-    assert client.get(f"/chats/{chat['id']}").status_code == 404
+    assert http.delete(f"/chats/{chat['id']}").status_code == 204
+    assert http.get(f"/chats/{chat['id']}").status_code == 404
 
 
-def test_list_paging_and_filters(client: httpx.Client) -> None:
-    ids = [client.post("/chats", json={"title": f"t{n}", "metadata": {"n": n}}).json()["id"]
+def test_list_paging_and_filters(http: httpx.Client) -> None:
+    ids = [http.post("/chats", json={"title": f"t{n}", "metadata": {"n": n}}).json()["id"]
            for n in range(5)]
-    first = client.get("/chats", params={"limit": 2}).json()
-    second = client.get("/chats", params={"limit": 2, "cursor": first["next_cursor"]}).json()
-    third = client.get("/chats", params={"limit": 2, "cursor": second["next_cursor"]}).json()
+    first = http.get("/chats", params={"limit": 2}).json()
+    second = http.get("/chats", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    third = http.get("/chats", params={"limit": 2, "cursor": second["next_cursor"]}).json()
     seen = [c["id"] for c in first["data"] + second["data"] + third["data"]]
     assert seen == ids[::-1]
     assert third["next_cursor"] is None
-    assert [c["id"] for c in client.get("/chats", params={"metadata.n": "2"}).json()["data"]] == [
+    assert [c["id"] for c in http.get("/chats", params={"metadata.n": "2"}).json()["data"]] == [
         ids[2]]
-    assert [c["id"] for c in client.get("/chats", params={"title": "t4"}).json()["data"]] == [
+    assert [c["id"] for c in http.get("/chats", params={"title": "t4"}).json()["data"]] == [
         ids[4]]
-    bad = client.get("/chats", params={"cursor": "garbage!"})
+    bad = http.get("/chats", params={"cursor": "garbage!"})
     assert bad.status_code == 422
 
 
 @pytest.mark.parametrize("how", ["flag", "accept"])
-def test_streaming_sse(client: httpx.Client, fake_llm: FakeLLMServer, how: str) -> None:
-    chat_id = client.post("/chats", json={}).json()["id"]
+def test_streaming_sse(http: httpx.Client, fake_llm: FakeLLMServer, how: str) -> None:
+    chat_id = http.post("/chats", json={}).json()["id"]
     if how == "flag":
-        response = client.post(f"/chats/{chat_id}/messages",
+        response = http.post(f"/chats/{chat_id}/messages",
                                json={"content": "stream it please", "stream": True})
     else:
-        response = client.post(f"/chats/{chat_id}/messages", json={"content": "stream it please"},
+        response = http.post(f"/chats/{chat_id}/messages", json={"content": "stream it please"},
                                headers={"Accept": "text/event-stream"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -117,21 +100,21 @@ def test_streaming_sse(client: httpx.Client, fake_llm: FakeLLMServer, how: str) 
 
 
 def test_stream_cut_midway_sends_an_error_event(
-    client: httpx.Client, fake_llm: FakeLLMServer
+    http: httpx.Client, fake_llm: FakeLLMServer
 ) -> None:
-    chat_id = client.post("/chats", json={}).json()["id"]
+    chat_id = http.post("/chats", json={}).json()["id"]
     fake_llm.inject(Fault.cut_stream(2))
-    response = client.post(f"/chats/{chat_id}/messages",
+    response = http.post(f"/chats/{chat_id}/messages",
                            json={"content": "a long story please", "stream": True})
     events = sse_events(response)
     assert [kind for kind, _ in events][:2] == ["delta", "delta"]
     kind, data = events[-1]
     assert kind == "error"
     assert data["error"]["type"] == "backend_error"  # type: ignore[index]
-    stored = client.get(f"/chats/{chat_id}/messages").json()["data"]
+    stored = http.get(f"/chats/{chat_id}/messages").json()["data"]
     assert [(m["role"], m["status"]) for m in stored] == [("user", "failed"),
                                                            ("assistant", "failed")]
-    assert client.post(f"/chats/{chat_id}/messages", json={"content": "again"}).status_code == 200
+    assert http.post(f"/chats/{chat_id}/messages", json={"content": "again"}).status_code == 200
 
 
 def test_client_disconnect_mid_stream_does_not_leave_turn_pending(
@@ -163,16 +146,16 @@ def test_client_disconnect_mid_stream_does_not_leave_turn_pending(
      (Fault.timeout(6), 504, "backend_timeout")],
 )
 def test_backend_failures_are_5xx_and_keep_the_message(
-    client: httpx.Client, fake_llm: FakeLLMServer, fault: Fault, status: int, kind: str
+    http: httpx.Client, fake_llm: FakeLLMServer, fault: Fault, status: int, kind: str
 ) -> None:
-    chat_id = client.post("/chats", json={}).json()["id"]
+    chat_id = http.post("/chats", json={}).json()["id"]
     fake_llm.inject(fault)
-    response = client.post(f"/chats/{chat_id}/messages", json={"content": "will it fail?"})
+    response = http.post(f"/chats/{chat_id}/messages", json={"content": "will it fail?"})
     assert response.status_code == status
     assert response.json()["error"]["type"] == kind
-    stored = client.get(f"/chats/{chat_id}/messages").json()["data"]
+    stored = http.get(f"/chats/{chat_id}/messages").json()["data"]
     assert [(m["content"], m["status"]) for m in stored] == [("will it fail?", "failed")]
-    assert client.post(f"/chats/{chat_id}/messages", json={"content": "retry"}).status_code == 200
+    assert http.post(f"/chats/{chat_id}/messages", json={"content": "retry"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -198,10 +181,10 @@ def test_backend_failures_are_5xx_and_keep_the_message(
     ],
 )
 def test_error_statuses(
-    client: httpx.Client, method: str, path: str, kwargs: dict[str, object], status: int,
+    http: httpx.Client, method: str, path: str, kwargs: dict[str, object], status: int,
     kind: str, needle: str,
 ) -> None:
-    response = client.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
+    response = http.request(method.upper(), path, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == status
     error = response.json()["error"]
     assert error["type"] == kind
@@ -215,42 +198,42 @@ def test_error_statuses(
      ("a\x00b", 422, "NUL"), (123, 422, "content"), ("x" * 33_000, 422, "32000")],
 )
 def test_bad_message_content(
-    client: httpx.Client, fake_llm: FakeLLMServer, content: object, status: int, needle: str
+    http: httpx.Client, fake_llm: FakeLLMServer, content: object, status: int, needle: str
 ) -> None:
-    chat_id = client.post("/chats", json={}).json()["id"]
-    response = client.post(f"/chats/{chat_id}/messages", json={"content": content})
+    chat_id = http.post("/chats", json={}).json()["id"]
+    response = http.post(f"/chats/{chat_id}/messages", json={"content": content})
     assert response.status_code == status
     assert needle in response.json()["error"]["message"]
     assert fake_llm.requests == []
-    assert client.get(f"/chats/{chat_id}").json()["message_count"] == 0
+    assert http.get(f"/chats/{chat_id}").json()["message_count"] == 0
 
 
-def test_wrong_role_and_extra_fields_are_refused(client: httpx.Client) -> None:
-    chat_id = client.post("/chats", json={}).json()["id"]
-    response = client.post(f"/chats/{chat_id}/messages",
+def test_wrong_role_and_extra_fields_are_refused(http: httpx.Client) -> None:
+    chat_id = http.post("/chats", json={}).json()["id"]
+    response = http.post(f"/chats/{chat_id}/messages",
                            json={"content": "hi", "role": "system"})
     assert response.status_code == 422
     assert "role" in response.json()["error"]["message"]
 
 
-def test_oversized_body_is_413(client: httpx.Client) -> None:
-    response = client.post("/chats", json={"system_prompt": "x" * 2_000_000})
+def test_oversized_body_is_413(http: httpx.Client) -> None:
+    response = http.post("/chats", json={"system_prompt": "x" * 2_000_000})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large"
 
 
-def test_health_metrics_and_openapi(client: httpx.Client, fake_llm: FakeLLMServer) -> None:
-    assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
-    chat_id = client.post("/chats", json={}).json()["id"]
-    client.post(f"/chats/{chat_id}/messages", json={"content": "count me"})
+def test_health_metrics_and_openapi(http: httpx.Client, fake_llm: FakeLLMServer) -> None:
+    assert http.get("/healthz").json() == {"status": "ok", "database": "ok"}
+    chat_id = http.post("/chats", json={}).json()["id"]
+    http.post(f"/chats/{chat_id}/messages", json={"content": "count me"})
     fake_llm.inject(Fault.status(500))
-    client.post(f"/chats/{chat_id}/messages", json={"content": "fail me"})
-    metrics = client.get("/metrics").text
+    http.post(f"/chats/{chat_id}/messages", json={"content": "fail me"})
+    metrics = http.get("/metrics").text
     assert 'chatsessions_turns_total{status="ok"} 1.0' in metrics
     assert 'chatsessions_turns_total{status="failed"} 1.0' in metrics
     assert "chatsessions_turn_latency_seconds_bucket" in metrics
     assert 'chatsessions_tokens_total{kind="completion"}' in metrics
-    schema = client.get("/openapi.json").json()
+    schema = http.get("/openapi.json").json()
     names = set(schema["components"]["schemas"])
     assert {"ChatCreate", "ChatUpdate", "ChatPublic", "ChatList", "MessageCreate",
             "MessagePublic", "MessageList", "ErrorBody"} <= names
@@ -273,20 +256,20 @@ def test_health_metrics_and_openapi(client: httpx.Client, fake_llm: FakeLLMServe
     ],
 )
 def test_hostile_input_is_a_clear_4xx(
-    client: httpx.Client, path: str, body: bytes, status: int, needle: str
+    http: httpx.Client, path: str, body: bytes, status: int, needle: str
 ) -> None:
-    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    response = http.post(path, content=body, headers={"content-type": "application/json"})
     assert response.status_code == status
     assert needle in response.json()["error"]["message"]
 
 
-def test_hostile_ids_are_just_ids(client: httpx.Client) -> None:
+def test_hostile_ids_are_just_ids(http: httpx.Client) -> None:
     for chat_id in ["' OR 1=1 --", "..%2F..%2Fetc%2Fpasswd", "x" * 5000, "%00", "ü🙂"]:
-        response = client.get(f"/chats/{chat_id}")
+        response = http.get(f"/chats/{chat_id}")
         assert response.status_code == 404
         assert len(response.text) < 400
-    chat_id = client.post("/chats", json={}).json()["id"]
-    surrogate = client.post(f"/chats/{chat_id}/messages", content=b'{"content": "\\ud800 x"}',
+    chat_id = http.post("/chats", json={}).json()["id"]
+    surrogate = http.post(f"/chats/{chat_id}/messages", content=b'{"content": "\\ud800 x"}',
                             headers={"content-type": "application/json"})
     assert surrogate.status_code == 422
-    assert client.get(f"/chats/{chat_id}").json()["message_count"] == 0
+    assert http.get(f"/chats/{chat_id}").json()["message_count"] == 0
