@@ -18,16 +18,19 @@ every ``CHECKPOINT_EVERY`` inline commits, while further writes queue behind it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -68,13 +71,17 @@ def connect(url: str, *, synchronous: str = "NORMAL", pool_size: int = 20) -> Da
     if parsed.get_backend_name() == "sqlite":
         return ThreadedSQLite(parsed, synchronous)
     return AsyncDatabase(create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size * 4, pool_recycle=300))
+        parsed, pool_size=pool_size, max_overflow=pool_size * 4, pool_recycle=300),
+        idle_limit=pool_size)
 
 
 class AsyncDatabase:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, idle_limit: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        #: driver connections kept checked out for ``driver``, with their pool connection
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+        self._idle_limit = idle_limit
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         async with self.engine.begin() as conn:
@@ -86,8 +93,44 @@ class AsyncDatabase:
         async with self.engine.connect() as conn:
             return await conn.run_sync(fn)
 
+    async def driver(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn`` on a bare asyncpg connection, outside any transaction block (so each
+        statement commits on its own). Such connections are kept aside between calls: a
+        pool checkout and its reset cost as much as a one-row statement's round trip."""
+        pooled, raw = self._idle.pop() if self._idle else await self._checkout()
+        try:
+            result = await fn(raw)
+        except BaseException as exc:
+            if isinstance(exc, asyncpg.PostgresError):  # the server refused: still usable
+                await self._keep(pooled, raw)
+            else:  # cancelled or broken mid-statement: never reuse
+                await _discard(pooled)
+            raise
+        await self._keep(pooled, raw)
+        return result
+
+    async def _checkout(self) -> tuple[AsyncConnection, Any]:
+        pooled = await self.engine.connect()
+        raw = await pooled.get_raw_connection()
+        return pooled, raw.driver_connection
+
+    async def _keep(self, pooled: AsyncConnection, raw: Any) -> None:
+        if len(self._idle) < self._idle_limit:
+            self._idle.append((pooled, raw))
+        else:
+            await pooled.close()
+
     async def dispose(self) -> None:
+        idle, self._idle = self._idle, []
+        for pooled, _raw in idle:
+            await pooled.close()
         await self.engine.dispose()
+
+
+async def _discard(pooled: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await pooled.invalidate()
+        await pooled.close()
 
 
 class ThreadedSQLite:
@@ -127,6 +170,14 @@ class ThreadedSQLite:
                         waiter.set_result(None)
 
     async def write_now(self, fn: Callable[[Connection], T]) -> T:
+        return await self._now(self._inline.run, self._writer.run, fn)
+
+    async def driver_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``write_now`` for ``fn`` written against the bare sqlite3 connection."""
+        return await self._now(self._inline.run_driver, self._writer.run_driver, fn)
+
+    async def _now(self, inline: Callable[[Callable[[Any], T]], T],
+                   on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
         # While the writer thread works (a long write, a checkpoint, a write waiting for
         # another process's lock), wait for it rather than queue behind it: the queue
         # drains, a checkpoint sees no new frames and completes (so the next write can
@@ -136,11 +187,12 @@ class ThreadedSQLite:
             self._idle_waiters.append(waiter)
             await waiter
         try:
-            result = self._inline.run(fn)
-        except sa.exc.OperationalError as exc:
+            result = inline(fn)
+        except (sa.exc.OperationalError, sqlite3.OperationalError) as exc:
             if not _is_busy(exc):
                 raise
-            return await self.write(fn)  # another process has the lock: wait off the loop
+            # another process has the lock: wait for it off the loop
+            return await self._on_writer_thread(on_thread, fn)
         self._inline_commits += 1
         if self._inline_commits >= CHECKPOINT_EVERY:
             self._inline_commits = 0
@@ -170,8 +222,9 @@ def _in_transaction(engine: Engine, fn: Callable[[Connection], T]) -> T:
         return fn(conn)
 
 
-def _is_busy(exc: sa.exc.OperationalError) -> bool:
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+def _is_busy(exc: sa.exc.OperationalError | sqlite3.OperationalError) -> bool:
+    text = str(exc.orig if isinstance(exc, sa.exc.OperationalError) else exc)
+    return "locked" in text or "busy" in text
 
 
 class _OneConnection:
@@ -192,6 +245,20 @@ class _OneConnection:
         conn = self._open()
         with conn.begin():
             return fn(conn)
+
+    def run_driver(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``run`` on the bare sqlite3 connection: the transaction is ours to open and end
+        (the connection is in autocommit mode; SQLAlchemy's side of it stays idle)."""
+        driver: sqlite3.Connection = self._open().connection.driver_connection  # type: ignore[assignment]
+        driver.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(driver)
+            driver.execute("COMMIT")
+        except BaseException:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
+        return result
 
     def checkpoint(self) -> None:
         """Copy the log into the database file as far as readers allow (never blocks

@@ -88,6 +88,14 @@ def message_row(m: Message) -> dict[str, Any]:
     }
 
 
+_BOUND = {name: f"m_{name}" for name in message_row(Message("", 0, Role.USER, ""))}
+
+
+def bound_row(m: Message) -> dict[str, Any]:
+    """``message_row`` keyed by the binds of ``statements.MESSAGE_BINDS``."""
+    return {_BOUND[name]: value for name, value in message_row(m).items()}
+
+
 def to_message(row: Mapping[Any, Any]) -> Message:
     return Message(
         chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),

@@ -20,6 +20,7 @@ from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
+    bound_row,
     chat_row,
     escape_like,
     message_row,
@@ -30,6 +31,7 @@ from chatsessions.store.rows import (
     with_seq,
 )
 from chatsessions.store.schema import api_keys, chats, messages
+from chatsessions.store.turn_writes import TurnWrites, turn_writes
 from chatsessions.types import (
     ApiKey,
     Chat,
@@ -50,12 +52,19 @@ class SQLStore:
         self._synchronous = synchronous
         self._pool_size = pool_size
         self._db: Database | None = None
+        self._turns: TurnWrites | None = None
 
     @property
     def db(self) -> Database:
         if self._db is None:
             raise RuntimeError("store is not open")
         return self._db
+
+    @property
+    def turns(self) -> TurnWrites:
+        if self._turns is None:
+            raise RuntimeError("store is not open")
+        return self._turns
 
     @property
     def dialect(self) -> str:
@@ -66,11 +75,12 @@ class SQLStore:
             self._db = connect(self.url, synchronous=self._synchronous,
                                pool_size=self._pool_size)
             await migrate(self._db)
+            self._turns = turn_writes(self._db)
 
     async def close(self) -> None:
         if self._db is not None:
             await self._db.dispose()
-            self._db = None
+            self._db = self._turns = None
 
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
@@ -199,33 +209,26 @@ class SQLStore:
         self, seen: Chat, owner: str, until: datetime, content: str
     ) -> Message | None:
         now = utcnow()
-        params = {"p_chat": seen.id, "p_tenant": seen.tenant_id, "p_count": seen.message_count,
-                  "p_seen": seen.updated_at, "p_now": now, "p_owner": owner, "p_until": until}
-
-        def run(conn: Connection) -> Message | None:
-            _unsynced(conn)
-            seq = conn.execute(stmt.BEGIN_TURN, params).scalar_one_or_none()
-            if seq is None:
-                return None
-            message = Message(chat_id=seen.id, seq=int(seq), role=Role.USER, content=content,
-                              status=TurnStatus.PENDING, created_at=now)
-            conn.execute(stmt.INSERT_MESSAGE, message_row(message))
-            return message
-
-        return await self.db.write_now(run)
+        message = Message(chat_id=seen.id, seq=0, role=Role.USER, content=content,
+                          status=TurnStatus.PENDING, created_at=now)
+        params = bound_row(message)
+        params.update(p_chat=seen.id, p_tenant=seen.tenant_id, p_count=seen.message_count,
+                      p_seen=seen.updated_at, p_now=now, p_owner=owner, p_until=until)
+        seq = await self.turns.begin(params)
+        return None if seq is None else with_seq(message, seq)
 
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:
-        def run(conn: Connection) -> Message:
-            marked = conn.execute(stmt.MARK_ANSWERED, {
-                "p_chat": user.chat_id, "p_seq": user.seq, "p_prompt": user.prompt_tokens})
-            if marked.rowcount != 1:  # another replica declared this turn dead meanwhile
-                raise TurnInterrupted(
-                    "this turn took longer than its lease and was failed by another replica")
-            return _append_answer(conn, answer, lease_owner)
-
-        return await self.db.write_now(run)
+        params = bound_row(answer)
+        params.update(p_chat=user.chat_id, p_seq=user.seq, p_user_prompt=user.prompt_tokens,
+                      p_prompt=answer.prompt_tokens, p_completion=answer.completion_tokens,
+                      p_now=answer.created_at, p_owner=lease_owner)
+        seq = await self.turns.complete(params)
+        if seq is None:  # another replica declared this turn dead meanwhile
+            raise TurnInterrupted(
+                "this turn took longer than its lease and was failed by another replica")
+        return with_seq(answer, seq)
 
     async def fail_turn(
         self, user: Message, error: str, partial: Message | None = None, *,

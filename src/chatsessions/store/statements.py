@@ -65,12 +65,18 @@ BUMP_AND_RELEASE = _bump(release=True)
 
 INSERT_MESSAGE = messages.insert()
 
+#: A message's values as binds named ``m_<column>`` (a turn's statements also bind
+#: ``p_prompt`` and the like, for the chat's counters).
+MESSAGE_BINDS = {c.name: sa.bindparam(f"m_{c.name}", type_=c.type) for c in messages.c}
+#: The same INSERT, with those binds.
+INSERT_MESSAGE_BOUND = messages.insert().values(MESSAGE_BINDS)
+
 #: Mark a pending user message answered (``rowcount`` 0: someone failed it meanwhile).
 MARK_ANSWERED = (
     messages.update()
     .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"),
            _msg.status == TurnStatus.PENDING.value)
-    .values(status=TurnStatus.OK.value, prompt_tokens=sa.bindparam("p_prompt"))
+    .values(status=TurnStatus.OK.value, prompt_tokens=sa.bindparam("p_user_prompt"))
 )
 
 #: Keep a regenerated answer as an alternative (``rowcount`` 0: the chat moved on).
@@ -103,4 +109,36 @@ BEGIN_TURN = (
     .values(lease_owner=sa.bindparam("p_owner"), lease_expires_at=sa.bindparam("p_until"),
             message_count=_chat.message_count + 1, updated_at=sa.bindparam("p_now"))
     .returning(_chat.message_count)
+)
+
+
+# PostgreSQL: each of a turn's two writes as one statement --------------------------------
+# A statement outside a transaction block is its own transaction: one round trip instead
+# of BEGIN, two or three statements and COMMIT. Sub-statements of a WITH see one snapshot
+# and succeed or fail together.
+
+
+def _insert_from(source: sa.CTE, *conditions: sa.ColumnElement[bool]) -> sa.Insert:
+    """INSERT the ``m_*`` message with the seq ``source`` allocated, if it yields a row."""
+    names = [c.name for c in messages.c]
+    values = [source.c.seq if name == "seq" else MESSAGE_BINDS[name] for name in names]
+    return (messages.insert()
+            .from_select(names, sa.select(*values).select_from(source).where(*conditions))
+            .returning(_msg.seq))
+
+
+#: BEGIN_TURN and the user message. ``set_config(..., true)`` is SET LOCAL for this
+#: statement's transaction: its commit does not wait for the WAL flush (see
+#: ``sql._unsynced`` for why that is safe).
+BEGIN_TURN_PG = _insert_from(
+    BEGIN_TURN.returning(_chat.message_count.label("seq")).cte("taken"),
+    sa.func.set_config("synchronous_commit", "off", sa.true()).is_not(None),
+)
+
+_marked = MARK_ANSWERED.returning(_msg.seq).cte("marked")
+
+#: MARK_ANSWERED, BUMP_AND_RELEASE and the answer; no row if the mark found nothing.
+COMPLETE_TURN_PG = _insert_from(
+    BUMP_AND_RELEASE.where(sa.exists(sa.select(_marked.c.seq)))
+    .returning(_chat.message_count.label("seq")).cte("bumped"),
 )

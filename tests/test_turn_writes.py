@@ -1,0 +1,164 @@
+"""A turn's two writes as driver statements (store/turn_writes.py), on SQLite and PostgreSQL:
+each is all or nothing, and what they write reads back exactly as SQLAlchemy reads it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from chatsessions.errors import TurnInterrupted
+from chatsessions.store.driver import DriverStatement
+from chatsessions.store.engines import AsyncDatabase
+from chatsessions.store.schema import chats
+from chatsessions.store.sql import SQLStore
+from chatsessions.store.statements import BUMP_AND_RELEASE
+from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
+
+
+@pytest.fixture
+async def store(database_url: str) -> Any:
+    opened = SQLStore(database_url)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def _chat(store: SQLStore) -> Chat:
+    now = utcnow()
+    chat = Chat(id=f"c-{now.timestamp()}", tenant_id="t", title=None, system_prompt="Be kind.",
+                backend="openai", model="m", created_at=now, updated_at=now)
+    await store.create_chat(chat)
+    return chat
+
+
+def _answer(chat_id: str, text: str) -> Message:
+    return Message(chat_id=chat_id, seq=0, role=Role.ASSISTANT, content=text, model="m",
+                   prompt_tokens=11, completion_tokens=7, latency_ms=3,
+                   context_messages=2, context_tokens=13)
+
+
+async def _lease_owner(store: SQLStore, chat_id: str) -> str | None:
+    query = sa.select(chats.c.lease_owner).where(chats.c.id == chat_id)
+    owner: str | None = await store.db.read(lambda conn: conn.execute(query).scalar_one())
+    return owner
+
+
+def _until() -> Any:
+    return utcnow() + timedelta(seconds=30)
+
+
+async def test_a_turn_writes_its_question_then_its_answer(store: SQLStore) -> None:
+    chat = await _chat(store)
+    user = await store.begin_turn(chat, "me", _until(), "Where is my order?")
+    assert user is not None and user.seq == 1
+    leased = await store.get_chat(chat.id, "t")
+    assert leased is not None and leased.message_count == 1
+    assert await _lease_owner(store, chat.id) == "me"
+    assert [(m.content, m.status) for m in await store.messages(chat.id)] == [
+        ("Where is my order?", TurnStatus.PENDING)]
+
+    stored = await store.complete_turn(user, _answer(chat.id, "On its way."), lease_owner="me")
+    assert stored.seq == 2
+    rows = await store.messages(chat.id)
+    assert [(m.role, m.content, m.status) for m in rows] == [
+        (Role.USER, "Where is my order?", TurnStatus.OK),
+        (Role.ASSISTANT, "On its way.", TurnStatus.OK)]
+    # every field of the answer as written, read back through SQLAlchemy's own types
+    assert rows[1] == stored
+    after = await store.get_chat(chat.id, "t")
+    assert after is not None
+    assert (after.message_count, after.prompt_tokens, after.completion_tokens) == (2, 11, 7)
+    assert after.updated_at == stored.created_at
+    assert await _lease_owner(store, chat.id) is None
+
+
+async def test_the_next_turn_can_presume_the_chat_as_the_last_one_left_it(
+    store: SQLStore,
+) -> None:
+    """The chat's updated_at, bound by the driver statement, compares equal to itself as
+    stored: otherwise every presumed turn would fall back to the slow path."""
+    chat = await _chat(store)
+    user = await store.begin_turn(chat, "me", _until(), "one")
+    assert user is not None
+    stored = await store.complete_turn(user, _answer(chat.id, "1"), lease_owner="me")
+    seen = await store.get_chat(chat.id, "t")
+    assert seen is not None and seen.updated_at == stored.created_at
+    second = await store.begin_turn(seen, "me", _until(), "two")
+    assert second is not None and second.seq == 3
+
+
+async def test_begin_writes_nothing_when_the_chat_moved_or_is_leased(store: SQLStore) -> None:
+    chat = await _chat(store)
+    stale = chat
+    user = await store.begin_turn(chat, "me", _until(), "first")
+    assert user is not None
+    await store.complete_turn(user, _answer(chat.id, "ok"), lease_owner="me")
+    assert await store.begin_turn(stale, "me", _until(), "from an old view") is None
+
+    current = await store.get_chat(chat.id, "t")
+    assert current is not None
+    taken, acquired = await store.try_lease(chat.id, "t", "other", _until())
+    assert acquired and taken is not None
+    assert await store.begin_turn(taken, "me", _until(), "while another holds it") is None
+    assert [m.content for m in await store.messages(chat.id)] == ["first", "ok"]
+    assert (await store.get_chat(chat.id, "t")).message_count == 2  # type: ignore[union-attr]
+
+
+async def test_an_answer_to_a_turn_declared_dead_is_refused_whole(store: SQLStore) -> None:
+    chat = await _chat(store)
+    user = await store.begin_turn(chat, "me", _until(), "slow one")
+    assert user is not None
+    await store.mark_interrupted(chat.id, [user.seq])  # what another replica's recovery does
+    with pytest.raises(TurnInterrupted):
+        await store.complete_turn(user, _answer(chat.id, "too late"), lease_owner="me")
+    rows = await store.messages(chat.id)
+    assert [(m.content, m.status) for m in rows] == [("slow one", TurnStatus.FAILED)]
+    after = await store.get_chat(chat.id, "t")
+    assert after is not None and (after.message_count, after.prompt_tokens) == (1, 0)
+    assert await _lease_owner(store, chat.id) == "me"  # released by the turn's own ending
+
+
+def test_a_driver_statement_fills_fixed_binds_and_converts_values() -> None:
+    statement = DriverStatement.compile(BUMP_AND_RELEASE, sqlite.dialect())
+    assert statement.sql.count("?") == len(statement.names)
+    now = utcnow()
+    args = statement.args({"p_chat": "c", "p_prompt": 1, "p_completion": 2, "p_now": now,
+                           "p_owner": None})
+    by_name = dict(zip(statement.names, args, strict=True))
+    assert by_name["message_count_1"] == 1  # the literal of ``message_count + 1``
+    assert by_name["p_now"] == now.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLite's text form
+    assert by_name["p_owner"] is None
+    with pytest.raises(KeyError):
+        statement.args({"p_chat": "c"})
+
+
+async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
+    pg_database_url: str,
+) -> None:
+    store = SQLStore(pg_database_url)
+    await store.open()
+    try:
+        db = store.db
+        assert isinstance(db, AsyncDatabase)
+        await db.driver(lambda conn: conn.fetchval("SELECT 1"))
+        kept = db._idle[-1][1]
+        with pytest.raises(asyncpg.PostgresError):  # refused by the server: still usable
+            await db.driver(lambda conn: conn.fetchval("SELECT 1/0"))
+        assert db._idle[-1][1] is kept
+        assert await db.driver(lambda conn: conn.fetchval("SELECT 2")) == 2
+
+        call = asyncio.ensure_future(db.driver(lambda conn: conn.fetchval("SELECT pg_sleep(5)")))
+        await asyncio.sleep(0.2)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert all(raw is not kept for _pooled, raw in db._idle)
+        assert await db.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
+    finally:
+        await store.close()
