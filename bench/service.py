@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from math import nan
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -246,8 +247,9 @@ def run(workdir: Path, pg_url: str, clients: int, rounds: int, turns: int,
         return float(results[name]["turns_per_s"]) / float(results[baseline]["turns_per_s"])
 
     def server_cpu(name: str) -> float:
-        return float(results[name]["server_cpu_ms_per_turn"]) / float(
-            results[BASELINE]["server_cpu_ms_per_turn"])
+        baseline = float(results[BASELINE]["server_cpu_ms_per_turn"])
+        # A quick run can be shorter than one tick of the processes' CPU clock.
+        return float(results[name]["server_cpu_ms_per_turn"]) / baseline if baseline else nan
 
     ratios = [
         Ratio("service_sqlite_rate", rate("ours_sqlite"), 0.7, "higher",
