@@ -6,10 +6,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from chatsessions import AsyncChatSessions, InvalidInput
+from chatsessions.store import search as fulltext
+from chatsessions.store.engines import CHECKPOINT_EVERY, ThreadedSQLite
+from chatsessions.store.sql import SQLStore
 from chatsessions.testing import FakeLLMServer
-from chatsessions.types import Role
+from chatsessions.types import Chat, Message, Role
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 
@@ -66,3 +70,62 @@ def test_search_from_the_command_line(tmp_path: Path, fake_llm: FakeLLMServer) -
     assert chat_id in found.stdout
     assert "[capybara]" in found.stdout
     assert chat_id not in run(env, "search", "wombat").stdout
+
+
+async def _sqlite_store(tmp_path: Path) -> SQLStore:
+    store = SQLStore(f"sqlite:///{tmp_path / 'search.db'}")
+    await store.open()
+    chat = Chat(id="c", system_prompt="Be kind.", backend="openai", model="m")
+    await store.create_chat(chat)
+    return store
+
+
+def _said(*texts: str) -> list[Message]:
+    return [Message(chat_id="c", seq=0, role=Role.USER, content=text) for text in texts]
+
+
+async def _consistent(store: SQLStore) -> None:
+    """FTS5's own check of the index against every message (so only once caught up)."""
+    check = sa.text("INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)")
+    await store.db.write(lambda conn: conn.execute(check))
+
+
+async def test_the_batched_index_survives_deletes_and_rowids_handed_out_again(
+    tmp_path: Path,
+) -> None:
+    """SQLite indexes new messages in batches (migration 0005). A message deleted before
+    its batch must not be removed from the index, and once the newest indexed messages are
+    deleted SQLite hands their rowids out again: those new messages are not indexed yet."""
+    store = await _sqlite_store(tmp_path)
+    try:
+        await store.append_messages("c", _said("apple one", "apple two", "apple three"))
+        assert [h.seq for h in await store.search("default", "apple")] != []  # caught up
+        await store.delete_message("c", 3)  # the newest, indexed: its rowid is free again
+        await store.delete_message("c", 2)
+        await store.append_messages("c", _said("banana four", "cherry five"))
+        await store.delete_message("c", 5)  # never indexed
+        assert [h.seq for h in await store.search("default", "banana")] == [4]
+        assert [h.seq for h in await store.search("default", "apple")] == [1]
+        assert await store.search("default", "cherry") == []
+        await _consistent(store)
+    finally:
+        await store.close()
+
+
+async def test_new_messages_are_indexed_with_the_checkpoints_without_any_search(
+    tmp_path: Path,
+) -> None:
+    store = await _sqlite_store(tmp_path)
+    try:
+        await store.append_messages("c", _said("kiwi"))
+        assert await store.db.read(fulltext.behind)
+        for _ in range(CHECKPOINT_EVERY):
+            await store.update_chat("c", "default", {"title": "busy"})  # an inline write
+        db = store.db
+        assert isinstance(db, ThreadedSQLite)
+        assert db._checkpoint is not None
+        await db._checkpoint
+        assert not await store.db.read(fulltext.behind)
+        await _consistent(store)
+    finally:
+        await store.close()

@@ -56,9 +56,11 @@ def _until() -> Any:
 async def test_a_turn_writes_its_question_then_its_answer(store: SQLStore) -> None:
     chat = await _chat(store)
     user = await store.begin_turn(chat, "me", _until(), "Where is my order?")
-    assert user is not None and user.seq == 1
+    assert user is not None
+    assert user.seq == 1
     leased = await store.get_chat(chat.id, "t")
-    assert leased is not None and leased.message_count == 1
+    assert leased is not None
+    assert leased.message_count == 1
     assert await _lease_owner(store, chat.id) == "me"
     assert [(m.content, m.status) for m in await store.messages(chat.id)] == [
         ("Where is my order?", TurnStatus.PENDING)]
@@ -88,9 +90,11 @@ async def test_the_next_turn_can_presume_the_chat_as_the_last_one_left_it(
     assert user is not None
     stored = await store.complete_turn(user, _answer(chat.id, "1"), lease_owner="me")
     seen = await store.get_chat(chat.id, "t")
-    assert seen is not None and seen.updated_at == stored.created_at
+    assert seen is not None
+    assert seen.updated_at == stored.created_at
     second = await store.begin_turn(seen, "me", _until(), "two")
-    assert second is not None and second.seq == 3
+    assert second is not None
+    assert second.seq == 3
 
 
 async def test_begin_writes_nothing_when_the_chat_moved_or_is_leased(store: SQLStore) -> None:
@@ -104,7 +108,8 @@ async def test_begin_writes_nothing_when_the_chat_moved_or_is_leased(store: SQLS
     current = await store.get_chat(chat.id, "t")
     assert current is not None
     taken, acquired = await store.try_lease(chat.id, "t", "other", _until())
-    assert acquired and taken is not None
+    assert acquired
+    assert taken is not None
     assert await store.begin_turn(taken, "me", _until(), "while another holds it") is None
     assert [m.content for m in await store.messages(chat.id)] == ["first", "ok"]
     assert (await store.get_chat(chat.id, "t")).message_count == 2  # type: ignore[union-attr]
@@ -120,7 +125,8 @@ async def test_an_answer_to_a_turn_declared_dead_is_refused_whole(store: SQLStor
     rows = await store.messages(chat.id)
     assert [(m.content, m.status) for m in rows] == [("slow one", TurnStatus.FAILED)]
     after = await store.get_chat(chat.id, "t")
-    assert after is not None and (after.message_count, after.prompt_tokens) == (1, 0)
+    assert after is not None
+    assert (after.message_count, after.prompt_tokens) == (1, 0)
     assert await _lease_owner(store, chat.id) == "me"  # released by the turn's own ending
 
 

@@ -36,7 +36,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
-#: inline commits between two WAL checkpoints (a turn's commit adds about 10 pages)
+#: inline commits between two WAL checkpoints (a turn's commit adds about 6 pages)
 CHECKPOINT_EVERY = 100
 
 
@@ -66,10 +66,13 @@ def database_url(url: str) -> sa.URL:
     return make_url(url)
 
 
-def connect(url: str, *, synchronous: str = "NORMAL", pool_size: int = 20) -> Database:
+def connect(url: str, *, synchronous: str = "NORMAL", pool_size: int = 20,
+            housekeeping: Callable[[Connection], None] | None = None) -> Database:
+    """``housekeeping``: deferred work of the store's, written to SQLite with each WAL
+    checkpoint (PostgreSQL needs none)."""
     parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return ThreadedSQLite(parsed, synchronous)
+        return ThreadedSQLite(parsed, synchronous, housekeeping)
     return AsyncDatabase(create_async_engine(
         parsed, pool_size=pool_size, max_overflow=pool_size * 4, pool_recycle=300),
         idle_limit=pool_size)
@@ -136,14 +139,15 @@ async def _discard(pooled: AsyncConnection) -> None:
 class ThreadedSQLite:
     dialect = "sqlite"
 
-    def __init__(self, url: sa.URL, synchronous: str) -> None:
+    def __init__(self, url: sa.URL, synchronous: str,
+                 housekeeping: Callable[[Connection], None] | None = None) -> None:
         if url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self.writer = _sqlite_engine(url, synchronous, immediate=True, pool_size=1)
         self.reader = _sqlite_engine(url, synchronous, immediate=False, pool_size=2)
         self.inline = _sqlite_engine(url, synchronous, immediate=True, pool_size=1,
                                      busy_timeout_ms=0)
-        self._writer = _OneConnection(self.writer)  # used on the writer thread only
+        self._writer = _OneConnection(self.writer, housekeeping)  # on the writer thread only
         self._inline = _OneConnection(self.inline)  # used on the event loop only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
         self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="chatsessions-read")
@@ -232,8 +236,10 @@ class _OneConnection:
     of the pool, resetting it on return and its begin event cost more than the few
     statements of a turn's write."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 housekeeping: Callable[[Connection], None] | None = None) -> None:
         self.engine = engine
+        self.housekeeping = housekeeping
         self.conn: Connection | None = None
 
     def _open(self) -> Connection:
@@ -262,7 +268,13 @@ class _OneConnection:
 
     def checkpoint(self) -> None:
         """Copy the log into the database file as far as readers allow (never blocks
-        them); outside any transaction, as a checkpoint must be."""
+        them); outside any transaction, as a checkpoint must be. The housekeeping write
+        goes first, so the checkpoint takes its pages along."""
+        if self.housekeeping is not None:
+            try:
+                self.run(self.housekeeping)
+            except Exception:
+                log.exception("deferred store work failed; the next checkpoint retries it")
         try:
             self._open().connection.driver_connection.execute(  # type: ignore[union-attr]
                 "PRAGMA wal_checkpoint(PASSIVE)")

@@ -1,9 +1,10 @@
 """Full-text search over messages: SQLite FTS5 and PostgreSQL text search.
 
-Migration 0003 keeps the index: on SQLite an external-content FTS5 table, ``messages_fts``,
-kept in step with ``messages`` by triggers; on PostgreSQL a GIN index on
-``to_tsvector('simple', content)``. Both take the user's words as plain words (every one
-must appear), never as query syntax.
+Migration 0003 keeps the index: on SQLite an external-content FTS5 table, ``messages_fts``;
+on PostgreSQL a GIN index on ``to_tsvector('simple', content)``. On SQLite new messages are
+indexed in batches (migration 0005): :func:`catch_up` runs with every WAL checkpoint and
+before any search that finds messages the index does not cover yet. Both take the user's
+words as plain words (every one must appear), never as query syntax.
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ _POSTGRESQL = sa.text(f"""
     ) AS hit
     ORDER BY hit.rank DESC, hit.created_at DESC
 """).columns(created_at=UTCDateTime)
+
+
+#: Whether messages were written since the index last caught up (SQLite).
+_BEHIND = sa.text("SELECT (SELECT coalesce(max(rowid), 0) FROM messages) > indexed_rowid "
+                  "FROM search_progress")
+_CATCH_UP = (
+    sa.text("INSERT INTO messages_fts(rowid, content) SELECT rowid, content FROM messages "
+            "WHERE rowid > (SELECT indexed_rowid FROM search_progress) ORDER BY rowid"),
+    sa.text("UPDATE search_progress SET indexed_rowid = "
+            "(SELECT coalesce(max(rowid), 0) FROM messages)"),
+)
+
+
+def behind(conn: Connection) -> bool:
+    return bool(conn.execute(_BEHIND).scalar())
+
+
+def catch_up(conn: Connection) -> None:
+    """Index every message written since the last catch-up (SQLite): one FTS5 segment for
+    the lot, instead of one per transaction. Runs in a write transaction, so no message
+    can be written in between."""
+    if behind(conn):
+        for statement in _CATCH_UP:
+            conn.execute(statement)
 
 
 def words(query: str) -> list[str]:

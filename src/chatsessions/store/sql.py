@@ -73,7 +73,7 @@ class SQLStore:
     async def open(self) -> None:
         if self._db is None:
             self._db = connect(self.url, synchronous=self._synchronous,
-                               pool_size=self._pool_size)
+                               pool_size=self._pool_size, housekeeping=fulltext.catch_up)
             await migrate(self._db)
             self._turns = turn_writes(self._db)
 
@@ -469,6 +469,8 @@ class SQLStore:
 
     async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
         dialect = self.dialect
+        if dialect == "sqlite" and await self.db.read(fulltext.behind):
+            await self.db.write(fulltext.catch_up)  # see every message, up to the last
         return await self.db.read(
             lambda conn: fulltext.search(conn, dialect, tenant_id, query, limit))
 
