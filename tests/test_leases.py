@@ -204,3 +204,23 @@ async def test_sweep_spares_this_process_overdue_leases(
         assert await chats.sweep() == 1
         assert (await chats.history(mine, include_failed=True))[1].status is TurnStatus.PENDING
         assert (await chats.history(theirs, include_failed=True))[1].status is TurnStatus.FAILED
+
+
+async def test_a_turn_longer_than_its_lease_keeps_renewing_it(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.delay = 1.4
+    async with (
+        AsyncChatSessions(**settings_kwargs, replica_id="a", lease_ttl=0.6) as a,  # type: ignore[arg-type]
+        AsyncChatSessions(**settings_kwargs, replica_id="b") as b,  # type: ignore[arg-type]
+    ):
+        chat_id = await a.create_chat()
+        turn = asyncio.ensure_future(a.send_message(chat_id, "a slow question"))
+        for _ in range(3):  # twice the lease's own 0.6 s
+            await asyncio.sleep(0.4)
+            _chat, acquired = await b.store.try_lease(
+                chat_id, "default", "b-elsewhere", utcnow() + timedelta(seconds=30))
+            assert not acquired
+        assert await turn
+        statuses = [m.status for m in await b.history(chat_id, include_failed=True)]
+        assert statuses[1:] == [TurnStatus.OK, TurnStatus.OK]

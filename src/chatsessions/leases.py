@@ -39,7 +39,7 @@ class Lease:
     #: False while the lease is only presumed: nothing is held in the database yet
     taken: bool = True
     deadline: float = 0.0
-    renewer: asyncio.Task[None] | None = None
+    renewer: asyncio.TimerHandle | asyncio.Task[None] | None = None
 
 
 class TurnLeases:
@@ -90,9 +90,16 @@ class TurnLeases:
         self.taken(lease)
 
     def taken(self, lease: Lease) -> None:
-        """The lease is held in the database now: keep it alive while the turn runs."""
+        """The lease is held in the database now: keep it alive while the turn runs. A
+        timer first: most turns end before the first renewal is due, and a timer costs
+        far less to set and cancel than a task."""
         lease.taken = True
-        lease.renewer = asyncio.create_task(self._renew(lease.chat.id))
+        loop = asyncio.get_running_loop()
+
+        def start() -> None:
+            lease.renewer = loop.create_task(self._renew(lease.chat.id))
+
+        lease.renewer = loop.call_later(self.ttl / 3, start)
 
     async def _acquire(self, chat_id: str, tenant_id: str, deadline: float) -> Lease:
         loop = asyncio.get_running_loop()
@@ -113,10 +120,10 @@ class TurnLeases:
 
     async def _renew(self, chat_id: str) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
             try:
                 if not await self.store.renew_lease(chat_id, self.owner, self._until()):
                     log.warning("lost the turn lease of chat %s", chat_id)
                     return
             except Exception:  # the store hiccuped: try again at the next period
                 log.exception("could not renew the turn lease of chat %s", chat_id)
+            await asyncio.sleep(self.ttl / 3)

@@ -26,7 +26,8 @@ class ChatLocks:
         self._locks[chat_id] = (lock, users + 1)
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), wait)
+                async with asyncio.timeout(wait):  # a timer, not wait_for's task per call
+                    await lock.acquire()
             except TimeoutError:
                 raise ChatBusy(chat_id, retry_after=min(wait, 5.0) or 1.0) from None
             try:
