@@ -116,6 +116,6 @@ async def edit_message(
     metrics: Metrics = request.app.state.metrics
     fork_id, answer = await run_counted(metrics, sessions.edit_message(
         chat_id, seq, body.content, params=body.params))
-    counted(metrics, answer)
+    metrics.turn_ok(answer)
     return EditPublic(chat=ChatPublic.of(await sessions.get_chat(fork_id)),
                       answer=MessagePublic.of(answer))
