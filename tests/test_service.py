@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 import pytest
 
@@ -273,3 +275,24 @@ def test_hostile_ids_are_just_ids(http: httpx.Client) -> None:
                             headers={"content-type": "application/json"})
     assert surrogate.status_code == 422
     assert http.get(f"/chats/{chat_id}").json()["message_count"] == 0
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_only_the_service_process_tunes_the_garbage_collector(
+    settings_kwargs: dict[str, object], own_process: bool
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from chatsessions import Settings
+    from chatsessions.service.app import GC_FIRST_GENERATION, create_app
+
+    before = gc.get_threshold()
+    app = create_app(Settings(**settings_kwargs), own_process=own_process)  # type: ignore[arg-type]
+    try:
+        with TestClient(app) as client:
+            assert client.get("/healthz").status_code == 200
+            assert (gc.get_freeze_count() > 0) is own_process
+            assert (gc.get_threshold()[0] == GC_FIRST_GENERATION) is own_process
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
