@@ -17,6 +17,18 @@ def test_add_skips_seen_rows_and_non_ok_messages() -> None:
     assert [m.seq for m in entry.messages] == [1, 4]
     assert entry.last_seq == 4
     assert len(entry.tokens) == 2
+    assert entry.shown == [m.as_openai() for m in entry.messages]
+
+
+def test_a_regenerated_answer_replaces_the_old_one_in_every_parallel_list() -> None:
+    entry = History()
+    entry.add([msg(1, "q"), msg(2, "old answer"), msg(3, "q2"), msg(4, "a2")])
+    entry.tokens[1] = 7
+    regenerated = Message("c", 5, Role.ASSISTANT, "new answer", replaces_seq=4)
+    entry.add([regenerated])
+    assert [m.seq for m in entry.messages] == [1, 2, 3, 5]
+    assert entry.shown == [m.as_openai() for m in entry.messages]
+    assert entry.tokens == [None, 7, None, None]
 
 
 def test_lru_eviction_by_bytes() -> None:

@@ -13,7 +13,8 @@ from typing import Generic, Protocol, TypeVar
 
 from chatsessions.types import Chat, Message, Role, TurnStatus
 
-_PER_MESSAGE_BYTES = 200  # rough Python object overhead next to the text itself
+#: rough Python object overhead next to the text itself (the row, and its dict as shown)
+_PER_MESSAGE_BYTES = 400
 
 
 @dataclass(slots=True)
@@ -21,6 +22,9 @@ class History:
     last_seq: int = 0
     messages: list[Message] = field(default_factory=list)  # status ok only, in order
     tokens: list[int | None] = field(default_factory=list)
+    #: each message as the model is shown it (``as_openai``), built once: a turn that
+    #: sends the whole history copies this list instead of building a dict per message
+    shown: list[dict[str, str]] = field(default_factory=list)
     nbytes: int = 0
     #: summaries (role system) among ``messages``: none lets a turn take the history whole
     summaries: int = 0
@@ -43,6 +47,7 @@ class History:
             if message.status is TurnStatus.OK:
                 self.messages.append(message)
                 self.tokens.append(None)
+                self.shown.append(message.as_openai())
                 self.summaries += message.role is Role.SYSTEM
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes += size
@@ -54,7 +59,7 @@ class History:
         for index in range(len(self.messages) - 1, -1, -1):
             message = self.messages[index]
             if message.seq == seq:
-                del self.messages[index], self.tokens[index]
+                del self.messages[index], self.tokens[index], self.shown[index]
                 self.summaries -= message.role is Role.SYSTEM
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes -= size

@@ -42,7 +42,8 @@ async def run_regenerate(
         # turn stays); token counts are copied back to the cached entry.
         kept = [i for i in range(len(history.messages) - 1) if i != asked]
         earlier = History(last_seq=old.seq, messages=[history.messages[i] for i in kept],
-                          tokens=[history.tokens[i] for i in kept])
+                          tokens=[history.tokens[i] for i in kept],
+                          shown=[history.shown[i] for i in kept])
         context = build_context(core, chat, earlier, question.content, backend, gen_params)
         for index, count in zip(kept, earlier.tokens, strict=True):
             history.tokens[index] = count

@@ -246,8 +246,10 @@ class Context:
     #: tokens for the summary, the history and the new message
     budget: int
     #: the history sent, in whole turns, ending with the new user message; their tokens
+    #: and their dicts as the model is shown them
     turns: list[Message]
     counts: list[int]
+    views: list[dict[str, str]]
     summary: dict[str, str] | None = None
     summary_tokens: int = 0
     refresh: Refresh | None = None
@@ -255,7 +257,7 @@ class Context:
     @property
     def messages(self) -> list[dict[str, str]]:
         head = [self.system] if self.summary is None else [self.system, self.summary]
-        return [*head, *(m.as_openai() for m in self.turns)]
+        return [*head, *self.views]
 
     @property
     def tokens(self) -> int:
@@ -264,6 +266,7 @@ class Context:
 
     def keep(self, start: int) -> Context:
         self.turns, self.counts = self.turns[start:], self.counts[start:]
+        self.views = self.views[start:]
         return self
 
     def summarized(self, written: Message, backend: Backend, model: str) -> Context:
@@ -313,12 +316,14 @@ def plan_context(
     previous = history.messages[latest] if latest is not None else None
     after = (previous.covers_seq or 0) if previous is not None else 0
     new_tokens = backend.count_tokens("user", text, model)
-    turns, counts = _recent_turns(history, after, backend, model, limit=None
-                                  if policy is ContextPolicy.NONE else budget - new_tokens)
+    turns, counts, views = _recent_turns(history, after, backend, model, limit=None
+                                         if policy is ContextPolicy.NONE
+                                         else budget - new_tokens)
     turns.append(Message(chat.id, 0, Role.USER, text))
     counts.append(new_tokens)
+    views.append({"role": Role.USER.value, "content": text})
     context = Context({"role": "system", "content": chat.system_prompt}, system_tokens,
-                      budget, turns, counts)
+                      budget, turns, counts, views)
     if policy is ContextPolicy.NONE:
         check_fits(counts, budget)
         return context
@@ -376,7 +381,7 @@ def _refresh(
 
 def _recent_turns(
     history: History, after: int, backend: Backend, model: str, *, limit: int | None
-) -> tuple[list[Message], list[int]]:
+) -> tuple[list[Message], list[int], list[dict[str, str]]]:
     """The history's turns after seq ``after`` (summaries left out) and their tokens, oldest
     first: all of them, or, with a ``limit``, the newest up to the first that takes their
     total past it, which is as far back as trimming can look. So a turn costs the same
@@ -389,9 +394,11 @@ def _recent_turns(
     if after == 0 and not history.summaries and None not in tokens:
         counted: list[int] = tokens  # type: ignore[assignment]  # no None left
         if limit is None or sum(counted) <= limit:
-            return list(history.messages), list(counted)  # all of it, at list-copy speed
+            # all of it, at list-copy speed
+            return list(history.messages), list(counted), list(history.shown)
     turns: list[Message] = []
     counts: list[int] = []
+    views: list[dict[str, str]] = []
     total = 0
     for index in range(len(history.messages) - 1, -1, -1):
         message = history.messages[index]
@@ -400,10 +407,12 @@ def _recent_turns(
         if message.role is not Role.SYSTEM:
             turns.append(message)
             counts.append(_count(history, index, backend, model))
+            views.append(history.shown[index])
             total += counts[-1]
     turns.reverse()
     counts.reverse()
-    return turns, counts
+    views.reverse()
+    return turns, counts, views
 
 
 def _count(history: History, index: int, backend: Backend, model: str) -> int:
