@@ -168,3 +168,32 @@ async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
         assert await db.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
     finally:
         await store.close()
+
+
+async def test_postgres_driver_connections_are_all_dropped_when_one_is_found_dead(
+    pg_database_url: str,
+) -> None:
+    """After a server restart every kept connection is dead: one failed call drops them
+    all, so the next call opens a fresh one instead of failing in turn on each."""
+    store = SQLStore(pg_database_url)
+    await store.open()
+    try:
+        db = store.db
+        assert isinstance(db, AsyncDatabase)
+        await asyncio.gather(*(db.driver(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"))
+                               for _ in range(3)))
+        assert len(db._idle) == 3
+        killer = await asyncpg.connect(pg_database_url.replace("postgresql://", "postgres://"))
+        try:
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.1)
+        with pytest.raises(Exception):  # noqa: B017, PT011  (whatever asyncpg says of it)
+            await db.driver(lambda conn: conn.fetchval("SELECT 1"))
+        assert db._idle == []
+        assert await db.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
+    finally:
+        await store.close()

@@ -104,10 +104,16 @@ class AsyncDatabase:
         try:
             result = await fn(raw)
         except BaseException as exc:
-            if isinstance(exc, asyncpg.PostgresError):  # the server refused: still usable
-                await self._keep(pooled, raw)
-            else:  # cancelled or broken mid-statement: never reuse
+            if isinstance(exc, asyncpg.PostgresError) and not raw.is_closed():
+                await self._keep(pooled, raw)  # the server refused a statement: still usable
+            else:  # cancelled or broken mid-statement: never reuse it
                 await _discard(pooled)
+                if not isinstance(exc, asyncio.CancelledError):
+                    # the connection failed: the server may have restarted, and then every
+                    # kept connection is dead too (as SQLAlchemy's pool assumes)
+                    idle, self._idle = self._idle, []
+                    for other, _raw in idle:
+                        await _discard(other)
             raise
         await self._keep(pooled, raw)
         return result
