@@ -28,7 +28,7 @@ _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 #: round); scale: the ladder of turns in flight; scale_memory: (chats,)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
-             "peer": (100, 20, 1), "service": (64, 8, 4),
+             "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
              "embedded": (4, 10, 2)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),

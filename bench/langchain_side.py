@@ -68,8 +68,10 @@ def make_engine(database_url: str) -> Engine:
 class LangChainSide(Side):
     """The workload through RunnableWithMessageHistory; model calls timed like ours."""
 
-    def __init__(self, base_url: str, database_url: str) -> None:
+    def __init__(self, base_url: str, database_url: str,
+                 table_name: str = "message_store") -> None:
         super().__init__()
+        self.table_name = table_name
         self.client = openai.OpenAI(base_url=base_url, api_key="bench", max_retries=0)
         self.engine = make_engine(database_url)
         self.histories: dict[str, SQLChatMessageHistory] = {}
@@ -89,7 +91,7 @@ class LangChainSide(Side):
     def _history(self, session_id: str) -> BaseChatMessageHistory:
         if session_id not in self.histories:
             self.histories[session_id] = self.history_class(
-                session_id=session_id, connection=self.engine)
+                session_id=session_id, connection=self.engine, table_name=self.table_name)
         return self.histories[session_id]
 
     def _model(self, prompt: PromptValue) -> BaseMessage:
