@@ -129,3 +129,47 @@ async def test_new_messages_are_indexed_with_the_checkpoints_without_any_search(
         await _consistent(store)
     finally:
         await store.close()
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import chatsessions.migrations
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            folder = Path(chatsessions.migrations.__file__).parent
+            cfg.set_main_option("script_location", str(folder))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+async def test_the_batched_index_migrates_down_and_up_again(tmp_path: Path) -> None:
+    store = await _sqlite_store(tmp_path)
+    await store.append_messages("c", _said("plum one"))
+    await store.close()
+    url = store.url
+    _migrate(url, "0004", down=True)  # per-insert triggers again, index rebuilt whole
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO messages (chat_id, seq, role, content, status, prompt_tokens, "
+            "completion_tokens, created_at) VALUES ('c', 2, 'user', 'plum two', 'ok', 0, 0, "
+            "'2026-01-01 00:00:00.000000')"))
+        conn.execute(sa.text("UPDATE chats SET message_count = 2 WHERE id = 'c'"))
+        hits = conn.execute(sa.text(
+            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'plum'")).all()
+    engine.dispose()
+    assert len(hits) == 2
+    await store.open()  # migrates to the newest revision again
+    try:
+        await store.append_messages("c", _said("plum three"))
+        assert sorted(h.seq for h in await store.search("default", "plum")) == [1, 2, 3]
+        await _consistent(store)
+    finally:
+        await store.close()

@@ -20,9 +20,8 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SQLITE_UP = [
-    "CREATE VIRTUAL TABLE messages_fts USING fts5("
-    "content, content='messages', content_rowid='rowid')",
+#: keep the index in step with every write (0005 replaces them; its downgrade restores them)
+SQLITE_TRIGGERS = [
     "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END",
     "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
@@ -32,7 +31,13 @@ SQLITE_UP = [
     "INSERT INTO messages_fts(messages_fts, rowid, content) "
     "VALUES ('delete', old.rowid, old.content); "
     "INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END",
-    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+]
+SQLITE_REBUILD = "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')"
+SQLITE_UP = [
+    "CREATE VIRTUAL TABLE messages_fts USING fts5("
+    "content, content='messages', content_rowid='rowid')",
+    *SQLITE_TRIGGERS,
+    SQLITE_REBUILD,
 ]
 SQLITE_DOWN = [
     "DROP TRIGGER IF EXISTS messages_fts_update",

@@ -15,8 +15,12 @@ the newest messages were deleted is never taken for indexed.
 """
 
 from collections.abc import Sequence
+from importlib import import_module
 
 from alembic import op
+
+#: the triggers this revision replaces, restored as they were by the downgrade
+_V3 = import_module("chatsessions.migrations.versions.0003_search")
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -47,16 +51,8 @@ SQLITE_DOWN = [
     "DROP TRIGGER messages_fts_update",
     "DROP TRIGGER messages_fts_delete",
     "DROP TABLE search_progress",
-    "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
-    "INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END",
-    "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, content) "
-    "VALUES ('delete', old.rowid, old.content); END",
-    "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
-    "INSERT INTO messages_fts(messages_fts, rowid, content) "
-    "VALUES ('delete', old.rowid, old.content); "
-    "INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content); END",
-    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')",
+    *_V3.SQLITE_TRIGGERS,
+    _V3.SQLITE_REBUILD,
 ]
 
 
