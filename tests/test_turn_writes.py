@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from chatsessions.errors import TurnInterrupted
+from chatsessions.store import engines
 from chatsessions.store.driver import DriverStatement
 from chatsessions.store.engines import AsyncDatabase
 from chatsessions.store.schema import chats
@@ -164,7 +165,7 @@ async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        assert all(raw is not kept for _pooled, raw in db._idle)
+        assert all(raw is not kept for _pooled, raw, _since in db._idle)
         assert await db.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
     finally:
         await store.close()
@@ -195,5 +196,22 @@ async def test_postgres_driver_connections_are_all_dropped_when_one_is_found_dea
             await db.driver(lambda conn: conn.fetchval("SELECT 1"))
         assert db._idle == []
         assert await db.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
+    finally:
+        await store.close()
+
+
+async def test_postgres_driver_connections_idle_too_long_are_replaced(
+    pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLStore(pg_database_url)
+    await store.open()
+    try:
+        db = store.db
+        assert isinstance(db, AsyncDatabase)
+        first = await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
+        assert await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) == first
+        monkeypatch.setattr(engines, "IDLE_RECYCLE_S", 0.0)
+        assert await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) != first
+        assert len(db._idle) == 1
     finally:
         await store.close()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
 #: inline commits between two WAL checkpoints (a turn's commit adds about 6 pages)
 CHECKPOINT_EVERY = 100
+#: seconds before a pooled PostgreSQL connection is replaced (SQLAlchemy's pool_recycle)
+IDLE_RECYCLE_S = 300
 
 
 class Database(Protocol):
@@ -74,7 +77,7 @@ def connect(url: str, *, synchronous: str = "NORMAL", pool_size: int = 20,
     if parsed.get_backend_name() == "sqlite":
         return ThreadedSQLite(parsed, synchronous, housekeeping)
     return AsyncDatabase(create_async_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size * 4, pool_recycle=300),
+        parsed, pool_size=pool_size, max_overflow=pool_size * 4, pool_recycle=IDLE_RECYCLE_S),
         idle_limit=pool_size)
 
 
@@ -82,8 +85,9 @@ class AsyncDatabase:
     def __init__(self, engine: AsyncEngine, idle_limit: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        #: driver connections kept checked out for ``driver``, with their pool connection
-        self._idle: list[tuple[AsyncConnection, Any]] = []
+        #: driver connections kept checked out for ``driver``: (pool connection, asyncpg
+        #: connection, when it was put aside)
+        self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._idle_limit = idle_limit
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
@@ -100,7 +104,7 @@ class AsyncDatabase:
         """Run ``fn`` on a bare asyncpg connection, outside any transaction block (so each
         statement commits on its own). Such connections are kept aside between calls: a
         pool checkout and its reset cost as much as a one-row statement's round trip."""
-        pooled, raw = self._idle.pop() if self._idle else await self._checkout()
+        pooled, raw = await self._take()
         try:
             result = await fn(raw)
         except BaseException as exc:
@@ -112,26 +116,33 @@ class AsyncDatabase:
                     # the connection failed: the server may have restarted, and then every
                     # kept connection is dead too (as SQLAlchemy's pool assumes)
                     idle, self._idle = self._idle, []
-                    for other, _raw in idle:
+                    for other, _raw, _since in idle:
                         await _discard(other)
             raise
         await self._keep(pooled, raw)
         return result
 
-    async def _checkout(self) -> tuple[AsyncConnection, Any]:
+    async def _take(self) -> tuple[AsyncConnection, Any]:
+        """The connection put aside last, unless it idled longer than the pool would keep
+        a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions); else a
+        fresh checkout."""
+        while self._idle:
+            pooled, raw, since = self._idle.pop()
+            if time.monotonic() - since < IDLE_RECYCLE_S:
+                return pooled, raw
+            await _discard(pooled)  # closed for real, not handed back to the pool
         pooled = await self.engine.connect()
-        raw = await pooled.get_raw_connection()
-        return pooled, raw.driver_connection
+        return pooled, (await pooled.get_raw_connection()).driver_connection
 
     async def _keep(self, pooled: AsyncConnection, raw: Any) -> None:
         if len(self._idle) < self._idle_limit:
-            self._idle.append((pooled, raw))
+            self._idle.append((pooled, raw, time.monotonic()))
         else:
             await pooled.close()
 
     async def dispose(self) -> None:
         idle, self._idle = self._idle, []
-        for pooled, _raw in idle:
+        for pooled, _raw, _since in idle:
             await pooled.close()
         await self.engine.dispose()
 
