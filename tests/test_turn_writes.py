@@ -4,6 +4,7 @@ each is all or nothing, and what they write reads back exactly as SQLAlchemy rea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -145,73 +146,63 @@ def test_a_driver_statement_fills_fixed_binds_and_converts_values() -> None:
         statement.args({"p_chat": "c"})
 
 
-async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
-    pg_database_url: str,
-) -> None:
+@pytest.fixture
+async def pg_driver(pg_database_url: str) -> AsyncIterator[AsyncDatabase]:
+    """The PostgreSQL store's database, opened, for the driver-connection tests."""
     store = SQLStore(pg_database_url)
     await store.open()
-    try:
-        db = store.db
-        assert isinstance(db, AsyncDatabase)
-        await db.driver(lambda conn: conn.fetchval("SELECT 1"))
-        kept = db._idle[-1][1]
-        with pytest.raises(asyncpg.PostgresError):  # refused by the server: still usable
-            await db.driver(lambda conn: conn.fetchval("SELECT 1/0"))
-        assert db._idle[-1][1] is kept
-        assert await db.driver(lambda conn: conn.fetchval("SELECT 2")) == 2
+    db = store.db
+    assert isinstance(db, AsyncDatabase)
+    yield db
+    await store.close()
 
-        call = asyncio.ensure_future(db.driver(lambda conn: conn.fetchval("SELECT pg_sleep(5)")))
-        await asyncio.sleep(0.2)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        assert all(raw is not kept for _pooled, raw, _since in db._idle)
-        assert await db.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
-    finally:
-        await store.close()
+
+async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
+    pg_driver: AsyncDatabase,
+) -> None:
+    await pg_driver.driver(lambda conn: conn.fetchval("SELECT 1"))
+    kept = pg_driver._idle[-1][1]
+    with pytest.raises(asyncpg.PostgresError):  # refused by the server: still usable
+        await pg_driver.driver(lambda conn: conn.fetchval("SELECT 1/0"))
+    assert pg_driver._idle[-1][1] is kept
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 2")) == 2
+
+    call = asyncio.ensure_future(pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_sleep(5)")))
+    await asyncio.sleep(0.2)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert all(raw is not kept for _pooled, raw, _since in pg_driver._idle)
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
 
 
 async def test_postgres_driver_connections_are_all_dropped_when_one_is_found_dead(
-    pg_database_url: str,
+    pg_driver: AsyncDatabase, pg_database_url: str
 ) -> None:
     """After a server restart every kept connection is dead: one failed call drops them
     all, so the next call opens a fresh one instead of failing in turn on each."""
-    store = SQLStore(pg_database_url)
-    await store.open()
+    await asyncio.gather(*(pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"))
+                           for _ in range(3)))
+    assert len(pg_driver._idle) == 3
+    killer = await asyncpg.connect(pg_database_url.replace("postgresql://", "postgres://"))
     try:
-        db = store.db
-        assert isinstance(db, AsyncDatabase)
-        await asyncio.gather(*(db.driver(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"))
-                               for _ in range(3)))
-        assert len(db._idle) == 3
-        killer = await asyncpg.connect(pg_database_url.replace("postgresql://", "postgres://"))
-        try:
-            await killer.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        finally:
-            await killer.close()
-        await asyncio.sleep(0.1)
-        with pytest.raises(Exception):  # noqa: B017, PT011  (whatever asyncpg says of it)
-            await db.driver(lambda conn: conn.fetchval("SELECT 1"))
-        assert db._idle == []
-        assert await db.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     finally:
-        await store.close()
+        await killer.close()
+    await asyncio.sleep(0.1)
+    with pytest.raises(Exception):  # noqa: B017, PT011  (whatever asyncpg says of it)
+        await pg_driver.driver(lambda conn: conn.fetchval("SELECT 1"))
+    assert pg_driver._idle == []
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
 
 
 async def test_postgres_driver_connections_idle_too_long_are_replaced(
-    pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_driver: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLStore(pg_database_url)
-    await store.open()
-    try:
-        db = store.db
-        assert isinstance(db, AsyncDatabase)
-        first = await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
-        assert await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) == first
-        monkeypatch.setattr(engines, "IDLE_RECYCLE_S", 0.0)
-        assert await db.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) != first
-        assert len(db._idle) == 1
-    finally:
-        await store.close()
+    first = await pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()"))
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) == first
+    monkeypatch.setattr(engines, "IDLE_RECYCLE_S", 0.0)
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_backend_pid()")) != first
+    assert len(pg_driver._idle) == 1
