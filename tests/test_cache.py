@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatsessions.cache import History, HistoryCache
+from chatsessions.engine.cache import History, HistoryCache
 from chatsessions.types import Message, Role, TurnStatus
 
 

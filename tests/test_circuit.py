@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatsessions import AsyncChatSessions, BackendError, BackendUnavailable
-from chatsessions.backends.circuit import CircuitBreaker, counts_as_outage
+from chatsessions.engine.circuit import CircuitBreaker, counts_as_outage
 from chatsessions.testing import FakeLLMServer, Fault
 
 

@@ -19,9 +19,9 @@ import pytest
 from playwright.sync_api import Dialog, Locator, Page, Route, expect, sync_playwright
 
 from chatsessions import AsyncChatSessions
+from chatsessions.engine.titles import clean_title, title_request
 from chatsessions.service.auth import create_key
 from chatsessions.testing import FakeLLMServer, Fault
-from chatsessions.titles import clean_title, title_request
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

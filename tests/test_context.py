@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatsessions.context import trim_start
+from chatsessions.engine.context import trim_start
 from chatsessions.errors import ContextTooLong
 from chatsessions.types import Message, Role
 

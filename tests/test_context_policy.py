@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from chatsessions import AsyncChatSessions, BackendError, ContextTooLong, InvalidInput
-from chatsessions import summary as summaries
-from chatsessions.context import check_fits, newest_that_fit, summary_cut
+from chatsessions.engine import summary as summaries
+from chatsessions.engine.context import check_fits, newest_that_fit, summary_cut
+from chatsessions.engine.validation import check_context_policy
 from chatsessions.store import open_store
 from chatsessions.testing import FakeLLMServer, Fault, RecordedRequest
 from chatsessions.types import ContextPolicy, Message, Role, TurnStatus
-from chatsessions.validation import check_context_policy
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from chatsessions import AsyncChatSessions, BackendError, ChatExists, InvalidInput
-from chatsessions.export import CHAT_FIELDS_LEFT_OUT, FORMAT, MESSAGE_FIELDS_LEFT_OUT
+from chatsessions.engine.export import CHAT_FIELDS_LEFT_OUT, FORMAT, MESSAGE_FIELDS_LEFT_OUT
 from chatsessions.testing import FakeLLMServer, Fault
 from chatsessions.types import Chat, Message, TurnStatus
 from tests.conftest import LiveServer

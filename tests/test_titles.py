@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from chatsessions import AsyncChatSessions
+from chatsessions.engine.titles import clean_title, title_request
 from chatsessions.testing import FakeLLMServer, Fault
-from chatsessions.titles import clean_title, title_request
 from chatsessions.types import Role
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
@@ -117,7 +117,7 @@ async def test_a_failed_title_call_only_logs(
     chat_id = await sessions.create_chat()
     fake_llm.inject(Fault.timeout(0.0))
     fake_llm.inject(Fault.status(500))
-    with caplog.at_level(logging.WARNING, logger="chatsessions.titles"):
+    with caplog.at_level(logging.WARNING, logger="chatsessions.engine.titles"):
         await sessions.send(chat_id, "Where is my parcel?")
         await sessions.close()
     assert (await sessions.get_chat(chat_id)).title is None
@@ -134,7 +134,7 @@ async def test_close_cancels_a_title_still_being_written(
     hold_back_title(fake_llm, 5.0)
     await sessions.send(chat_id, "Where is my parcel?")
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="chatsessions.titles"):
+    with caplog.at_level(logging.WARNING, logger="chatsessions.engine.titles"):
         await sessions.close(title_grace=0.2)
     assert time.perf_counter() - started < 2.0
     assert not caplog.records  # cancelled quietly

@@ -12,16 +12,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chatsessions.backends import Backend
-from chatsessions.cache import HistoryCache
 from chatsessions.config import Settings
-from chatsessions.core import Core
+from chatsessions.engine.cache import HistoryCache
+from chatsessions.engine.export import export_json
+from chatsessions.engine.importing import build_chat
+from chatsessions.engine.regenerate import run_regenerate
+from chatsessions.engine.runtime import Core
+from chatsessions.engine.titles import TITLE_GRACE
+from chatsessions.engine.turn import TurnOptions, run_turn
+from chatsessions.engine.validation import (
+    MAX_TITLE_CHARS,
+    check_context_policy,
+    check_label,
+    check_metadata,
+    check_params,
+    check_text,
+    check_when,
+)
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
-from chatsessions.export import export_json
-from chatsessions.importing import build_chat
-from chatsessions.regenerate import run_regenerate
 from chatsessions.store import Store
-from chatsessions.titles import TITLE_GRACE
-from chatsessions.turn import TurnOptions, run_turn
 from chatsessions.types import (
     Chat,
     ContextPolicy,
@@ -32,15 +41,6 @@ from chatsessions.types import (
     TurnStatus,
     UsageReport,
     utcnow,
-)
-from chatsessions.validation import (
-    MAX_TITLE_CHARS,
-    check_context_policy,
-    check_label,
-    check_metadata,
-    check_params,
-    check_text,
-    check_when,
 )
 
 _UNSET: Any = object()

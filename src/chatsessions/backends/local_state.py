@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatsessions.cache import ByteLRU
+from chatsessions._lru import ByteLRU
 
 if TYPE_CHECKING:
     from llama_cpp import Llama

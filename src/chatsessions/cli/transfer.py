@@ -12,8 +12,8 @@ from rich.markup import escape
 
 from chatsessions.cli.app import app, console
 from chatsessions.cli.common import open_sessions
+from chatsessions.engine.export import FORMATS, export_markdown
 from chatsessions.errors import InvalidInput
-from chatsessions.export import FORMATS, export_markdown
 from chatsessions.sync import ChatSessions
 
 SUFFIXES = {"json": ".json", "markdown": ".md"}

@@ -289,7 +289,7 @@ class SearchResults(BaseModel):
     data: list[SearchHitPublic]
 
 
-# POST /chats/import publishes these shapes; chatsessions.importing checks the document
+# POST /chats/import publishes these shapes; chatsessions.engine.importing checks the document
 # itself (and names the offending field), so they only document what it accepts.
 Status = Literal["ok", "pending", "failed", "replaced"]
 Count = Annotated[int, Field(ge=0, le=2**31 - 1)]

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatsessions.backends.base import StreamItem
+from chatsessions.engine.validation import check_params
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
@@ -31,7 +32,6 @@ from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
 from chatsessions.types import GenerationParams, Usage
-from chatsessions.validation import check_params
 
 router = APIRouter(route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 

@@ -21,7 +21,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatsessions.backends import Completion
-from chatsessions.context import trim_start
+from chatsessions.engine.context import trim_start
+from chatsessions.engine.validation import check_params, check_text
 from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError, ContextTooLong
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
@@ -53,7 +54,6 @@ from chatsessions.service.openai_compat.streaming import (
 )
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
-from chatsessions.validation import check_params, check_text
 
 router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 

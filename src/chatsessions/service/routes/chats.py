@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from chatsessions.engine.export import export_markdown
 from chatsessions.errors import InvalidInput
-from chatsessions.export import export_markdown
 from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.schemas import ChatCreate, ChatList, ChatPublic, ChatUpdate, ErrorBody
 

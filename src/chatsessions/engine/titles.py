@@ -17,9 +17,9 @@ from chatsessions.backends.base import conversation
 from chatsessions.types import GenerationParams, Message, Role, TurnStatus
 
 if TYPE_CHECKING:
-    from chatsessions.core import Core
+    from chatsessions.engine.runtime import Core
 
-log = logging.getLogger("chatsessions.titles")
+log = logging.getLogger("chatsessions.engine.titles")
 
 #: Only a chat's early answers can be its first; later ones never cost a lookup.
 FIRST_EXCHANGE_MAX_SEQ = 10

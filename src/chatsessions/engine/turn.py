@@ -12,12 +12,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chatsessions import summary
 from chatsessions.backends import Backend, Completion
 from chatsessions.backends.base import ChatMessages, conversation
-from chatsessions.cache import History
-from chatsessions.context import check_fits, newest_that_fit, summary_cut, trim_start
-from chatsessions.core import Core
+from chatsessions.engine import summary
+from chatsessions.engine.cache import History
+from chatsessions.engine.context import check_fits, newest_that_fit, summary_cut, trim_start
+from chatsessions.engine.leases import Lease
+from chatsessions.engine.runtime import Core
+from chatsessions.engine.summary import Refresh
 from chatsessions.errors import (
     BackendError,
     BackendTimeout,
@@ -25,8 +27,6 @@ from chatsessions.errors import (
     ContextTooLong,
     InvalidInput,
 )
-from chatsessions.leases import Lease
-from chatsessions.summary import Refresh
 from chatsessions.types import (
     Chat,
     ContextPolicy,

@@ -13,10 +13,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatsessions.config import Settings
-from chatsessions.errors import InvalidInput
-from chatsessions.export import FORMAT
-from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, utcnow
-from chatsessions.validation import (
+from chatsessions.engine.export import FORMAT
+from chatsessions.engine.validation import (
     MAX_TITLE_CHARS,
     check_label,
     check_metadata,
@@ -24,6 +22,8 @@ from chatsessions.validation import (
     check_text,
     check_when,
 )
+from chatsessions.errors import InvalidInput
+from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, utcnow
 
 #: Formats :func:`build_chat` reads: the current one and the first.
 FORMATS = (FORMAT, "chatsessions.chat.v1")
@@ -61,7 +61,7 @@ class MessageDoc(_Doc):
     context_tokens: int | None = OptionalCount
     covers_seq: int | None = OptionalCount
     replaces_seq: int | None = OptionalCount
-    # written by version 1, not imported (see chatsessions.export)
+    # written by version 1, not imported (see chatsessions.engine.export)
     chat_id: str | None = None
     idempotency_key: str | None = None
 

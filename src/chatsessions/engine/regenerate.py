@@ -14,10 +14,10 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from chatsessions.backends import Completion
-from chatsessions.cache import History
-from chatsessions.core import Core
+from chatsessions.engine.cache import History
+from chatsessions.engine.runtime import Core
+from chatsessions.engine.turn import _call_model, answer_message, build_context
 from chatsessions.errors import BackendError, InvalidInput
-from chatsessions.turn import _call_model, answer_message, build_context
 from chatsessions.types import GenerationParams, Message, Role
 
 

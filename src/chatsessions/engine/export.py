@@ -1,6 +1,6 @@
 """A chat as a document: lossless JSON or readable Markdown (shared by the CLI and service).
 
-The JSON is what :mod:`chatsessions.importing` takes back: every chat field but the tenant
+The JSON is what :mod:`chatsessions.engine.importing` takes back: every chat field but the tenant
 (an import lands in the importer's tenant) and every stored message, whatever its status,
 with its seq, but without the chat id it repeats or its idempotency key (a short-lived
 retry token of the request that wrote it).

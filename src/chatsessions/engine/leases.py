@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from chatsessions.engine.locks import ChatLocks
 from chatsessions.errors import ChatBusy, ChatNotFound
-from chatsessions.locks import ChatLocks
 from chatsessions.store import Store
 from chatsessions.types import Chat, Message, utcnow
 

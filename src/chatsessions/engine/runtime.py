@@ -8,12 +8,12 @@ import os
 import uuid
 
 from chatsessions.backends import Backend, make_backend
-from chatsessions.backends.circuit import CircuitBreaker
-from chatsessions.cache import History, HistoryCache
 from chatsessions.config import Settings
-from chatsessions.leases import TurnLeases
+from chatsessions.engine.cache import History, HistoryCache
+from chatsessions.engine.circuit import CircuitBreaker
+from chatsessions.engine.leases import TurnLeases
+from chatsessions.engine.titles import TitleWriter
 from chatsessions.store import Store, open_store
-from chatsessions.titles import TitleWriter
 from chatsessions.types import Chat, TurnStatus
 
 
