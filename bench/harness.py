@@ -181,7 +181,8 @@ def machine_info() -> dict[str, Any]:
     """Enough to tell whether two result files are comparable at all."""
     packages = {}
     for name in ("chatsessions", "openai", "sqlalchemy", "aiosqlite", "asyncpg", "psycopg",
-                 "langchain-core", "langchain-community"):
+                 "langchain-core", "langchain-community", "langgraph",
+                 "langgraph-checkpoint-sqlite", "langgraph-checkpoint-postgres"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
     return {

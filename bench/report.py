@@ -38,6 +38,19 @@ every turn sends the whole history, the worst case for us. A proxy around the st
 records the part spent inside store calls. LangChain (below) runs the same schedule with
 an instant `RunnableLambda` as its model, reported without a target; its "store" part is
 the time inside `SQLChatMessageHistory.messages` and `add_messages`.""",
+    "graph": """\
+LangGraph, which LangChain's docs now recommend for chat persistence: the smallest chat
+graph (`START -> model -> END` over `MessagesState`) compiled with `SqliteSaver`
+(langgraph-checkpoint-sqlite) or `PostgresSaver` (langgraph-checkpoint-postgres), the
+thread id being the chat id, one `invoke` per turn with the new user message, in each of
+its durability modes: `sync`, `async`, `exit`. Every side, ours included, answers with an
+instant model, so a turn's time is the history layer's work; each side has a fresh
+database of its own (SQLite: the same WAL and `synchronous=NORMAL` pragmas) and they take
+their turns in lockstep. The time figure is LangGraph's fastest mode over ours at the
+last ten turns; storage is what the database grew by over the run, per chat (SQLite pages
+after a WAL checkpoint, `pg_database_size` on PostgreSQL), LangGraph's smallest mode over
+ours. LangGraph checkpoints the whole message list at every step it persists, so both
+grow with the chat's length.""",
     "peer": """\
 LangChain's `RunnableWithMessageHistory` over `SQLChatMessageHistory` (langchain-community),
 same workload, same fake model, same database kind. The model step is the same `openai`
@@ -151,6 +164,15 @@ def _flat_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _graph_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| side | turns 1–10 (ms) | last 10 turns (ms) | database bytes per chat |",
+             "| --- | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['early_median_s'] * 1e3:.2f} | "
+                     f"{r['late_median_s'] * 1e3:.2f} | {r['bytes_per_chat']:,.0f} |")
+    return lines
+
+
 def _service_table(results: dict[str, Any]) -> list[str]:
     lines = ["| server | turns | failed | turns/s | latency median / p99 (ms) | CPU per turn: "
              "server / model / client (ms) | CPU busy |",
@@ -259,7 +281,7 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
         if key == "scale":
             out += [*_scale_table(bench), ""]
             continue
-        table = {"flat": _flat_table, "service": _service_table,
+        table = {"flat": _flat_table, "graph": _graph_table, "service": _service_table,
                  "embedded": _embedded_table}.get(key, _sides_table)
         out += [*table(bench["results"]), ""]
     out += ["## Choices", "", choices(data), ""]

@@ -36,8 +36,8 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["mode"] == "quick"
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
-    assert set(data["benchmarks"]) == {"overhead", "flat", "peer", "service", "scale",
-                                       "embedded"}
+    assert set(data["benchmarks"]) == {"overhead", "flat", "graph", "peer", "service",
+                                       "scale", "embedded"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:
