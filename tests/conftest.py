@@ -141,18 +141,10 @@ def live_server(settings_kwargs: dict[str, object]) -> Iterator[LiveServer]:
 
 def make_keys(url: str, *tenants: str) -> list[str]:
     """API keys, one per tenant, created in the database at ``url`` (secrets returned)."""
-    from chatsessions.service.auth import create_key
-    from chatsessions.store import open_store
+    from chatsessions import ChatSessions
 
-    async def create() -> list[str]:
-        store = open_store(url)
-        await store.open()
-        try:
-            return [(await create_key(store, tenant, name="test"))[1] for tenant in tenants]
-        finally:
-            await store.close()
-
-    return asyncio.run(create())
+    with ChatSessions(database_url=url) as chats:
+        return [chats.keys.create(tenant, name="test")[1] for tenant in tenants]
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def test_backend_failure_exit_code(env: dict[str, str], fake_llm: FakeLLMServer)
 def test_interactive_chat_switches_and_streams(
     env: dict[str, str], fake_llm: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from chatsessions.cli import app, commands, demo, repl  # noqa: F401
+    from chatsessions.cli import app
 
     for key in ("CHATSESSIONS_DATABASE_URL", "CHATSESSIONS_BACKEND", "CHATSESSIONS_MODEL",
                 "OPENAI_BASE_URL", "OPENAI_API_KEY", "CHATSESSIONS_AUTO_TITLE"):
@@ -152,36 +152,71 @@ def test_serve_refuses_public_address_without_keys(env: dict[str, str]) -> None:
     assert "without API keys" in result.stderr
 
 
-def test_serve_answers_http(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+def _free_port() -> int:
     import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _serve(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``chatsessions serve ARGS`` in a subprocess, once it answers /healthz: (process,
+    its base address)."""
     import time
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatsessions", "serve", "--port", str(port)],
+        [sys.executable, "-m", "chatsessions", "serve", "--port", str(port), *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            health = httpx.get(f"{base}/healthz")
+            break
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                _, err = process.communicate(timeout=30)
+                raise AssertionError(f"serve did not start: {err}") from None
+            time.sleep(0.1)
+    assert health.json()["status"] == "ok"
+    return process, base
+
+
+def test_serve_answers_http(env: dict[str, str], fake_llm: FakeLLMServer) -> None:
+    import httpx
+
+    process, base = _serve(env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        assert health.json()["status"] == "ok"
-        chat = httpx.post(f"http://127.0.0.1:{port}/chats", json={}).json()
-        answer = httpx.post(f"http://127.0.0.1:{port}/chats/{chat['id']}/messages",
+        chat = httpx.post(f"{base}/chats", json={}).json()
+        answer = httpx.post(f"{base}/chats/{chat['id']}/messages",
                             json={"content": "hello"}, timeout=30).json()
         assert answer["content"] == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
-        assert "<html" in httpx.get(f"http://127.0.0.1:{port}/").text.lower()
+        assert "<html" in httpx.get(f"{base}/").text.lower()
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=30)
-    assert f"http://127.0.0.1:{port}/docs" in out
+    assert f"{base}/docs" in out
+
+
+def test_serve_binds_a_public_address_once_a_key_exists(env: dict[str, str]) -> None:
+    import httpx
+
+    created = run(env, "keys", "create", "--tenant", "acme")
+    assert created.returncode == 0, created.stderr
+    process, base = _serve({**env, "CHATSESSIONS_SQLITE_SYNCHRONOUS": "FULL"},
+                           "--host", "0.0.0.0")
+    try:
+        assert httpx.get(f"{base}/chats").status_code == 401
+        secret = created.stdout.strip()
+        assert httpx.get(f"{base}/chats", headers={"Authorization": f"Bearer {secret}"}
+                         ).status_code == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

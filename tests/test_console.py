@@ -20,7 +20,6 @@ from playwright.sync_api import Dialog, Locator, Page, Route, expect, sync_playw
 
 from chatsessions import AsyncChatSessions
 from chatsessions.engine.titles import clean_title, title_request
-from chatsessions.service.auth import create_key
 from chatsessions.testing import FakeLLMServer, Fault
 
 CHROMIUM = "/usr/bin/chromium"
@@ -387,7 +386,7 @@ def test_api_key_is_asked_for_stored_and_sent(
 ) -> None:
     async def add_key() -> str:
         async with AsyncChatSessions(**settings_kwargs) as sessions:
-            _, secret = await create_key(sessions.store, "default", "console test")
+            _, secret = await sessions.keys.create("default", "console test")
             return secret
 
     with ThreadPoolExecutor(1) as pool:  # asyncio.run needs a thread without Playwright's loop

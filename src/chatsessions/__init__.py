@@ -17,10 +17,12 @@ from chatsessions.errors import (
     InvalidInput,
     TurnInterrupted,
 )
+from chatsessions.keys import ApiKeys, AsyncApiKeys
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
 from chatsessions.types import (
+    ApiKey,
     Chat,
     ContextPolicy,
     GenerationParams,
@@ -35,6 +37,9 @@ from chatsessions.types import (
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
+    "ApiKey",
+    "ApiKeys",
+    "AsyncApiKeys",
     "AsyncChatSessions",
     "BackendError",
     "BackendTimeout",

@@ -14,7 +14,7 @@ from typing import Any
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.cache import HistoryCache
-from chatsessions.engine.export import export_json
+from chatsessions.engine.export import export_json, export_markdown
 from chatsessions.engine.importing import build_chat
 from chatsessions.engine.regenerate import run_regenerate
 from chatsessions.engine.runtime import Core
@@ -30,6 +30,7 @@ from chatsessions.engine.validation import (
     check_when,
 )
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
+from chatsessions.keys import AsyncApiKeys
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
@@ -558,6 +559,47 @@ class AsyncChatSessions:
                        updated_at=utcnow(), archived_at=None, expires_at=None)
         await self._core.store.fork_chat(chat, up_to_seq)
         return chat.id
+
+    # reading for the service and the CLI: pages, health, keys, markdown ---------------
+
+    @property
+    def keys(self) -> AsyncApiKeys:
+        """API keys as a resource (every tenant's): create, list, revoke, verify."""
+        return AsyncApiKeys(self._ready)
+
+    async def messages(
+        self, chat_id: str, *, after_seq: int = 0, limit: int | None = 100
+    ) -> list[Message]:
+        """One page of the stored messages, whatever their status: those with seq above
+        ``after_seq``, in order, at most ``limit`` (None: all). The next page starts after
+        the last seq returned. The system prompt is the chat's field, not a message here."""
+        if after_seq < 0:
+            raise InvalidInput("after_seq must be 0 or more")
+        if limit is not None and limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        await self.get_chat(chat_id)
+        return await self._core.store.messages(chat_id, after_seq=after_seq, limit=limit)
+
+    async def get_message(self, chat_id: str, seq: int) -> Message | None:
+        """The stored message ``seq`` (1 and up) of the chat, whatever its status; None if
+        there is none (never was, or deleted)."""
+        if seq < 1:
+            await self.get_chat(chat_id)
+            return None
+        found = await self.messages(chat_id, after_seq=seq - 1, limit=1)
+        return found[0] if found and found[0].seq == seq else None
+
+    async def ping(self) -> None:
+        """A health check: return once the database has answered a trivial query; raise
+        (the driver's error) if it cannot."""
+        store = await self._ready()
+        await store.ping()
+
+    async def export_markdown(self, chat_id: str) -> str:
+        """The chat as Markdown for reading (every stored message, failed turns and earlier
+        answers marked); :meth:`export_chat` is the lossless form."""
+        chat = await self.get_chat(chat_id)
+        return export_markdown(chat, await self.history(chat_id, include_failed=True))
 
 
 async def _stored(turn: AsyncGenerator[str | Message, None]) -> Message:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from chatsessions.config import Settings
+from chatsessions.keys import ApiKeys
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import Chat, Message, SearchHit, UsageReport
 
@@ -150,6 +151,36 @@ class ChatSessions:
 
     def import_chat(self, data: Any, *, keep_id: bool = False) -> str:
         return self._call(self.aio.import_chat(data, keep_id=keep_id))
+
+    # reading for the service and the CLI: pages, health, keys, markdown ---------------
+
+    @property
+    def keys(self) -> ApiKeys:
+        """API keys as a resource (every tenant's): create, list, revoke, verify."""
+        return ApiKeys(self.aio.keys, self._call)
+
+    def messages(
+        self, chat_id: str, *, after_seq: int = 0, limit: int | None = 100
+    ) -> list[Message]:
+        """One page of the stored messages, whatever their status: those with seq above
+        ``after_seq``, in order, at most ``limit`` (None: all). The next page starts after
+        the last seq returned. The system prompt is the chat's field, not a message here."""
+        return self._call(self.aio.messages(chat_id, after_seq=after_seq, limit=limit))
+
+    def get_message(self, chat_id: str, seq: int) -> Message | None:
+        """The stored message ``seq`` (1 and up) of the chat, whatever its status; None if
+        there is none (never was, or deleted)."""
+        return self._call(self.aio.get_message(chat_id, seq))
+
+    def ping(self) -> None:
+        """A health check: return once the database has answered a trivial query; raise
+        (the driver's error) if it cannot."""
+        self._call(self.aio.ping())
+
+    def export_markdown(self, chat_id: str) -> str:
+        """The chat as Markdown for reading (every stored message, failed turns and earlier
+        answers marked); :meth:`export_chat` is the lossless form."""
+        return self._call(self.aio.export_markdown(chat_id))
 
 
 def _private_loop() -> asyncio.AbstractEventLoop:

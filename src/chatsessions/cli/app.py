@@ -1,4 +1,5 @@
-"""The typer application, shared options and the one place errors become exit codes."""
+"""The ``chatsessions`` command: global options, its command groups (each module's own
+typer app, added here), and the one place errors become exit codes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
+from chatsessions import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
+from chatsessions.cli import branching, commands, demo, find, keys, repl, serve, transfer
+from chatsessions.cli.common import err_console
 
 app = typer.Typer(
     help="Many simultaneous, durable conversations with large language models.",
@@ -17,8 +19,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+app.add_typer(demo.app)
+app.add_typer(commands.app)
+app.add_typer(repl.app)
+app.add_typer(branching.app)
+app.add_typer(transfer.app)
+app.add_typer(find.app)
+app.add_typer(serve.app)
+app.add_typer(keys.app, name="keys")
 
 #: Exit codes, so scripts can tell failures apart.
 EXIT_CODES: dict[type[ChatSessionsError], int] = {
@@ -57,17 +65,6 @@ def exit_code(exc: ChatSessionsError) -> int:
 
 def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit code on failure."""
-    from chatsessions.cli import (  # noqa: F401  (registers)
-        branching,
-        commands,
-        demo,
-        find,
-        keys,
-        repl,
-        serve,
-        transfer,
-    )
-
     try:
         result = app(standalone_mode=False)  # returns the code of a typer.Exit
         if isinstance(result, int) and result:

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from chatsessions.cli.app import app, console, err_console
-from chatsessions.cli.common import open_sessions
-from chatsessions.errors import BackendError
-from chatsessions.types import Message
+from chatsessions import BackendError, Message
+from chatsessions.cli.common import console, err_console, open_sessions
+
+app = typer.Typer()
 
 Stream = Annotated[bool, typer.Option(help="print the answer as it arrives")]
 

@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from chatsessions.cli.app import app, console
-from chatsessions.cli.common import open_sessions
-from chatsessions.types import ContextPolicy, TurnStatus
+from chatsessions import ContextPolicy, TurnStatus
+from chatsessions.cli.common import console, open_sessions
+
+app = typer.Typer()
 
 
 @app.command()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from chatsessions.cli.app import app, console
-from chatsessions.cli.common import open_sessions
+from chatsessions.cli.common import console, open_sessions
 from chatsessions.prompts import DEMO_CHATS
+
+app = typer.Typer()
 
 
 @app.command()

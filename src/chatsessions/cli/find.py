@@ -9,8 +9,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from chatsessions.cli.app import app, console
-from chatsessions.cli.common import open_sessions
+from chatsessions.cli.common import console, open_sessions
+
+app = typer.Typer()
 
 
 def _when(value: str | None, option: str) -> datetime | None:

@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from chatsessions.cli.app import app, console
-from chatsessions.cli.common import open_sessions
-from chatsessions.errors import ChatSessionsError
-from chatsessions.sync import ChatSessions
+from chatsessions import ChatSessions, ChatSessionsError
+from chatsessions.cli.common import console, open_sessions
+
+app = typer.Typer()
 
 HELP = (
     "/new [SYSTEM PROMPT]  start a chat    /list  list chats    /switch ID  change chat\n"

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 from typing import Annotated
 
 import typer
 
-from chatsessions.cli.app import app, console, err_console
-from chatsessions.config import Settings
-from chatsessions.store import open_store
+from chatsessions import ChatSessions, Settings
+from chatsessions.cli.common import console, err_console
+
+app = typer.Typer()
 
 
 def is_loopback(host: str) -> bool:
@@ -23,13 +23,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-async def _keys_configured(settings: Settings) -> bool:
-    store = open_store(settings.database_url)
-    await store.open()
-    try:
-        return await store.has_api_keys()
-    finally:
-        await store.close()
+def _keys_configured(settings: Settings) -> bool:
+    """Whether the database the workers will use has an active key (opened with every
+    setting they open it with)."""
+    with ChatSessions(settings) as chats:
+        return chats.keys.any_active()
 
 
 @app.command()
@@ -49,7 +47,7 @@ def serve(
     for name, value in overrides.items():
         os.environ[f"CHATSESSIONS_{name.upper()}"] = str(value)
     settings = Settings()
-    if not is_loopback(host) and not insecure and not asyncio.run(_keys_configured(settings)):
+    if not is_loopback(host) and not insecure and not _keys_configured(settings):
         err_console.print(
             f"error: refusing to serve {host} without API keys (anyone could read every "
             "chat). Create one with 'chatsessions keys create --tenant NAME', or pass "

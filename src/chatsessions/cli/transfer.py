@@ -10,19 +10,19 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from chatsessions.cli.app import app, console
-from chatsessions.cli.common import open_sessions
-from chatsessions.engine.export import FORMATS, export_markdown
-from chatsessions.errors import InvalidInput
-from chatsessions.sync import ChatSessions
+from chatsessions import ChatSessions, InvalidInput
+from chatsessions.cli.common import console, open_sessions
 
+app = typer.Typer()
+
+#: the export formats, and the file suffix of each
 SUFFIXES = {"json": ".json", "markdown": ".md"}
 
 
 def _render(chats: ChatSessions, chat_id: str, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(chats.export_chat(chat_id), indent=2, ensure_ascii=False)
-    return export_markdown(chats.get_chat(chat_id), chats.history(chat_id, include_failed=True))
+    return chats.export_markdown(chat_id)
 
 
 @app.command()
@@ -36,8 +36,8 @@ def export(
         file_okay=False)] = None,
 ) -> None:
     """Export a chat as JSON (lossless: `import` takes it back) or Markdown."""
-    if format not in FORMATS:
-        raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
+    if format not in SUFFIXES:
+        raise typer.BadParameter(f"choose one of {', '.join(SUFFIXES)}", param_hint="--format")
     if (chat_id is None) == (all_to is None):
         raise typer.BadParameter("give a CHAT_ID or --all DIR (not both)")
     with open_sessions(ctx) as chats:

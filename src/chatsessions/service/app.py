@@ -14,14 +14,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from chatsessions import __version__
-from chatsessions.config import Settings
+from chatsessions import AsyncChatSessions, Settings, __version__
 from chatsessions.service import errors, openai_compat
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes import branching, chats, health, messages, search, transfer, usage
-from chatsessions.sessions import AsyncChatSessions
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("chatsessions.service")
@@ -53,7 +51,7 @@ def create_app(
         live = sessions or AsyncChatSessions(settings)
         await live.open()
         app.state.sessions = live
-        app.state.auth = Authenticator(live.store, settings.rate_limit_per_minute)
+        app.state.auth = Authenticator(live.keys, settings.rate_limit_per_minute)
         sweeper = asyncio.create_task(_sweep_forever(live, settings.lease_ttl))
         if own_process:
             tune_gc()

@@ -1,36 +1,22 @@
-"""API keys and tenants: a key maps to a tenant; no active key means single-user mode.
+"""Who is calling: a key maps to a tenant; no active key means single-user mode.
 
-Only the SHA-256 of a key is stored. Lookups are cached for a few seconds so a busy
-service does not hit the database on every request, while revocations still apply soon.
+Keys are the library's resource (``sessions.keys``, only their SHA-256 stored). Lookups
+are cached here for a few seconds so a busy service does not hit the database on every
+request, while revocations still apply soon.
 """
 
 from __future__ import annotations
 
 import hashlib
-import secrets
 import time
-import uuid
 
+from chatsessions import ApiKey, AsyncApiKeys
 from chatsessions.service.errors import ServiceError
-from chatsessions.store import Store
-from chatsessions.types import ApiKey
 
-KEY_PREFIX = "cs_"
 SINGLE_USER_TENANT = "default"
 CACHE_SECONDS = 5.0
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-async def create_key(store: Store, tenant_id: str, name: str | None = None) -> tuple[ApiKey, str]:
-    """Store a new key for ``tenant_id``; return it with the secret (shown once)."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(id=uuid.uuid4().hex[:12], tenant_id=tenant_id, key_hash=hash_key(secret),
-                 name=name)
-    await store.add_api_key(key)
-    return key, secret
+#: secrets remembered at most (then forgotten all at once): bounds what junk tokens cost
+CACHE_ENTRIES = 10_000
 
 
 class RateLimiter:
@@ -57,28 +43,29 @@ class RateLimiter:
 
 
 class Authenticator:
-    def __init__(self, store: Store, rate_limit_per_minute: int = 0) -> None:
-        self._store = store
+    def __init__(self, keys: AsyncApiKeys, rate_limit_per_minute: int = 0) -> None:
+        self._keys = keys
         self._limiter = RateLimiter(rate_limit_per_minute)
         self._keys_exist: tuple[bool, float] = (False, 0.0)
-        self._by_hash: dict[str, tuple[ApiKey | None, float]] = {}
+        self._by_digest: dict[bytes, tuple[ApiKey | None, float]] = {}
 
     async def _keys_configured(self) -> bool:
         value, expires = self._keys_exist
         if time.monotonic() >= expires:
-            value = await self._store.has_api_keys()
+            value = await self._keys.any_active()
             self._keys_exist = (value, time.monotonic() + CACHE_SECONDS)
         return value
 
     async def _lookup(self, secret: str) -> ApiKey | None:
-        digest = hash_key(secret)
-        cached = self._by_hash.get(digest)
+        # remembered by digest: the process keeps no secrets longer than a request
+        digest = hashlib.sha256(secret.encode()).digest()
+        cached = self._by_digest.get(digest)
         if cached is not None and time.monotonic() < cached[1]:
             return cached[0]
-        key = await self._store.find_api_key(digest)
-        if len(self._by_hash) > 10_000:
-            self._by_hash.clear()
-        self._by_hash[digest] = (key, time.monotonic() + CACHE_SECONDS)
+        key = await self._keys.verify(secret)
+        if len(self._by_digest) > CACHE_ENTRIES:
+            self._by_digest.clear()
+        self._by_digest[digest] = (key, time.monotonic() + CACHE_SECONDS)
         return key
 
     async def tenant_for(self, token: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from chatsessions.sessions import AsyncChatSessions
+from chatsessions import AsyncChatSessions
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `chatsessions keys create`")
 

@@ -11,8 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from chatsessions.engine.validation import check_text
-from chatsessions.errors import ChatNotFound
+from chatsessions import AsyncChatSessions, Chat, ChatNotFound, Message, Role, TurnStatus
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
     ERRORS,
@@ -36,8 +35,6 @@ from chatsessions.service.openai_compat.schemas import (
     ItemsCreate,
     conversation_object,
 )
-from chatsessions.sessions import AsyncChatSessions
-from chatsessions.types import Chat, Message, Role, TurnStatus
 
 router = APIRouter(prefix="/conversations", route_class=OpenAIRoute, responses=ERRORS,
                    tags=["openai"])
@@ -52,9 +49,9 @@ async def get_conversation(sessions: AsyncChatSessions, conversation_id: str,
         raise not_found(f"Conversation with id '{conversation_id}' not found.", param) from None
 
 
-def checked(messages: list[InputMessage], sessions: AsyncChatSessions, param: str,
-            start: int = 0) -> list[tuple[Role, str]]:
-    """User and assistant messages ready to store, refused before anything is written
+def checked(messages: list[InputMessage], param: str, start: int = 0) -> list[tuple[Role, str]]:
+    """User and assistant messages to store (their text is the library's to check, as it
+    does for every message); a system item is refused here, before anything is written
     (``start``: the index of the first of them in the request, for error messages)."""
     out = []
     for index, message in enumerate(messages, start):
@@ -62,8 +59,6 @@ def checked(messages: list[InputMessage], sessions: AsyncChatSessions, param: st
             raise bad_request("System and developer items are only accepted when the "
                               "conversation is created (they become its system prompt).",
                               f"{param}[{index}].role")
-        check_text(message.text, field=f"{param}[{index}].content",
-                   max_chars=sessions.settings.max_message_chars)
         out.append((Role(message.role), message.text))
     return out
 
@@ -73,7 +68,7 @@ async def create_conversation(body: ConversationCreate, sessions: SessionsDep) -
     """A new chat; leading system/developer items become its system prompt."""
     body.refuse_unknown()
     system_prompt, rest = split_system(parse_input(body.items or [], "items"), "items")
-    rows = checked(rest, sessions, "items", start=len(body.items or []) - len(rest))
+    rows = checked(rest, "items", start=len(body.items or []) - len(rest))
     chat_id = await sessions.create_chat(system_prompt, metadata=body.metadata)
     if rows:
         try:
@@ -112,7 +107,7 @@ async def create_items(conversation_id: str, body: ItemsCreate,
                        sessions: SessionsDep) -> dict[str, Any]:
     """Append user/assistant messages as they are, without asking the model."""
     body.refuse_unknown()
-    rows = checked(parse_input(body.items, "items"), sessions, "items")
+    rows = checked(parse_input(body.items, "items"), "items")
     await get_conversation(sessions, conversation_id)
     added = await sessions.append_messages(conversation_id, rows) if rows else []
     return item_list([message_item(m) for m in added])
@@ -157,9 +152,9 @@ async def visible_messages(sessions: AsyncChatSessions, chat_id: str) -> list[Me
 async def find_item(sessions: AsyncChatSessions, chat_id: str, item_id: str) -> Message:
     seq = parse_item_id(item_id)
     if seq is not None and seq > 0:
-        rows = await sessions.store.messages(chat_id, after_seq=seq - 1, limit=1)
-        if rows and rows[0].seq == seq and rows[0].status is TurnStatus.OK:
-            return rows[0]
+        found = await sessions.get_message(chat_id, seq)
+        if found is not None and found.status is TurnStatus.OK:
+            return found
     raise _item_not_found(item_id)
 
 

@@ -11,8 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from chatsessions.engine.export import export_markdown
-from chatsessions.errors import InvalidInput
+from chatsessions import InvalidInput
 from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.schemas import ChatCreate, ChatList, ChatPublic, ChatUpdate, ErrorBody
 
@@ -128,9 +127,7 @@ async def export_chat(
                    f'{"md" if format == "markdown" else "json"}"'}
     if format == "json":
         return JSONResponse(await sessions.export_chat(chat_id), headers=disposition)
-    chat = await sessions.get_chat(chat_id)
-    messages = await sessions.history(chat_id, include_failed=True)
-    return PlainTextResponse(export_markdown(chat, messages), media_type="text/markdown",
+    return PlainTextResponse(await sessions.export_markdown(chat_id), media_type="text/markdown",
                              headers=disposition)
 
 

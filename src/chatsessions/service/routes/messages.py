@@ -9,14 +9,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from chatsessions.errors import ChatSessionsError
+from chatsessions import ChatSessionsError, Message
 from chatsessions.service import sse
 from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.errors import error_body
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
 from chatsessions.service.schemas import ErrorBody, MessageCreate, MessageList, MessagePublic
-from chatsessions.types import Message
 
 T = TypeVar("T")
 
@@ -118,7 +117,6 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> MessageList:
     """Stored messages in order, failed turns included (the system prompt is on the chat)."""
-    await sessions.get_chat(chat_id)
-    rows = await sessions.store.messages(chat_id, after_seq=after, limit=limit)
+    rows = await sessions.messages(chat_id, after_seq=after, limit=limit)
     next_after = rows[-1].seq if len(rows) == limit else None
     return MessageList(data=[MessagePublic.of(m) for m in rows], next_after=next_after)
