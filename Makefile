@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run demo serve test lint format bench clean
+.PHONY: install run demo serve test lint format bench clean vendor
 
 install: $(STAMP)
 
@@ -17,9 +17,10 @@ run: install  ## set up everything and serve on the embedded model and SQLite
 demo: install
 	$(VENV)/bin/chatsessions demo
 
-test: install  ## lint, types, then the whole suite
+test: install  ## lint, types, the browser the console's tests drive, then the whole suite
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	@bash scripts/chromium.sh
 	$(PY) -m pytest
 
 lint: install
@@ -28,6 +29,9 @@ lint: install
 
 format: install
 	$(VENV)/bin/ruff format src tests bench
+
+vendor:  ## refresh the vendored browser code (Swagger UI, marked, DOMPurify) from npm
+	@bash scripts/vendor.sh
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)

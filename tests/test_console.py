@@ -7,8 +7,6 @@ checked against ``FakeLLMServer.answer_for`` and against what the server stored.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,20 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Dialog, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Dialog, Locator, Page, expect
 
 from chatsessions import AsyncChatSessions
 from chatsessions.engine.titles import clean_title, title_request
 from chatsessions.testing import FakeLLMServer, Fault
+from tests.browser import Offline, offline_browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 XSS = "<img src=x onerror=alert(1)>"
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium")
 
 
 @pytest.fixture
@@ -70,8 +62,8 @@ def _has(cls: str) -> re.Pattern[str]:
 class Console:
     """The page plus the few moves a user makes; every wait is on something visible."""
 
-    def __init__(self, page: Page, url: str) -> None:
-        self.page, self.url = page, url
+    def __init__(self, page: Page, url: str, offline: Offline) -> None:
+        self.page, self.url, self.offline = page, url, offline
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
@@ -119,6 +111,9 @@ class Console:
         expect(done).to_have_count(answers, timeout=15_000)
         expect(self.page.get_by_test_id("message-input")).to_be_enabled()
 
+    def csp_violations(self) -> list[str]:
+        return list(self.page.evaluate("window.__csp"))
+
     def history(self) -> list[tuple[str, str]]:
         messages = self.page.get_by_test_id("message")
         return [
@@ -132,12 +127,11 @@ def console(live_server: Any) -> Iterator[Console]:
     # Playwright starts after the live server on purpose: while its sync API is active it
     # marks its event loop as running in this thread, and the database fixtures behind
     # live_server use asyncio.run.
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_context().new_page()
+    with offline_browser(live_server.url) as offline:
+        page = offline.context.new_page()
         page.set_default_timeout(10_000)
-        yield Console(page, live_server.url)
-        browser.close()
+        yield Console(page, live_server.url, offline)
+        assert offline.refused == []  # the console needs nothing from elsewhere
 
 
 def expected_answer(base_url: str, chat_id: str, *users_and_answers: str) -> str:
@@ -217,63 +211,122 @@ def test_model_output_is_shown_as_text_never_as_html(
     assert XSS in answer  # the fake echoes the message, so the answer carries the payload
     assert console.history() == [("user", XSS), ("assistant", answer)]
     pane = console.page.get_by_test_id("messages")
-    expect(pane.locator("img")).to_have_count(0)
-    console.page.wait_for_timeout(300)  # give a broken image's onerror time to fire
+    expect(pane.locator("img")).to_have_count(0)  # so no onerror can ever fire
     assert console.dialogs == []
     assert console.errors == []
 
 
-def test_markdown_subset_is_rendered_safely(console: Console, live_server: Any) -> None:
-    """The renderer on a crafted answer (the fake model cannot produce multi-line text)."""
-    hostile = "\n".join([
-        "Intro with **bold**, *italic* and `code <b>`.",
-        "",
-        "- first",
-        "- second with [a link](https://example.com/a?b=1&c=2)",
-        "",
-        "1. one",
-        "2. two",
-        "",
-        "```python",
-        "print('<script>alert(1)</script>')",
-        "```",
-        "",
-        '[bad](javascript:alert(1)) <a href="javascript:alert(2)">x</a> ' + XSS,
-        "<script>alert(3)</script> \u00000\u0000 see http://example.org/x.",
-    ])
-    chat = httpx.post(f"{live_server.url}/chats", json={"title": "crafted"}).json()
+#: What models write all the time, and what a hostile page quoted in an answer carries.
+MARKDOWN_ANSWER = "\n".join([
+    "## Shipping options",
+    "",
+    "Intro with **bold**, *italic* and `code <b>`.",
+    "",
+    "| Carrier | Days | Price |",
+    "|:--------|-----:|:-----:|",
+    "| Post    | 3    | 4.90  |",
+    "| Courier | 1    | 12.00 |",
+    "",
+    "> Orders placed before noon",
+    "> leave the same day.",
+    "",
+    "- Europe",
+    "  - France",
+    "  - Germany",
+    "    1. Berlin",
+    "    2. Hamburg",
+    "- Asia",
+    "",
+    "```python",
+    'print("<script>window.pwned = 1</script>")',
+    "```",
+    "",
+    "![pixel](http://example.com/p.png) [a link](https://example.com/a?b=1&c=2) and",
+    "https://example.org/x. [click me](javascript:window.pwned=5) [me too](/static/app.js)",
+    "",
+    "<script>window.pwned = 2</script>",
+    "",
+    'Hostile: <img src=x onerror="window.pwned = 3"> <svg onload="window.pwned = 4"></svg>',
+    '<a href="javascript:window.pwned=6">or me</a>',
+    '<iframe src="javascript:window.pwned=7"></iframe>',
+])
 
-    def fake_history(route: Route) -> None:
-        message = {"chat_id": chat["id"], "seq": 2, "role": "assistant", "content": hostile,
-                   "status": "ok", "error": None, "model": "fake-model", "prompt_tokens": 1,
-                   "completion_tokens": 1, "latency_ms": 5, "created_at": chat["created_at"]}
-        route.fulfill(status=200, content_type="application/json",
-                      body=json.dumps({"data": [message], "next_after": None}))
 
-    console.page.route(re.compile(r"/chats/[^/]+/messages\?"), fake_history)
+def test_model_markdown_renders_and_hostile_html_stays_inert(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    """The fake model answers in markdown through the real service: tables, block quotes,
+    nested lists and fenced code render; markup in the answer runs nothing."""
+    fake_llm.script(MARKDOWN_ANSWER)
     console.open()
-    console.select(chat["id"])
+    chat_id = console.new_chat()
+    console.type_and_send("How can you ship it?")
+    console.wait_idle(1)
+    assert stored(live_server.url, chat_id)[1] == ("assistant", "ok", MARKDOWN_ANSWER)
+
     bubble = console.page.locator('[data-testid="message"][data-role="assistant"] .bubble')
-    expect(bubble).to_have_count(1)
+    expect(bubble.locator("h2")).to_have_text("Shipping options")
     expect(bubble.locator("strong")).to_have_text("bold")
     expect(bubble.locator("em")).to_have_text("italic")
     expect(bubble.locator("p code")).to_have_text("code <b>")
-    expect(bubble.locator("ul > li")).to_have_count(2)
-    expect(bubble.locator("ol > li")).to_have_text(["one", "two"])
-    expect(bubble.locator("pre code")).to_have_text("print('<script>alert(1)</script>')")
-    links = bubble.locator("a")
-    expect(links).to_have_count(2)
-    assert links.nth(0).get_attribute("href") == "https://example.com/a?b=1&c=2"
-    assert links.nth(1).get_attribute("href") == "http://example.org/x"
-    for i in range(2):
-        assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
+    table = bubble.locator("table")
+    expect(table.locator("thead th")).to_have_text(["Carrier", "Days", "Price"])
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(table.locator("tbody tr").last.locator("td")).to_have_text(["Courier", "1", "12.00"])
+    assert table.locator("td").nth(1).get_attribute("align") == "right"
+    expect(bubble.locator("blockquote > p")).to_have_text(
+        "Orders placed before noon\nleave the same day.", use_inner_text=True)
+    expect(bubble.locator("ul > li")).to_have_count(4)  # Europe, France, Germany, Asia
+    expect(bubble.locator("ul > li > ul > li")).to_have_count(2)
+    expect(bubble.locator("ul > li > ul > li > ol > li")).to_have_text(["Berlin", "Hamburg"])
+    code = bubble.locator("pre > code")
+    expect(code).to_have_text('print("<script>window.pwned = 1</script>")')
+    expect(code).to_have_class(_has("language-python"))
+
+    # The markup is shown as the text it is; nothing of it became an element.
+    expect(bubble.locator("script, img, svg, iframe, b")).to_have_count(0)
     text = bubble.inner_text()
-    for literal in ["[bad](javascript:alert(1))", '<a href="javascript:alert(2)">x</a>', XSS,
-                    "<script>alert(3)</script>"]:
+    for literal in ["<script>window.pwned = 2</script>", 'onerror="window.pwned = 3"',
+                    '<svg onload="window.pwned = 4">', '<a href="javascript:window.pwned=6">',
+                    '<iframe src="javascript:window.pwned=7">']:
         assert literal in text
-    assert bubble.locator("img, script, b").count() == 0
-    console.page.wait_for_timeout(300)
+    # Links only to the web (the javascript: and the relative one stay their text); an
+    # image is a plain link to it, never fetched.
+    links = bubble.locator("a")
+    expect(links).to_have_text(["pixel", "a link", "https://example.org/x"])
+    assert [links.nth(i).get_attribute("href") for i in range(3)] == [
+        "http://example.com/p.png", "https://example.com/a?b=1&c=2", "https://example.org/x"]
+    for i in range(3):
+        assert links.nth(i).get_attribute("rel") == "noopener noreferrer"
+    expect(bubble).to_contain_text("click me me too")
+    bubble.get_by_text("click me").click()  # plain text: nothing to follow
+
+    assert console.page.evaluate("typeof window.pwned") == "undefined"
     assert console.dialogs == []
+    assert console.csp_violations() == []  # nothing even tried to run
+    assert console.errors == []
+
+
+def test_console_is_served_under_a_strict_content_security_policy(
+    console: Console, live_server: Any
+) -> None:
+    """The policy is sent with the page, and it holds: an inline handler that got into the
+    page anyway (here put there by the test itself) is refused by the browser."""
+    response = console.page.goto(live_server.url)
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'",
+                      "object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"]:
+        assert directive in policy
+    assert "unsafe-inline" not in policy
+    assert "unsafe-eval" not in policy
+    expect(console.page.get_by_test_id("chat-list")).to_be_attached()
+    assert console.csp_violations() == []  # the console itself needs no exception
+
+    console.page.evaluate("""() => document.body.insertAdjacentHTML("beforeend",
+        '<img id="probe" src="/no-such-image" onerror="window.pwned = 1">')""")
+    console.page.wait_for_function("window.__csp.some((v) => v.startsWith('script-src'))")
+    assert console.page.evaluate("typeof window.pwned") == "undefined"
     assert console.errors == []
 
 
@@ -349,6 +402,7 @@ def test_rename_delete_and_multiline_messages(
 
     delete = console.item(drop).get_by_test_id("delete")
     delete.click()  # the first click only asks
+    expect(delete).to_have_text("Delete?")
     expect(console.page.get_by_test_id("chat-item")).to_have_count(2)
     delete.click()
     expect(console.page.get_by_test_id("chat-item")).to_have_count(1)
@@ -576,7 +630,6 @@ def test_search_lists_hits_and_opens_the_message(
     expect(console.page.get_by_test_id("search-results")).to_be_hidden()
     box.fill("nothing like this")
     expect(console.page.get_by_test_id("search-results")).to_contain_text("No message matches.")
-    console.page.wait_for_timeout(300)
     assert console.dialogs == []
     assert console.errors == []
 

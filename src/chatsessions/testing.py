@@ -212,6 +212,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._queue: deque[Fault] = deque()
+        self._scripted: deque[str] = deque()
         self._ids = itertools.count(1)
         self._running: tuple[uvicorn.Server, threading.Thread, socket.socket] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -313,14 +314,22 @@ class FakeLLMServer:
         with self._lock:
             self._queue.extend([fault] * times)
 
+    def script(self, answer: str, times: int = 1) -> None:
+        """Answer the next ``times`` chat requests with ``answer`` instead of
+        :meth:`answer_for` (faults still apply): multi-line text, markdown, hostile markup."""
+        with self._lock:
+            self._scripted.extend([answer] * times)
+
     def reset(self) -> None:
-        """Forget the log and queued faults; restore delay, fault rate, random faults and RNG.
+        """Forget the log, queued faults and scripted answers; restore delay, fault rate,
+        random faults and RNG.
 
         Restoring the settings too means one server can be shared by many tests.
         """
         with self._lock:
             self.requests.clear()
             self._queue.clear()
+            self._scripted.clear()
             self._rng.seed(self.seed)
             self.delay, self.fault_rate = self._initial
             self.random_faults = list(_RANDOM_FAULTS)
@@ -382,6 +391,9 @@ class FakeLLMServer:
         stream = body.get("stream") is True
         params = {k: v for k, v in body.items() if k not in ("messages", "model", "stream")}
         fault = self._next_fault()
+        with self._lock:
+            scripted = self._scripted.popleft() if self._scripted else None
+        answer = self.answer_for(messages) if scripted is None else scripted
         name = fault.name if fault is not None else None
         record = RecordedRequest(messages, model, stream, params, name, time.monotonic())
         with self._lock:
@@ -396,7 +408,7 @@ class FakeLLMServer:
             return JSONResponse({"object": "chat.completion", "choices": []})
         cut = fault.after_chunks if fault is not None and fault.kind == "cut_stream" else None
 
-        pieces, finish = _pieces(self.answer_for(messages)), "stop"
+        pieces, finish = _pieces(answer), "stop"
         limit = params.get("max_completion_tokens", params.get("max_tokens"))
         if isinstance(limit, int) and 0 <= limit < len(pieces):
             pieces = pieces[:limit]

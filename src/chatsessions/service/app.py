@@ -7,21 +7,17 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 
 from chatsessions import AsyncChatSessions, Settings, __version__
-from chatsessions.service import errors, openai_compat
+from chatsessions.service import errors, openai_compat, pages
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes import branching, chats, health, messages, search, transfer, usage
 
-STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("chatsessions.service")
 
 DESCRIPTION = """Many simultaneous, durable conversations with large language models.
@@ -62,8 +58,9 @@ def create_app(
             if owned:
                 await live.close()
 
+    # /docs comes from pages.install, on Swagger UI shipped with the package.
     app = FastAPI(title="chatsessions", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
     errors.install(app)
@@ -79,13 +76,7 @@ def create_app(
 
     install_openapi(app)
 
-    if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-        @app.get("/", include_in_schema=False)
-        async def console() -> FileResponse:
-            return FileResponse(STATIC / "index.html")
-
+    pages.install(app)
     return app
 
 

@@ -1,4 +1,5 @@
-// The chatsessions web console: plain JS, no build step, no third-party code.
+// The chatsessions web console: plain JS, no build step. Third-party code: marked and
+// DOMPurify, vendored under /static/vendor (see VERSIONS there).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -20,6 +21,7 @@
     loadToken: 0,         // discards history responses for a chat we already left
     streams: new Map(),   // chat id -> {user, text, baseSeq}: turns still streaming
     unread: new Set(),    // chats whose answer finished while we looked elsewhere
+    armed: null,          // chat id whose Delete was clicked once: the next click deletes
   };
 
   // ---- API -------------------------------------------------------------------
@@ -80,79 +82,45 @@
     line("");
   }
 
-  // ---- Markdown (safe subset) --------------------------------------------------
-  // Model output is untrusted: everything is HTML-escaped first, and only the tags
-  // built below can appear. Links are made for http(s) URLs only.
+  // ---- Markdown ------------------------------------------------------------------
+  // Model output is untrusted. marked (GFM: tables, block quotes, nested lists, fenced
+  // code) renders it, with any raw HTML in it shown as text; DOMPurify then keeps only
+  // the elements markdown makes, and links only to http(s) and mailto. The page's
+  // Content-Security-Policy would still refuse any script that got through.
 
   const escapeHtml = (s) => s.replace(/[&<>"']/g, (c) =>
     ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-  const link = (url, text) =>
-    `<a href="${url}" target="_blank" rel="noopener noreferrer">${text}</a>`;
 
-  function inline(s) {
-    const slots = [];
-    // Code spans and links are set aside so emphasis rules cannot reach into them.
-    const keep = (html) => `\u0000${slots.push(html) - 1}\u0000`;
-    s = s.replace(/`([^`\n]+)`/g, (_, code) => keep(`<code>${code}</code>`));
-    s = s.replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g, (_, text, url) => keep(link(url, text)));
-    // Bare URLs stop before escaped quotes/brackets and trailing punctuation.
-    s = s.replace(/\bhttps?:\/\/(?:(?!&quot;|&#39;|&lt;|&gt;)[^\s\u0000])+/g, (url) => {
-      const tail = url.match(/(?:[.,;:!?)\]]|&amp;)+$/)?.[0] ?? "";
-      const bare = url.slice(0, url.length - tail.length);
-      return keep(link(bare, bare)) + tail;
-    });
-    s = s.replace(/\*\*(?=\S)([^]*?\S)\*\*/g, "<strong>$1</strong>");
-    s = s.replace(/(^|[^*\w])\*(?=[^\s*])([^*]*?[^\s*])?\*(?!\*)/g,
-      (m, pre, body) => (body === undefined ? m : `${pre}<em>${body}</em>`));
-    const restore = (t) => t.replace(/\u0000(\d+)\u0000/g, (_, n) => restore(slots[+n]));
-    return restore(s);
-  }
+  const markdown = new marked.Marked({ gfm: true, breaks: true, async: false }, {
+    renderer: {
+      // "<b>" in an answer is something the model wrote, not markup for us to run.
+      html: ({ text, block }) => (block
+        ? `<p>${escapeHtml(text.trimEnd()).replace(/\n/g, "<br>")}</p>` : escapeHtml(text)),
+      // No images: nothing is fetched on a model's say-so; a link to it instead.
+      image: ({ href, text }) => `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`,
+    },
+  });
 
+  const SANITIZE = {
+    ALLOWED_TAGS: ["a", "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",
+      "ul", "ol", "li", "input", "h1", "h2", "h3", "h4", "h5", "h6",
+      "table", "thead", "tbody", "tr", "th", "td"],
+    ALLOWED_ATTR: ["href", "title", "start", "align", "type", "checked", "disabled", "class"],
+    // Every attribute value is held to this, not only href's: DOMPurify's default pattern
+    // without the schemes other than http(s) and mailto.
+    ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
+  };
+  const WEB_LINK = /^(?:https?|mailto):/i;
+
+  // Nodes, not a string: nothing sanitized is parsed as HTML a second time.
   function renderMarkdown(source) {
-    // NUL is our placeholder marker; drop any the model sent so it cannot forge one.
-    const lines = escapeHtml(source.replace(/\u0000/g, "")).split(/\r\n|\r|\n/);
-    const out = [];
-    let para = [], list = null;
-    const flush = () => {
-      if (para.length) out.push(`<p>${inline(para.join("\n")).replace(/\n/g, "<br>")}</p>`);
-      if (list) {
-        const start = list.start !== 1 ? ` start="${list.start}"` : "";
-        const items = list.items.map((item) => `<li>${inline(item)}</li>`).join("");
-        out.push(`<${list.tag}${start}>${items}</${list.tag}>`);
-      }
-      [para, list] = [[], null];
-    };
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i];
-      const fence = line.match(/^\s*```\s*([\w+.#-]*)\s*$/);
-      const heading = line.match(/^(#{1,6})\s+(.*)$/);
-      const bullet = line.match(/^\s*[-*+]\s+(.*)$/);
-      const numbered = line.match(/^\s*(\d{1,9})[.)]\s+(.*)$/);
-      if (fence) {
-        flush();
-        const code = [];
-        // An unclosed fence (still streaming) runs to the end of the text.
-        while (++i < lines.length && !/^\s*```\s*$/.test(lines[i])) code.push(lines[i]);
-        out.push(`<pre><code${fence[1] ? ` data-lang="${fence[1]}"` : ""}>${code.join("\n")}</code></pre>`);
-      } else if (heading) {
-        flush();
-        out.push(`<h4>${inline(heading[2])}</h4>`);
-      } else if (bullet || numbered) {
-        const tag = bullet ? "ul" : "ol";
-        if (para.length || (list && list.tag !== tag)) flush();
-        list ??= { tag, items: [], start: numbered ? Number(numbered[1]) : 1 };
-        list.items.push(bullet ? bullet[1] : numbered[2]);
-      } else if (!line.trim()) {
-        flush();
-      } else if (list && /^\s/.test(line)) {
-        list.items[list.items.length - 1] += ` ${line.trim()}`;  // a wrapped list item
-      } else {
-        if (list) flush();
-        para.push(line);
-      }
+    const nodes = DOMPurify.sanitize(markdown.parse(source), { ...SANITIZE, RETURN_DOM_FRAGMENT: true });
+    for (const a of nodes.querySelectorAll("a")) {
+      if (WEB_LINK.test(a.getAttribute("href") ?? "")) Object.assign(a, { target: "_blank", rel: "noopener noreferrer" });
+      else a.replaceWith(...a.childNodes);  // a link we refused is its text
     }
-    flush();
-    return out.join("");
+    nodes.querySelectorAll("input:not([type=checkbox])").forEach((node) => node.remove());
+    return nodes;
   }
 
   let bannerTimer = 0;
@@ -193,9 +161,10 @@
         className: "icon", type: "button", title: "Rename", textContent: "✎",
         data: { testid: "rename" }, onclick: () => startRename(item, chat),
       });
+      const armed = state.armed === chat.id;
       const del = el("button", {
-        className: "icon danger", type: "button", title: "Delete", textContent: "✕",
-        data: { testid: "delete" }, onclick: () => confirmDelete(del, chat),
+        className: `icon danger${armed ? " armed" : ""}`, type: "button", title: "Delete",
+        textContent: armed ? "Delete?" : "✕", data: { testid: "delete" }, onclick: () => confirmDelete(chat),
       });
       const item = el("li", { className: "chat-item", data: { testid: "chat-item", id: chat.id } },
         open, rename, del);
@@ -262,14 +231,18 @@
     input.select();
   }
 
-  // Two clicks instead of confirm(): a native dialog would block the page.
-  async function confirmDelete(button, chat) {
-    if (!button.classList.contains("armed")) {
-      button.classList.add("armed");
-      button.textContent = "Delete?";
-      setTimeout(() => { if (button.isConnected) renderChatList(); }, 3000);
+  // Two clicks instead of confirm(): a native dialog would block the page. The armed state
+  // lives in `state`, so a redraw of the list in between (a title, new counts) keeps it.
+  let disarmTimer = 0;
+  async function confirmDelete(chat) {
+    clearTimeout(disarmTimer);
+    if (state.armed !== chat.id) {
+      state.armed = chat.id;
+      renderChatList();
+      disarmTimer = setTimeout(() => { state.armed = null; renderChatList(); }, 3000);
       return;
     }
+    state.armed = null;
     try {
       await api("DELETE", chatPath(chat.id));
     } catch (err) {
@@ -296,7 +269,7 @@
   // actions: {edit, regenerate, retry} flags, set by renderHistory for stored messages.
   function messageEl(msg, actions = {}) {
     const bubble = el("div", { className: "bubble" });
-    if (msg.role === "assistant") bubble.innerHTML = renderMarkdown(msg.content);  // escaped inside
+    if (msg.role === "assistant") bubble.replaceChildren(renderMarkdown(msg.content));  // sanitized
     else bubble.textContent = msg.content;
     // An answer superseded by a regenerate is kept, folded away.
     const body = msg.status === "replaced"
