@@ -79,5 +79,5 @@ def test_closed_instance_refuses_calls(settings_kwargs: dict[str, object]) -> No
 def test_the_facade_runs_its_private_loop_on_uvloop_where_installed(tmp_path: Path) -> None:
     uvloop = pytest.importorskip("uvloop")
     with ChatSessions(database_url=f"sqlite:///{tmp_path / 'loop.db'}", auto_title=False) as chats:
-        assert isinstance(chats._loop, uvloop.Loop)
+        assert isinstance(chats._runner.loop, uvloop.Loop)
         assert chats.list_chats() == []
