@@ -22,6 +22,7 @@ from chatsessions import (
     Role,
     TurnStatus,
 )
+from chatsessions.keys import ApiKeys, AsyncApiKeys
 from chatsessions.prompts import DEMO_CHATS
 from chatsessions.testing import FakeLLMServer, Fault
 from tests.procs import service_env
@@ -101,12 +102,12 @@ def test_the_facade_runs_its_private_loop_on_uvloop_where_installed(tmp_path: Pa
 # the facade is the async API's exact twin ---------------------------------------------
 
 
-def public_methods(cls: type) -> dict[str, Callable[..., Any]]:
+def public_methods(cls: type, *, constructor: bool = True) -> dict[str, Callable[..., Any]]:
     """The class's public methods (properties and plain attributes left out), and
-    ``__init__``: the constructor takes the same arguments too."""
+    ``__init__`` where the constructor takes the same arguments too."""
     found = {name: getattr(cls, name) for name in dir(cls)
              if not name.startswith("_") and inspect.isfunction(getattr(cls, name))}
-    return {**found, "__init__": cls.__init__}
+    return {**found, "__init__": cls.__init__} if constructor else found
 
 
 def as_sync(annotation: Any) -> Any:
@@ -126,9 +127,10 @@ def shape(method: Callable[..., Any], *, mapped: bool) -> tuple[Any, ...]:
     return (params, fix(signature.return_annotation), method.__doc__)
 
 
-def drift(async_cls: type, sync_cls: type) -> list[str]:
+def drift(async_cls: type, sync_cls: type, *, constructor: bool = True) -> list[str]:
     """How ``sync_cls`` differs from the twin of ``async_cls``: one line per difference."""
-    aio, sync = public_methods(async_cls), public_methods(sync_cls)
+    aio = public_methods(async_cls, constructor=constructor)
+    sync = public_methods(sync_cls, constructor=constructor)
     problems = [f"{name}: no sync twin" for name in sorted(aio.keys() - sync.keys())]
     problems += [f"{name}: not in the async API" for name in sorted(sync.keys() - aio.keys())]
     for name in sorted(aio.keys() & sync.keys()):
@@ -146,6 +148,8 @@ def drift(async_cls: type, sync_cls: type) -> list[str]:
 
 def test_every_async_method_has_an_exact_sync_twin() -> None:
     assert drift(AsyncChatSessions, ChatSessions) == []
+    # the keys resource too (its sync side is built by the facade, from the async one)
+    assert drift(AsyncApiKeys, ApiKeys, constructor=False) == []
 
 
 def test_the_twin_check_sees_drift() -> None:
@@ -261,6 +265,15 @@ def test_every_sync_method_works(chats: ChatSessions, fake_llm: FakeLLMServer) -
     assert lib.delete_message(copy_id, added[0].seq) is True
     assert lib.delete_message(copy_id, added[0].seq) is False
     assert [m.content for m in lib.history(copy_id)[3:]] == ["noted"]
+
+    # reading: pages, one message, health, Markdown
+    stored = lib.messages(copy_id, after_seq=0, limit=None)
+    assert [m.seq for m in lib.messages(copy_id, after_seq=stored[0].seq, limit=1)] == \
+        [stored[1].seq]
+    assert lib.get_message(copy_id, stored[-1].seq) == stored[-1]
+    assert lib.get_message(copy_id, added[0].seq) is None
+    assert lib.ping() is None
+    assert "noted" in lib.export_markdown(copy_id)
 
     # usage, search, export and import
     # every answer the model gave (two requests failed), and the one appended
