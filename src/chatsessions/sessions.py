@@ -308,9 +308,21 @@ class AsyncChatSessions:
             check_params(params), idempotency_key, system_prompt, if_message_count),
             streaming=False))
 
-    async def send_message(self, chat_id: str, text: str, **kwargs: Any) -> str:
-        """The tutorial's call: send ``text`` with the whole history, return the answer."""
-        return (await self.send(chat_id, text, **kwargs)).content
+    async def send_message(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        if_message_count: int | None = None,
+    ) -> str:
+        """The tutorial's call: send ``text`` with the whole history, return the answer
+        (options as for :meth:`send`)."""
+        return (await self.send(
+            chat_id, text, params=params, idempotency_key=idempotency_key,
+            system_prompt=system_prompt, if_message_count=if_message_count)).content
 
     async def stream(
         self,
@@ -332,27 +344,50 @@ class AsyncChatSessions:
                 yield item
 
     async def stream_message(
-        self, chat_id: str, text: str, **kwargs: Any
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        if_message_count: int | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Yield only the answer's text deltas."""
-        stream = self.stream(chat_id, text, **kwargs)
+        """Yield only the answer's text deltas (options as for :meth:`send`)."""
+        stream = self.stream(
+            chat_id, text, params=params, idempotency_key=idempotency_key,
+            system_prompt=system_prompt, if_message_count=if_message_count)
         async with aclosing(stream):
             async for item in stream:
                 if isinstance(item, str):
                     yield item
 
-    async def retry(self, chat_id: str, **kwargs: Any) -> Message:
+    async def retry(
+        self,
+        chat_id: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+    ) -> Message:
         """Ask again the last user message if its turn failed (options as for :meth:`send`).
         If another turn gets in first, :class:`ChatMoved` is raised and nothing is stored."""
         text, count = await self._failed_turn(chat_id)
-        return await self.send(chat_id, text, **{"if_message_count": count, **kwargs})
+        return await self.send(chat_id, text, params=params, idempotency_key=idempotency_key,
+                               system_prompt=system_prompt, if_message_count=count)
 
     async def stream_retry(
-        self, chat_id: str, **kwargs: Any
+        self,
+        chat_id: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
     ) -> AsyncGenerator[str | Message, None]:
         """:meth:`retry`, yielding text deltas, then the stored answer."""
         text, count = await self._failed_turn(chat_id)
-        stream = self.stream(chat_id, text, **{"if_message_count": count, **kwargs})
+        stream = self.stream(chat_id, text, params=params, idempotency_key=idempotency_key,
+                             system_prompt=system_prompt, if_message_count=count)
         async with aclosing(stream):
             async for item in stream:
                 yield item

@@ -8,6 +8,8 @@ event loop free for the other chats.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import importlib.util
 import logging
 import os
@@ -68,6 +70,7 @@ class LocalBackend:
             if self._llama is None:
                 from llama_cpp import Llama
 
+                _close_devnull_at_exit()
                 self._llama = Llama(
                     model_path=str(model_path()),
                     n_ctx=self._n_ctx,
@@ -244,6 +247,23 @@ class LocalBackend:
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+
+
+@functools.cache
+def _close_devnull_at_exit() -> None:
+    """llama-cpp-python opens ``/dev/null`` twice as it is imported (where
+    ``suppress_stdout_stderr`` silences llama.cpp while a model loads) and never closes it:
+    each process that loaded the model warned of an unclosed file as it exited. Only
+    loading a model uses them, so they are closed at exit, after the sessions' own close."""
+    from llama_cpp import _utils
+
+    files = [getattr(_utils, name, None) for name in ("outnull_file", "errnull_file")]
+    atexit.register(_close_files, [f for f in files if f is not None])
+
+
+def _close_files(files: list[Any]) -> None:
+    for file in files:
+        file.close()
 
 
 async def _settled(worker: asyncio.Future[Any]) -> Any:
