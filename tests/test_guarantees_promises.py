@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -24,8 +27,8 @@ from chatsessions import (
 from chatsessions.config import Settings
 from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer, Fault
-from tests.conftest import LiveServer
-from tests.procs import free_port
+from tests.conftest import PG_URL, LiveServer, make_keys
+from tests.procs import Services, free_port, service_env
 
 #: Generous: every wait in this file is for a condition, this is only its upper bound.
 PATIENCE = 30.0
@@ -408,3 +411,78 @@ async def test_sqlite_synchronous_full_is_applied(
             db = sessions.store.db  # type: ignore[attr-defined]
             assert await db.read(lambda conn: conn.execute(pragma).scalar()) == expected
             assert await db.write_now(lambda conn: conn.execute(pragma).scalar()) == expected
+
+
+# 3. An abandoned regenerate -----------------------------------------------------------
+
+async def test_an_abandoned_regenerate_leaves_the_chat_unchanged(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat()
+    await sessions.send(chat_id, "question")
+    before = await sessions.history(chat_id, include_failed=True, include_replaced=True)
+    counters = counters_of(await sessions.get_chat(chat_id))
+    regenerating = sessions.stream_regenerate(chat_id)
+    assert isinstance(await anext(regenerating), str)  # the model is answering
+    await regenerating.aclose()  # the consumer goes away
+    assert len(fake_llm.requests) == 2
+    assert await sessions.history(chat_id, include_failed=True, include_replaced=True) == before
+    assert counters_of(await sessions.get_chat(chat_id)) == counters
+    again = await sessions.regenerate(chat_id)  # and the chat is free for the next one
+    assert again.replaces_seq == before[-1].seq
+
+
+def counters_of(chat: Any) -> tuple[int, int, int]:
+    return chat.message_count, chat.prompt_tokens, chat.completion_tokens
+
+
+# The service: health and who may serve beyond loopback -------------------------------------
+
+async def test_healthz_is_503_when_the_database_is_unreachable(
+    settings_kwargs: dict[str, object], pg_database_url: str
+) -> None:
+    name = f"chatsessions_health_{uuid.uuid4().hex[:8]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    url = f"{pg_database_url.rsplit('/', 1)[0]}/{name}"
+    try:
+        with serving(settings_kwargs, database_url=url) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=PATIENCE) as http:
+                assert (await http.get("/healthz")).json() == {"status": "ok", "database": "ok"}
+                await _admin(f'DROP DATABASE "{name}" WITH (FORCE)')
+                response = await http.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["error"]["message"].startswith("database check failed")
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_URL.replace("postgresql://", "postgres://", 1))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_serving_beyond_loopback_needs_keys_or_insecure(
+    tmp_path: Path, fake_llm: FakeLLMServer
+) -> None:
+    url = f"sqlite:///{tmp_path / 'chats.db'}"
+    env = service_env(url, fake_llm.base_url, "edge")
+    services = Services(tmp_path)
+    try:
+        refused = services.make(env, "refused", ("--host", "0.0.0.0"))
+        refused.spawn()
+        assert refused.process is not None
+        assert await asyncio.to_thread(refused.process.wait, PATIENCE) == 2
+        assert "refusing to serve 0.0.0.0 without API keys" in refused.log()
+        insecure = services.make(env, "insecure", ("--host", "0.0.0.0", "--insecure"))
+        insecure.spawn()
+        await insecure.ready()
+        insecure.stop()
+        await asyncio.to_thread(make_keys, url, "acme")
+        keyed = services.make(env, "keyed", ("--host", "0.0.0.0"))
+        keyed.spawn()
+        await keyed.ready()  # /healthz needs no key
+    finally:
+        services.stop_all()
