@@ -142,7 +142,9 @@ async def test_retry_meeting_a_newer_turn_is_chat_moved(
                 retried = asyncio.create_task(_drain(sessions.stream_retry(chat_id)))
             else:
                 retried = asyncio.create_task(sessions.retry(chat_id))
-            await asyncio.sleep(0.05)  # let both reach the chat's queue (order is FIFO)
+            # Let both read the chat and queue for it (FIFO); the reads take milliseconds,
+            # and the chat stays held however long this takes.
+            await asyncio.sleep(1.0)
             assert not newer.done()
             assert not retried.done()
             *_, answer = [item async for item in regenerating]
