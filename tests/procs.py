@@ -70,7 +70,7 @@ class ServiceProcess:
                 env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             )
 
-    async def ready(self, within: float = 30.0) -> None:
+    async def ready(self, within: float = 90.0) -> None:
         assert self.process is not None
         deadline = time.monotonic() + within
         async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:

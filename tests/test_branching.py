@@ -204,7 +204,7 @@ async def test_failed_edit_keeps_its_fork_for_a_retry(
     assert len(await sessions.history(chat_id)) == 3  # the source is untouched
 
 
-async def test_retry_refuses_when_another_turn_came_first(
+async def test_stream_retry_answers_then_there_is_nothing_to_retry(
     sessions: AsyncChatSessions, fake_llm: FakeLLMServer
 ) -> None:
     chat_id = await sessions.create_chat()

@@ -62,9 +62,11 @@ def beyond_import_schema(body: Any, query: dict[str, Any]) -> bool:
 
 
 def test_api_conforms_to_its_schema(
-    api_schema: schemathesis.BaseSchema, fuzzed_server: LiveServer
+    api_schema: schemathesis.BaseSchema, fuzzed_server: LiveServer, fake_llm: FakeLLMServer
 ) -> None:
-    """Every operation, a bounded number of generated requests each."""
+    """Every operation, a bounded number of generated requests each, against a fake model
+    reset to its defaults (no faults left over from another test)."""
+    assert fake_llm.fault_rate == 0.0
     auth = {"Authorization": f"Bearer {fuzzed_server.key}"}  # type: ignore[attr-defined]
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 8

@@ -1,4 +1,4 @@
-"""A hypothesis state machine drives the library (create, send, fail, delete, restart) and
+"""A hypothesis state machine drives the library (create, send, fail, delete, reopen) and
 checks it against a plain in-memory model of what must be stored."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from chatsessions import BackendError, ChatNotFound, ChatSessions
 from chatsessions.testing import FakeLLMServer, Fault
@@ -31,6 +31,8 @@ def server() -> FakeLLMServer:
 
 class ChatModel(RuleBasedStateMachine):
     fake: FakeLLMServer
+    #: How often a rule met a deleted chat, over all examples (its branch must be reached).
+    met_deleted = 0
 
     chats = Bundle("chats")
 
@@ -62,6 +64,7 @@ class ChatModel(RuleBasedStateMachine):
     @rule(chat_id=chats, text=TEXT)
     def send(self, chat_id: str, text: str) -> None:
         if chat_id not in self.expected:
+            ChatModel.met_deleted += 1
             with pytest.raises(ChatNotFound):
                 self.lib.send_message(chat_id, text)
             return
@@ -75,24 +78,30 @@ class ChatModel(RuleBasedStateMachine):
     @rule(chat_id=chats, text=TEXT)
     def send_failing(self, chat_id: str, text: str) -> None:
         if chat_id not in self.expected:
+            with pytest.raises(ChatNotFound):  # refused before the model is asked
+                self.lib.send_message(chat_id, text)
             return
         self.fake.inject(Fault.status(500))
         with pytest.raises(BackendError):
             self.lib.send_message(chat_id, text)
         self.failed[chat_id] += 1
 
-    @rule(chat_id=consumes(chats))
+    @rule(chat_id=chats)
     def delete(self, chat_id: str) -> None:
+        # Deleted ids stay in the bundle, so later rules also try them on a deleted chat.
         if chat_id in self.expected:
             self.lib.delete_chat(chat_id)
             del self.expected[chat_id]
             del self.failed[chat_id]
         else:
+            ChatModel.met_deleted += 1
             with pytest.raises(ChatNotFound):
                 self.lib.delete_chat(chat_id)
 
     @rule()
-    def restart(self) -> None:
+    def reopen(self) -> None:
+        """A clean close and a new instance on the same file (crash recovery is proven by
+        the kill -9 tests, not here)."""
         self.lib.close()
         self.lib = ChatSessions(**self.kwargs)  # type: ignore[arg-type]
 
@@ -117,5 +126,7 @@ ChatModel.TestCase.settings = settings(
 
 def test_library_matches_its_model(server: FakeLLMServer) -> None:
     ChatModel.fake = server
+    ChatModel.met_deleted = 0
     server.reset()
     ChatModel.TestCase().runTest()
+    assert ChatModel.met_deleted > 0  # sends and deletes on deleted chats were tried

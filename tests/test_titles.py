@@ -36,7 +36,7 @@ def hold_back_title(fake: FakeLLMServer, seconds: float) -> None:
 
 
 async def wait_for_title(sessions: AsyncChatSessions, chat_id: str) -> str | None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while (title := (await sessions.get_chat(chat_id)).title) is None:
         if time.monotonic() > deadline:
             return None
@@ -86,7 +86,7 @@ async def test_a_title_set_meanwhile_is_never_overwritten(
     chat_id = await sessions.create_chat()
     hold_back_title(fake_llm, 1.0)
     await sessions.send(chat_id, "I would like a refund, please.")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while len(fake_llm.requests) < 2:  # the title call is with the model now
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
@@ -131,12 +131,12 @@ async def test_close_cancels_a_title_still_being_written(
     sessions: AsyncChatSessions, fake_llm: FakeLLMServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     chat_id = await sessions.create_chat()
-    hold_back_title(fake_llm, 5.0)
+    hold_back_title(fake_llm, 120.0)
     await sessions.send(chat_id, "Where is my parcel?")
     started = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="chatsessions.engine.titles"):
         await sessions.close(title_grace=0.2)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 8.0  # cancelled, not left to time out at 10 s
     assert not caplog.records  # cancelled quietly
     assert (await sessions.get_chat(chat_id)).title is None
 
@@ -172,7 +172,7 @@ def test_http_send_returns_before_the_title_and_the_title_shows_up(
         assert sent.status_code == 200
         assert time.perf_counter() - started < 1.0
         assert http.get(f"/chats/{chat['id']}").json()["title"] is None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while (title := http.get(f"/chats/{chat['id']}").json()["title"]) is None:
             assert time.monotonic() < deadline, "no title"
             time.sleep(0.05)

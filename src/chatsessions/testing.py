@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ _PIECE = re.compile(r"(?<=\s)(?=\S)")
 class Fault:
     """One misbehaviour to apply to a chat request; build it with the classmethods."""
 
-    kind: Literal["status", "timeout", "cut_stream", "malformed"]
+    kind: Literal["status", "timeout", "cut_stream", "stall", "malformed"]
     code: int = 0
     retry_after: float | None = None
     seconds: float = 0.0
@@ -86,6 +86,18 @@ class Fault:
         if after_chunks < 0:
             raise ValueError("after_chunks must be >= 0")
         return cls("cut_stream", after_chunks=after_chunks)
+
+    @classmethod
+    def stall(cls, after_chunks: int = 2, seconds: float = 30.0) -> Fault:
+        """Stop part-way for ``seconds``, then finish normally.
+
+        Streaming: the role chunk and ``after_chunks`` content chunks are sent, then nothing
+        for ``seconds`` (the connection stays open). Non-streaming: like :meth:`timeout`.
+        A caller's total deadline, not its wait for the first byte, has to end the call.
+        """
+        if after_chunks < 0 or seconds < 0:
+            raise ValueError("need after_chunks >= 0 and seconds >= 0")
+        return cls("stall", after_chunks=after_chunks, seconds=seconds)
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -402,7 +414,8 @@ class FakeLLMServer:
         await self._sleep(self.delay)
         if fault is not None and fault.kind == "status":
             return _fault_error(fault)
-        if fault is not None and fault.kind == "timeout":
+        if fault is not None and (fault.kind == "timeout" or (fault.kind == "stall"
+                                                              and not stream)):
             await self._sleep(fault.seconds)
         if fault is not None and fault.kind == "malformed":
             return JSONResponse({"object": "chat.completion", "choices": []})
@@ -424,7 +437,9 @@ class FakeLLMServer:
         if stream:
             options = params.get("stream_options")
             with_usage = isinstance(options, dict) and options.get("include_usage") is True
-            events = _sse(head, pieces, finish, usage if with_usage else None, cut)
+            stall = (None if fault is None or fault.kind != "stall"
+                     else (fault.after_chunks, fault.seconds, self._sleep))
+            events = _sse(head, pieces, finish, usage if with_usage else None, cut, stall)
             return StreamingResponse(events, media_type="text/event-stream")
         message = {"role": "assistant", "content": answer}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
@@ -470,10 +485,12 @@ def _fault_from_json(body: dict[str, Any]) -> Fault:
         return Fault.timeout(float(body.get("seconds", 30.0)))
     if kind == "cut_stream":
         return Fault.cut_stream(int(body.get("after_chunks", 2)))
+    if kind == "stall":
+        return Fault.stall(int(body.get("after_chunks", 2)), float(body.get("seconds", 30.0)))
     if kind == "malformed":
         return Fault.malformed()
     raise ValueError(
-        f"unknown fault kind {kind!r}; use status, timeout, cut_stream or malformed")
+        f"unknown fault kind {kind!r}; use status, timeout, cut_stream, stall or malformed")
 
 
 async def _sse(
@@ -482,8 +499,10 @@ async def _sse(
     finish: str,
     usage: dict[str, int] | None,
     cut_after: int | None,
+    stall: tuple[int, float, Callable[[float], Awaitable[None]]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Server-sent events for one streamed completion, or a stream broken after ``cut_after``."""
+    """Server-sent events for one streamed completion, or a stream broken after ``cut_after``,
+    or one that pauses after ``stall[0]`` chunks for ``stall[1]`` seconds."""
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
@@ -494,7 +513,9 @@ async def _sse(
         return event([choice])
 
     yield delta({"role": "assistant", "content": ""})
-    for piece in pieces if cut_after is None else pieces[:cut_after]:
+    for index, piece in enumerate(pieces if cut_after is None else pieces[:cut_after]):
+        if stall is not None and index == stall[0]:
+            await stall[2](stall[1])
         yield delta({"content": piece})
     if cut_after is not None:
         raise _ConnectionCut("stream cut by injected fault")

@@ -148,8 +148,11 @@ def completion_of(response: object, model: str) -> Completion:
 
 def translate_error(exc: openai.APIError, partial: str = "") -> BackendError:
     """One place that turns the client's error hierarchy into ours."""
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return BackendTimeout("the model did not answer in time", partial=partial)
+    if isinstance(exc, openai.APITimeoutError):  # aiohttp's refusals arrive as timeouts
+        return BackendError("cannot reach the model backend: connection refused",
+                            partial=partial)
     if isinstance(exc, openai.APIConnectionError):
         return BackendError(f"cannot reach the model backend: {exc.message}", partial=partial)
     if isinstance(exc, openai.APIStatusError):
@@ -159,6 +162,18 @@ def translate_error(exc: openai.APIError, partial: str = "") -> BackendError:
             partial=partial,
         )
     return BackendError(f"model backend error: {exc.message}", partial=partial)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection was refused somewhere down ``exc``'s chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _short(exc: openai.APIStatusError) -> str:
