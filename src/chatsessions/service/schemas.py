@@ -323,7 +323,8 @@ class ExportedChat(BaseModel):
     id: Label | None = Field(default=None, max_length=64, description="kept with keep_id")
     system_prompt: Text
     title: Label | None = None
-    backend: Literal["local", "openai"] | None = None
+    backend: Label | None = Field(default=None, max_length=100,
+                                  description="an installed backend's name")
     model: Label | None = Field(default=None, max_length=200)
     params: GenerationParams = Field(default_factory=GenerationParams)
     metadata: Metadata = Field(default_factory=dict)

@@ -26,7 +26,8 @@ class Store(Protocol):
     async def create_chat(
         self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> Chat | None:
-        """Insert ``chat``; None if the tenant already used ``idempotency_key``."""
+        """Insert ``chat``; None if the tenant already used ``idempotency_key``,
+        :class:`ChatExists` if another chat (of any tenant) has its id."""
 
     async def chat_by_idempotency_key(
         self, tenant_id: str, idempotency_key: str

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, InvalidInput, TurnInterrupted
+from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterrupted
 from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,
@@ -44,11 +44,11 @@ class MemoryStore:
     async def create_chat(
         self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> Chat | None:
+        if idempotency_key is not None and (chat.tenant_id, idempotency_key) in self._chat_keys:
+            return None  # a replay, whether or not it named an id
         if chat.id in self._chats:
-            raise InvalidInput(f"a chat with id {chat.id} already exists")
+            raise ChatExists(chat.id)
         if idempotency_key is not None:
-            if (chat.tenant_id, idempotency_key) in self._chat_keys:
-                return None
             self._chat_keys[(chat.tenant_id, idempotency_key)] = (chat.id, request_hash)
         self._chats[chat.id] = chat
         self._messages[chat.id] = []
@@ -283,7 +283,7 @@ class MemoryStore:
 
     async def fork_chat(self, chat: Chat, up_to_seq: int) -> Chat:
         if chat.id in self._chats:
-            raise InvalidInput(f"a chat with id {chat.id} already exists")
+            raise ChatExists(chat.id)
         copied = [replace(m, chat_id=chat.id, idempotency_key=None)
                   for m in self._messages.get(chat.parent_id or "", [])
                   if m.seq <= up_to_seq and m.status is TurnStatus.OK]

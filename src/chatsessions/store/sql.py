@@ -96,10 +96,20 @@ class SQLStore:
         try:
             await self.db.write_now(lambda conn: conn.execute(chats.insert(), values))
         except sa.exc.IntegrityError:
-            if idempotency_key is None:
-                raise
-            return None
+            # Which unique key was hit, asked of the data rather than of each dialect's
+            # error text: the tenant's idempotency key (a replay, None) or the chat's id.
+            if idempotency_key is not None and await self.chat_by_idempotency_key(
+                    chat.tenant_id, idempotency_key) is not None:
+                return None
+            if await self._chat_exists(chat.id):
+                raise ChatExists(chat.id) from None
+            raise
         return chat
+
+    async def _chat_exists(self, chat_id: str) -> bool:
+        """Whether any tenant's chat has this id (ids are unique across tenants)."""
+        query = sa.select(chats.c.id).where(chats.c.id == chat_id)
+        return await self.db.read(lambda conn: conn.execute(query).first() is not None)
 
     async def chat_by_idempotency_key(
         self, tenant_id: str, idempotency_key: str
@@ -511,7 +521,9 @@ class SQLStore:
         try:
             return await self.db.write(run)
         except sa.exc.IntegrityError:
-            raise ChatExists(chat.id) from None
+            if await self._chat_exists(chat.id):
+                raise ChatExists(chat.id) from None
+            raise
 
 
 def _append_answer(conn: Connection, answer: Message, lease_owner: str | None) -> Message:
