@@ -37,10 +37,7 @@ AWAITING_PUBLIC_MODEL_CALL = {
 #: import edges of a cycle that goes once backends are found through entry points (the
 #: factory imports each first-party backend, which imports the protocol back); checked
 #: to still exist, so this list too only ever shrinks
-AWAITING_BACKEND_ENTRY_POINTS = {
-    ("chatsessions.backends.base", "chatsessions.backends.local"),
-    ("chatsessions.backends.base", "chatsessions.backends.openai"),
-}
+AWAITING_BACKEND_ENTRY_POINTS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
