@@ -90,12 +90,13 @@ class ToolCall:
     @classmethod
     def from_openai(cls, data: Mapping[str, Any]) -> ToolCall:
         """Read ``{"id", "type": "function", "function": {"name", "arguments"}}`` or the
-        flat ``{"id", "name", "arguments"}`` this package stores and exports."""
+        flat ``{"id", "name", "arguments"}`` this package stores and exports. A missing
+        id is left empty for the caller to fill in."""
         inner = data.get("function", data)
         arguments = inner.get("arguments", "{}")
         if not isinstance(arguments, str):  # some clients send the object itself
             arguments = json.dumps(arguments, ensure_ascii=False)
-        return cls(id=str(data["id"]), name=str(inner["name"]), arguments=arguments)
+        return cls(id=str(data.get("id") or ""), name=str(inner["name"]), arguments=arguments)
 
 
 @dataclass(frozen=True, slots=True)
