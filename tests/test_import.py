@@ -159,7 +159,8 @@ MALFORMED: list[tuple[Any, str]] = [
       "messages": [{"seq": 2**40, "role": "user", "content": "a"}]}, "messages.0.seq"),
     ([{"role": "user", "content": "a"}, {"role": "system", "content": "late"}],
      "messages.1.role: only the first message may be the system prompt"),
-    ([{"role": "tool", "content": "a"}], "messages.0.role"),
+    ([{"role": "tool", "content": "a"}], "messages.0.tool_call_id: a tool message needs one"),
+    ([{"role": "developer", "content": "a"}], "messages.0.role"),
     ([{"role": "user", "content": "   "}], "messages.0.content is empty"),
     ([{"role": "user", "content": "a", "name": "bob"}], "messages.0.name"),
 ]

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
@@ -35,6 +34,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from chatsessions._fake_tools import (
+    answer_from_outputs,
+    call_deltas,
+    digest,
+    text_of,
+    tool_calls_for,
+)
 
 __all__ = ["FakeLLMServer", "Fault", "RecordedRequest"]
 
@@ -77,8 +84,8 @@ class Fault:
     def cut_stream(cls, after_chunks: int = 2) -> Fault:
         """Drop the connection part-way through the response.
 
-        Streaming: the role chunk and ``after_chunks`` content chunks are sent, then the
-        connection closes without the final chunk or ``[DONE]``. Non-streaming: the headers
+        Streaming: the role chunk and ``after_chunks`` content (or tool-call) chunks are sent,
+        then the connection closes without the final chunk or ``[DONE]``. Non-streaming: the headers
         (with the full Content-Length) and half of the body are sent, then the connection
         closes. Either way the client sees a broken transfer (the openai client raises
         ``APIConnectionError``), never an HTTP 500.
@@ -123,7 +130,7 @@ _RANDOM_FAULTS = (
 class RecordedRequest:
     """One chat completion request as the server received it."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     model: str
     stream: bool
     params: dict[str, Any] = field(default_factory=dict)
@@ -145,11 +152,7 @@ class _QuietCuts(logging.Filter):
         return not isinstance(exc, _ConnectionCut)
 
 
-def _text(content: Any) -> str:
-    """Message content as plain text; list-of-parts content keeps only its text parts."""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else "" if content is None else str(content)
+_text = text_of
 
 
 def _pieces(text: str) -> list[str]:
@@ -196,7 +199,8 @@ async def _cut_body(data: bytes) -> AsyncIterator[bytes]:
 class FakeLLMServer:
     """An OpenAI-compatible chat server with deterministic answers and injectable faults.
 
-    It serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain and streaming),
+    It serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain and streaming,
+    with tool calls when offered tools: see :mod:`chatsessions._fake_tools` for the rules),
     logs every chat request in :attr:`requests`, and can be driven from another process
     through ``GET /_fake/requests`` and ``POST /_fake/faults``, ``/_fake/config`` and
     ``/_fake/reset``. Faults come from the :meth:`inject` queue first, then at random with
@@ -346,7 +350,7 @@ class FakeLLMServer:
             self.delay, self.fault_rate = self._initial
             self.random_faults = list(_RANDOM_FAULTS)
 
-    def chat_histories(self) -> list[list[dict[str, str]]]:
+    def chat_histories(self) -> list[list[dict[str, Any]]]:
         """The messages of each recorded chat request, in arrival order."""
         with self._lock:
             return [list(r.messages) for r in self.requests]
@@ -360,20 +364,28 @@ class FakeLLMServer:
             return None
 
     @staticmethod
-    def answer_for(messages: list[dict[str, str]]) -> str:
-        """The deterministic answer to ``messages``; it depends on the whole history.
+    def answer_for(messages: list[dict[str, Any]]) -> str:
+        """The deterministic text answer to ``messages``; it depends on the whole history.
 
         ``users`` counts messages with role "user"; ``last`` is the last user message's
         content, whitespace-collapsed, cut to 60 characters; ``h`` is the first 8 hex digits
         of the SHA-256 of ``json.dumps([[role, content], ...], ensure_ascii=False,
-        separators=(",", ":"))``. The answer is ``f'Reply {users} to "{last}" [{h}]'``.
+        separators=(",", ":"))``. The answer is ``f'Reply {users} to "{last}" [{h}]'``;
+        after tool outputs, it quotes them (see :mod:`chatsessions._fake_tools`).
         """
-        pairs = [[str(m.get("role", "")), _text(m.get("content"))] for m in messages]
-        users = [content for role, content in pairs if role == "user"]
+        quoted = answer_from_outputs(messages)
+        if quoted is not None:
+            return quoted
+        users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
         last = " ".join(users[-1].split())[:60] if users else ""
-        dumped = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.sha256(dumped.encode()).hexdigest()[:8]
-        return f'Reply {len(users)} to "{last}" [{digest}]'
+        return f'Reply {len(users)} to "{last}" [{digest(messages)}]'
+
+    @staticmethod
+    def tool_calls_for(messages: list[dict[str, Any]], request: dict[str, Any]
+                       ) -> list[dict[str, Any]] | None:
+        """The tool calls the fake answers ``request`` (its ``tools``, ``tool_choice``,
+        ``parallel_tool_calls``) with, in OpenAI's shape; None for a text answer."""
+        return tool_calls_for(messages, request)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -421,7 +433,8 @@ class FakeLLMServer:
             return JSONResponse({"object": "chat.completion", "choices": []})
         cut = fault.after_chunks if fault is not None and fault.kind == "cut_stream" else None
 
-        pieces, finish = _pieces(answer), "stop"
+        calls = tool_calls_for(messages, body) if scripted is None else None
+        pieces, finish = ([], "tool_calls") if calls else (_pieces(answer), "stop")
         limit = params.get("max_completion_tokens", params.get("max_tokens"))
         if isinstance(limit, int) and 0 <= limit < len(pieces):
             pieces = pieces[:limit]
@@ -429,7 +442,8 @@ class FakeLLMServer:
             finish = "length"
         answer = "".join(pieces)
         prompt = sum(len(_text(m.get("content")).split()) + 4 for m in messages)
-        done = len(answer.split())
+        done = len(answer.split()) + sum(
+            len(c["function"]["arguments"].split()) + 1 for c in calls or ())
         usage = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         head = {"id": f"chatcmpl-fake-{next(self._ids)}", "created": int(time.time())}
         head["model"] = model
@@ -439,9 +453,12 @@ class FakeLLMServer:
             with_usage = isinstance(options, dict) and options.get("include_usage") is True
             stall = (None if fault is None or fault.kind != "stall"
                      else (fault.after_chunks, fault.seconds, self._sleep))
-            events = _sse(head, pieces, finish, usage if with_usage else None, cut, stall)
+            deltas = call_deltas(calls) if calls else [{"content": p} for p in pieces]
+            events = _sse(head, deltas, finish, usage if with_usage else None, cut, stall)
             return StreamingResponse(events, media_type="text/event-stream")
-        message = {"role": "assistant", "content": answer}
+        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        if calls:
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
         completion = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
         if cut is None:
@@ -495,7 +512,7 @@ def _fault_from_json(body: dict[str, Any]) -> Fault:
 
 async def _sse(
     head: dict[str, Any],
-    pieces: list[str],
+    deltas: list[dict[str, Any]],
     finish: str,
     usage: dict[str, int] | None,
     cut_after: int | None,
@@ -508,15 +525,15 @@ async def _sse(
         chunk = {**head, "object": "chat.completion.chunk", "choices": choices, **extra}
         return b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
 
-    def delta(content: dict[str, str], reason: str | None = None) -> bytes:
+    def delta(content: dict[str, Any], reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": content, "logprobs": None, "finish_reason": reason}
         return event([choice])
 
     yield delta({"role": "assistant", "content": ""})
-    for index, piece in enumerate(pieces if cut_after is None else pieces[:cut_after]):
+    for index, piece in enumerate(deltas if cut_after is None else deltas[:cut_after]):
         if stall is not None and index == stall[0]:
             await stall[2](stall[1])
-        yield delta({"content": piece})
+        yield delta(piece)
     if cut_after is not None:
         raise _ConnectionCut("stream cut by injected fault")
     yield delta({}, finish)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from chatsessions.types import GenerationParams, Usage
+from chatsessions.types import GenerationParams, ToolCall, ToolOptions, Usage
 
-ChatMessages = Sequence[dict[str, str]]
+#: Messages in OpenAI's chat shape (``Message.as_openai``): ``{"role", "content"}``, plus
+#: ``tool_calls`` on answers that call tools and ``tool_call_id`` on tool outputs.
+ChatMessages = Sequence[dict[str, Any]]
 
 #: Which conversation the current call continues (the chat id), set by the turn. A hint for
 #: backends that keep per-conversation state (the local model's KV cache); others ignore it.
@@ -22,10 +24,25 @@ class Completion:
     usage: Usage
     model: str
     finish_reason: str | None = None
+    #: the functions the model asked to run (``finish_reason`` "tool_calls"), in order
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
-#: ``stream`` yields text deltas, then exactly one final ``Completion``.
-StreamItem = str | Completion
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams in, for a client to watch it being written.
+    ``index`` tells the calls of one answer apart; ``id`` and ``name`` come with a call's
+    first piece, each piece after that adds to its ``arguments`` JSON text. The final
+    ``Completion`` holds every call whole."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+#: ``stream`` yields text deltas and tool-call pieces, then exactly one final ``Completion``.
+StreamItem = str | ToolCallDelta | Completion
 
 
 class Backend(Protocol):
@@ -33,12 +50,16 @@ class Backend(Protocol):
     default_model: str
 
     async def complete(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> Completion:
-        """Answer the whole history; raise ``BackendError`` on failure."""
+        """Answer the whole history; raise ``BackendError`` on failure. ``tools``: the
+        functions the model may call; a backend that cannot offer them raises
+        ``InvalidInput`` rather than answer as if it had none."""
 
     def stream(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
         """Like ``complete`` but yields deltas as they arrive."""
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 from chatsessions.backends.base import ChatMessages, Completion, StreamItem, conversation
 from chatsessions.backends.local_state import StateCache
 from chatsessions.config import LOCAL_MODEL_NAME, Settings
-from chatsessions.errors import BackendError, BackendUnavailable
-from chatsessions.types import GenerationParams, Usage
+from chatsessions.errors import BackendError, BackendUnavailable, InvalidInput
+from chatsessions.types import GenerationParams, ToolOptions, Usage
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -102,16 +102,22 @@ class LocalBackend:
                 )
             return self._llama
 
-    def _kwargs(self, messages: ChatMessages, params: GenerationParams) -> dict[str, Any]:
+    def _kwargs(self, messages: ChatMessages, params: GenerationParams,
+                tools: ToolOptions | None) -> dict[str, Any]:
+        if tools is not None and tools.offered:
+            raise InvalidInput(
+                "the embedded model cannot call tools: offer them on a chat with the "
+                "openai backend (any OpenAI-compatible server), or pass tool_choice none")
         kwargs = {**SAMPLING_DEFAULTS, **params.as_kwargs()}
         kwargs.setdefault("max_tokens", self._default_max_tokens)
-        return {"messages": list(messages), **kwargs}
+        return {"messages": [_plain(m) for m in messages], **kwargs}
 
     async def complete(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> Completion:
         async with self._generate_lock:
-            kwargs = self._kwargs(messages, params)
+            kwargs = self._kwargs(messages, params, tools)
             worker = asyncio.get_running_loop().run_in_executor(
                 None, self._complete, kwargs, conversation.get())
             try:
@@ -136,13 +142,14 @@ class LocalBackend:
         return llama.create_chat_completion(**kwargs)
 
     async def stream(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
+        kwargs = self._kwargs(messages, params, tools)  # refuse before waiting for the lock
         async with self._generate_lock:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
             stop = threading.Event()
-            kwargs = self._kwargs(messages, params)
             worker = loop.run_in_executor(
                 None, self._produce, kwargs, conversation.get(), stop, loop, queue
             )
@@ -285,6 +292,18 @@ def _close_devnull_at_exit() -> None:
 def _close_files(files: list[Any]) -> None:
     for file in files:
         file.close()
+
+
+def _plain(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as text the chat template can render: earlier tool calls (from a chat
+    that used another backend) are written out, so the model still sees what happened."""
+    if "tool_calls" not in message and "tool_call_id" not in message:
+        return message
+    text = message.get("content") or ""
+    for call in message.get("tool_calls") or ():
+        function = call["function"]
+        text += f"\n[called {function['name']}({function['arguments']})]"
+    return {"role": message["role"], "content": text.strip()}
 
 
 async def _settled(worker: asyncio.Future[Any]) -> Any:

@@ -11,18 +11,20 @@ default httpx transport, which is most of what a turn costs us besides storage.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 import openai
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from chatsessions.backends.base import ChatMessages, Completion, StreamItem
+from chatsessions.backends.base import ChatMessages, Completion, StreamItem, ToolCallDelta
 from chatsessions.backends.tokens import context_window_for, count_message_tokens
 from chatsessions.config import Settings
 from chatsessions.errors import BackendError, BackendTimeout
-from chatsessions.types import GenerationParams, Usage
+from chatsessions.types import GenerationParams, ToolCall, ToolOptions, Usage
 
 
 class OpenAIBackend:
@@ -54,21 +56,26 @@ class OpenAIBackend:
         return self._client
 
     def _request(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str,
+        tools: ToolOptions | None,
     ) -> dict[str, Any]:
         kwargs = params.as_kwargs()
         kwargs.setdefault("max_tokens", self._default_max_tokens)
-        return {"model": model, "messages": list(messages), **kwargs}
+        request = {"model": model, "messages": list(messages), **kwargs}
+        if tools is not None:
+            request.update(tools.as_request())
+        return request
 
     async def complete(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> Completion:
         client = self._require_client()
         try:
             # The plain JSON: building the SDK's response models costs about 0.15 ms a
             # call, for the four fields we read.
             response = await client.post(
-                self._endpoint, body=self._request(messages, params, model),
+                self._endpoint, body=self._request(messages, params, model, tools),
                 cast_to=object,
             )
         except openai.APIError as exc:
@@ -76,15 +83,17 @@ class OpenAIBackend:
         return completion_of(response, model)
 
     async def stream(
-        self, messages: ChatMessages, params: GenerationParams, model: str
+        self, messages: ChatMessages, params: GenerationParams, model: str, *,
+        tools: ToolOptions | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
         client = self._require_client()
         parts: list[str] = []
+        calls = _CallAssembly()
         usage = Usage()
         finish: str | None = None
         served_model = model
         try:
-            body = {**self._request(messages, params, model), "stream": True,
+            body = {**self._request(messages, params, model, tools), "stream": True,
                     "stream_options": {"include_usage": True}}
             stream = await client.post(self._endpoint, body=body, cast_to=ChatCompletion,
                                        stream=True, stream_cls=AsyncStream[ChatCompletionChunk])
@@ -100,8 +109,13 @@ class OpenAIBackend:
                     if choice.delta.content:
                         parts.append(choice.delta.content)
                         yield choice.delta.content
+                    for piece in choice.delta.tool_calls or ():
+                        function = piece.function
+                        yield calls.add(ToolCallDelta(
+                            piece.index, piece.id, function.name if function else None,
+                            (function.arguments or "") if function else ""))
         except openai.APIConnectionError as exc:
-            if not parts:
+            if not parts and not calls.started:
                 raise translate_error(exc) from exc
             raise BackendError("the model's stream broke off before the answer was complete",
                                partial="".join(parts)) from exc
@@ -114,7 +128,7 @@ class OpenAIBackend:
         if finish is None:
             raise BackendError("the model's stream ended before it finished",
                                partial="".join(parts))
-        yield Completion("".join(parts), usage, served_model, finish)
+        yield Completion("".join(parts), usage, served_model, finish, calls.whole())
 
     def count_tokens(self, role: str, content: str, model: str) -> int:
         return count_message_tokens(model, content)
@@ -127,20 +141,60 @@ class OpenAIBackend:
             await self._client.close()
 
 
+class _CallAssembly:
+    """A streamed answer's tool calls, put together from their pieces by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str | None, str | None, list[str]]] = {}
+
+    @property
+    def started(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, piece: ToolCallDelta) -> ToolCallDelta:
+        call_id, name, arguments = self._calls.get(piece.index, (None, None, []))
+        arguments.append(piece.arguments)
+        self._calls[piece.index] = (call_id or piece.id, name or piece.name, arguments)
+        return piece
+
+    def whole(self) -> tuple[ToolCall, ...]:
+        calls = []
+        for index in sorted(self._calls):
+            call_id, name, arguments = self._calls[index]
+            if not name:
+                raise BackendError("the model streamed a tool call without a name")
+            calls.append(ToolCall(call_id or _new_call_id(), name, "".join(arguments)))
+        return tuple(calls)
+
+
+def _new_call_id() -> str:
+    """An id for a call the server sent without one (some self-hosted servers do): its
+    output must name it, so it needs one unique within the chat."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _with_id(call: ToolCall) -> ToolCall:
+    return call if call.id else replace(call, id=_new_call_id())
+
+
 def completion_of(response: object, model: str) -> Completion:
     """Read a chat completion's JSON body; anything malformed is the backend's error."""
     try:
         choice = response["choices"][0]  # type: ignore[index]
-        text = choice["message"].get("content") or ""
+        message = choice["message"]
+        text = message.get("content") or ""
         usage = response.get("usage") or {}  # type: ignore[attr-defined]
         if not isinstance(text, str):
             raise TypeError(text)
+        calls = tuple(_with_id(ToolCall.from_openai(call))
+                      for call in message.get("tool_calls") or ())
         return Completion(
             text=text,
             usage=Usage(int(usage.get("prompt_tokens") or 0),
                         int(usage.get("completion_tokens") or 0)),
             model=str(response.get("model") or model),  # type: ignore[attr-defined]
             finish_reason=choice.get("finish_reason"),
+            tool_calls=calls,
         )
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         raise BackendError("the model's answer is not a chat completion") from None

@@ -14,8 +14,9 @@ from typing import Any
 from chatsessions.types import Chat, Message, TurnStatus
 
 FORMATS = ("json", "markdown")
-#: The JSON document's format; version 1 (older exports) is still imported.
-FORMAT = "chatsessions.chat.v2"
+#: The JSON document's format: version 3 added tool calls, tool outputs and a chat's
+#: tools; versions 1 and 2 (older exports) are still imported.
+FORMAT = "chatsessions.chat.v3"
 #: Fields left out of a JSON export, and why: see the module's docstring.
 CHAT_FIELDS_LEFT_OUT = ("tenant_id",)
 MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key")
@@ -44,12 +45,21 @@ def export_markdown(chat: Chat, messages: list[Message]) -> str:
     lines.append(f"- model: `{chat.model}` ({chat.backend})")
     lines.append(f"- created: {chat.created_at.isoformat()}")
     lines.append(f"- tokens: {chat.prompt_tokens} prompt, {chat.completion_tokens} completion")
+    if chat.tools:
+        lines.append("- tools: " + ", ".join(f"`{tool.name}`" for tool in chat.tools))
     lines.append("")
     for message in messages:
         heading = message.role.value.capitalize()
         if message.status is not TurnStatus.OK:
             heading += f" ({message.status.value}: {message.error or 'no answer'})"
-        lines += [f"## {heading}", "", message.content, ""]
+        if message.tool_call_id is not None:
+            heading += f" (output of `{message.tool_call_id}`)"
+        lines += [f"## {heading}", ""]
+        if message.content or not message.tool_calls:
+            lines += [message.content, ""]
+        for call in message.tool_calls or ():
+            lines += [f"**Tool call** `{call.name}` (`{call.id}`)", "", "```json",
+                      call.arguments, "```", ""]
     return "\n".join(lines)
 
 

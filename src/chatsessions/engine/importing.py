@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from chatsessions.backends import installed
 from chatsessions.config import Settings
 from chatsessions.engine.export import FORMAT
+from chatsessions.engine.tools import check_tools
 from chatsessions.engine.validation import (
     MAX_TITLE_CHARS,
     check_label,
@@ -24,13 +26,24 @@ from chatsessions.engine.validation import (
     check_when,
 )
 from chatsessions.errors import InvalidInput
-from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, utcnow
+from chatsessions.types import (
+    TOOL_NAME,
+    Chat,
+    ContextPolicy,
+    Message,
+    Role,
+    ToolCall,
+    TurnStatus,
+    utcnow,
+)
 
-#: Formats :func:`build_chat` reads: the current one and the first.
-FORMATS = (FORMAT, "chatsessions.chat.v1")
+#: Formats :func:`build_chat` reads: the current one and the older ones.
+FORMATS = (FORMAT, "chatsessions.chat.v2", "chatsessions.chat.v1")
 #: Stored answers are not bound by the message limit; this bounds what an import holds.
 MAX_CONTENT_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+MAX_TOOL_CALLS = 128
+MAX_CALL_ID_CHARS = 200
 INT32 = 2**31 - 1
 INT64 = 2**63 - 1
 T = TypeVar("T")
@@ -42,6 +55,14 @@ OptionalCount = Field(default=None, ge=0, le=INT32)
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class ToolCallDoc(_Doc):
+    """One tool call of an answer, as exported (flat)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 class MessageDoc(_Doc):
@@ -61,6 +82,8 @@ class MessageDoc(_Doc):
     context_tokens: int | None = OptionalCount
     covers_seq: int | None = OptionalCount
     replaces_seq: int | None = OptionalCount
+    tool_calls: list[ToolCallDoc] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = None
     # written by version 1, not imported (see chatsessions.engine.export)
     chat_id: str | None = None
     idempotency_key: str | None = None
@@ -86,6 +109,7 @@ class ChatDoc(_Doc):
     archived_at: datetime | None = None
     expires_at: datetime | None = None
     context_policy: ContextPolicy = ContextPolicy.TRIM
+    tools: list[dict[str, Any]] | None = None
     # written by version 1, not imported: an import lands in the importer's tenant
     tenant_id: str | None = None
 
@@ -101,12 +125,28 @@ class TextPart(_Doc):
     text: str
 
 
+class OpenAIFunction(_Doc):
+    name: str
+    arguments: str
+
+
+class OpenAIToolCall(_Doc):
+    id: str
+    type: Literal["function"] = "function"
+    function: OpenAIFunction
+
+
 class OpenAIMessage(_Doc):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "user", "assistant", "tool"]
+    #: None only on an answer that calls tools
+    content: str | list[TextPart] | None
+    tool_calls: list[OpenAIToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = None
 
     @property
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
@@ -183,10 +223,19 @@ def _from_openai(
         if message.role == "system":
             raise InvalidInput(f"messages.{index}.role: only the first message may be the "
                                "system prompt")
-        content = check_text(message.text, field=f"messages.{index}.content",
-                             max_chars=MAX_CONTENT_CHARS)
-        rows.append(Message(chat_id, index - offset + 1, Role(message.role), content,
-                            created_at=now))
+        where = f"messages.{index}"
+        calls = None if message.tool_calls is None else tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls)
+        if message.content is None and not calls:
+            raise InvalidInput(f"{where}.content: only an answer that calls tools may "
+                               "have none")
+        content = check_text(message.text, field=f"{where}.content",
+                             max_chars=MAX_CONTENT_CHARS,
+                             allow_empty=bool(calls) or message.role == "tool")
+        rows.append(_with_tools(
+            Message(chat_id, index - offset + 1, Role(message.role), content, created_at=now),
+            calls, message.tool_call_id, where))
+    _check_tool_rounds(rows, first=offset)
     chat = Chat(
         id=chat_id, tenant_id=tenant_id, system_prompt=system_prompt,
         title=_title(doc.title), backend=default_backend, model=default_model(default_backend),
@@ -231,6 +280,9 @@ def _from_export(
             context_messages=m.context_messages, context_tokens=m.context_tokens,
             covers_seq=m.covers_seq, replaces_seq=m.replaces_seq,
         ))
+        calls = None if m.tool_calls is None else tuple(
+            ToolCall(c.id, c.name, c.arguments) for c in m.tool_calls)
+        rows[-1] = _with_tools(rows[-1], calls, m.tool_call_id, where)
     rows.sort(key=lambda m: m.seq)
     seqs = [m.seq for m in rows]
     if len(set(seqs)) != len(seqs):
@@ -270,8 +322,53 @@ def _from_export(
         archived_at=_when(source.archived_at, "chat.archived_at"),
         expires_at=_when(source.expires_at, "chat.expires_at"),
         context_policy=source.context_policy,
+        tools=check_tools(source.tools, field="chat.tools"),
     )
     return chat, rows
+
+
+def _with_tools(message: Message, calls: tuple[ToolCall, ...] | None,
+                call_id: str | None, where: str) -> Message:
+    """``message`` with its tool calls or its call id, each checked and on the right role."""
+    if calls is not None:
+        if message.role is not Role.ASSISTANT:
+            raise InvalidInput(f"{where}.tool_calls: only an assistant message calls tools")
+        for index, call in enumerate(calls):
+            at = f"{where}.tool_calls.{index}"
+            check_label(call.id, field=f"{at}.id", max_chars=MAX_CALL_ID_CHARS)
+            if not call.id:
+                raise InvalidInput(f"{at}.id is empty")
+            if not TOOL_NAME.match(call.name):
+                raise InvalidInput(f"{at}.name must be 1 to 64 letters, digits, _ or -")
+            check_text(call.arguments, field=f"{at}.arguments", max_chars=MAX_CONTENT_CHARS,
+                       allow_empty=True)
+        if len({call.id for call in calls}) != len(calls):
+            raise InvalidInput(f"{where}.tool_calls: two calls have the same id")
+    if (call_id is None) != (message.role is not Role.TOOL):
+        raise InvalidInput(f"{where}.tool_call_id: a tool message needs one, and only a "
+                           "tool message has one")
+    if call_id is not None:
+        check_label(call_id, field=f"{where}.tool_call_id", max_chars=MAX_CALL_ID_CHARS)
+    return replace(message, tool_calls=calls, tool_call_id=call_id)
+
+
+def _check_tool_rounds(rows: list[Message], *, first: int) -> None:
+    """Every tool output answers a call of the answer just before it (only other outputs
+    between), each call once, and every call is answered before the conversation goes on:
+    the model must never see an output without its call nor a call without its output.
+    Only the last answer's calls may still wait for outputs."""
+    waiting: set[str] = set()
+    for index, message in enumerate(rows, start=first):
+        if message.role is Role.TOOL:
+            if message.tool_call_id not in waiting:
+                raise InvalidInput(f"messages.{index}.tool_call_id: no call of the answer "
+                                   f"before it has the id {message.tool_call_id!r}")
+            waiting.discard(message.tool_call_id or "")
+            continue
+        if waiting:
+            raise InvalidInput(f"messages.{index}: the tool calls {sorted(waiting)} have no "
+                               "output before it")
+        waiting = {call.id for call in message.tool_calls or ()}
 
 
 def _title(title: str | None) -> str | None:

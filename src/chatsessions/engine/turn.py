@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chatsessions.backends import Backend, Completion
-from chatsessions.backends.base import ChatMessages, conversation
+from chatsessions.backends.base import ChatMessages, ToolCallDelta, conversation
 from chatsessions.engine import summary
 from chatsessions.engine.cache import History
 from chatsessions.engine.context import check_fits, newest_that_fit, summary_cut, trim_start
@@ -193,6 +193,8 @@ async def _call_model(
                             item = await anext(deltas)
                     except StopAsyncIteration:
                         return
+                    if isinstance(item, ToolCallDelta):
+                        continue  # no tools offered on this path yet
                     if isinstance(item, str):
                         parts.append(item)
                     yield item

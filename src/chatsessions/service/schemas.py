@@ -156,7 +156,7 @@ class Usage(BaseModel):
 class MessagePublic(BaseModel):
     chat_id: str
     seq: int
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     status: Literal["ok", "pending", "failed", "replaced"] = Field(
         description="only ok messages are shown to the model; replaced: an earlier answer "
@@ -275,7 +275,7 @@ class UsagePublic(BaseModel):
 class SearchHitPublic(BaseModel):
     chat_id: str
     seq: int
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     snippet: str = Field(description="the matching words in context, marked [like this]")
     created_at: datetime
 

@@ -51,7 +51,8 @@ class Store(Protocol):
 
     async def update_chat(
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
-    ) -> Chat | None: ...
+    ) -> Chat | None:
+        """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``)."""
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
         """Really delete the chat and all its messages."""

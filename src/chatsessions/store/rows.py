@@ -14,6 +14,8 @@ from chatsessions.types import (
     ContextPolicy,
     Message,
     Role,
+    Tool,
+    ToolCall,
     TurnStatus,
     utcnow,
 )
@@ -48,6 +50,34 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value or {})
 
 
+def tools_value(tools: tuple[Tool, ...]) -> list[dict[str, Any]] | None:
+    """A chat's tools as stored: a JSON list, or NULL for none."""
+    return [tool.to_dict() for tool in tools] if tools else None
+
+
+def to_tools(value: Any) -> tuple[Tool, ...]:
+    if not value:
+        return ()
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(Tool(t["name"], t.get("description", ""), t.get("parameters") or {})
+                 for t in value)
+
+
+def tool_calls_text(calls: tuple[ToolCall, ...] | None) -> str | None:
+    """An answer's tool calls as stored: JSON text of ``[{id, name, arguments}]``."""
+    if calls is None:
+        return None
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls],
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def to_tool_calls(text: str | None) -> tuple[ToolCall, ...] | None:
+    if text is None:
+        return None
+    return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(text))
+
+
 def chat_row(chat: Chat) -> dict[str, Any]:
     return {
         "id": chat.id, "tenant_id": chat.tenant_id, "title": chat.title,
@@ -57,7 +87,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
         "prompt_tokens": chat.prompt_tokens, "completion_tokens": chat.completion_tokens,
         "created_at": chat.created_at, "updated_at": chat.updated_at,
         "archived_at": chat.archived_at, "expires_at": chat.expires_at,
-        "context_policy": chat.context_policy.value,
+        "context_policy": chat.context_policy.value, "tools": tools_value(chat.tools),
     }
 
 
@@ -72,7 +102,7 @@ def to_chat(row: Mapping[Any, Any]) -> Chat:
         created_at=_utc(row["created_at"]) or utcnow(),
         updated_at=_utc(row["updated_at"]) or utcnow(),
         archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
-        context_policy=ContextPolicy(row["context_policy"]),
+        context_policy=ContextPolicy(row["context_policy"]), tools=to_tools(row["tools"]),
     )
 
 
@@ -84,7 +114,8 @@ def message_row(m: Message) -> dict[str, Any]:
         "latency_ms": m.latency_ms, "created_at": m.created_at,
         "idempotency_key": m.idempotency_key, "context_messages": m.context_messages,
         "context_tokens": m.context_tokens, "covers_seq": m.covers_seq,
-        "replaces_seq": m.replaces_seq,
+        "replaces_seq": m.replaces_seq, "tool_calls": tool_calls_text(m.tool_calls),
+        "tool_call_id": m.tool_call_id,
     }
 
 
@@ -105,7 +136,8 @@ def to_message(row: Mapping[Any, Any]) -> Message:
         created_at=_utc(row["created_at"]) or utcnow(),
         idempotency_key=row["idempotency_key"], context_messages=row["context_messages"],
         context_tokens=row["context_tokens"], covers_seq=row["covers_seq"],
-        replaces_seq=row["replaces_seq"],
+        replaces_seq=row["replaces_seq"], tool_calls=to_tool_calls(row["tool_calls"]),
+        tool_call_id=row["tool_call_id"],
     )
 
 

@@ -35,6 +35,7 @@ chats = sa.Table(
     sa.Column("idempotency_key", sa.String(200)),
     sa.Column("request_hash", sa.String(64)),
     sa.Column("context_policy", sa.String(16), nullable=False, server_default="trim"),
+    sa.Column("tools", JSONType),
 )
 
 messages = sa.Table(
@@ -58,6 +59,9 @@ messages = sa.Table(
     sa.Column("context_tokens", sa.Integer),
     sa.Column("covers_seq", sa.Integer),
     sa.Column("replaces_seq", sa.Integer),
+    # JSON text, not a JSON column: written and read as-is on the driver path, never queried
+    sa.Column("tool_calls", sa.Text),
+    sa.Column("tool_call_id", sa.String(200)),
     sa.UniqueConstraint("chat_id", "idempotency_key", name="uq_messages_idempotency"),
 )
 

@@ -28,6 +28,7 @@ from chatsessions.store.rows import (
     to_api_key,
     to_chat,
     to_message,
+    tools_value,
     with_seq,
 )
 from chatsessions.store.schema import api_keys, chats, messages
@@ -172,6 +173,8 @@ class SQLStore:
     ) -> Chat | None:
         if not storable(chat_id):
             return None
+        if "tools" in changes:
+            changes = {**changes, "tools": tools_value(changes["tools"])}
         query = (
             chats.update()
             .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
@@ -425,7 +428,8 @@ class SQLStore:
                        messages.c.status == TurnStatus.OK.value)
         columns = ["chat_id", "seq", "role", "content", "status", "error", "model",
                    "prompt_tokens", "completion_tokens", "latency_ms", "created_at",
-                   "context_messages", "context_tokens", "covers_seq", "replaces_seq"]
+                   "context_messages", "context_tokens", "covers_seq", "replaces_seq",
+                   "tool_calls", "tool_call_id"]
         copied = sa.select(sa.literal(chat.id, sa.String), *(messages.c[c] for c in columns[1:]))
 
         def run(conn: Connection) -> Chat:

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from chatsessions.backends.base import StreamItem
+from chatsessions.backends.base import Completion, StreamItem
 from chatsessions.engine.validation import check_params
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
@@ -122,8 +122,8 @@ async def _chunks(head: dict[str, Any], first: StreamItem, rest: AsyncIterator[S
         yield chunk({"role": "assistant", "content": ""})
         item = first
         try:
-            while isinstance(item, str):
-                if item:
+            while not isinstance(item, Completion):
+                if isinstance(item, str) and item:
                     yield chunk({"content": item})
                 item = await anext(rest)
         except ChatSessionsError as exc:

@@ -323,7 +323,8 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
     except BaseException:
         await aclose(stream)
         raise
-    events = response_events(message_id, first, stream, lambda *state: _response(
+    # no tools are offered here, so no tool-call deltas come
+    events = response_events(message_id, first, stream, lambda *state: _response(  # type: ignore[arg-type]
         body, id_, None, created, *state))
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
