@@ -3,9 +3,10 @@
 Every turn writes twice: the user message with the turn lease (``begin``), then the
 answer with the chat's and the usage counters and the lease's release (``complete``).
 They are the only store calls on every request's path, so they skip SQLAlchemy's
-execution layer and run as driver statements (``driver``): on SQLite, a short transaction on the bare sqlite3
-connection; on PostgreSQL, one statement each (``statements.*_PG``), i.e. one round trip
-instead of five. Both take the same parameters: ``p_*`` for the chat, ``m_*`` for the row.
+execution layer and run as driver statements (``driver``): on SQLite, a short
+transaction on the bare sqlite3 connection; on PostgreSQL, one statement each
+(``statements.*_PG``), i.e. one round trip instead of five. Both take the same
+parameters: ``p_*`` for the chat, ``m_*`` for the row.
 """
 
 from __future__ import annotations
