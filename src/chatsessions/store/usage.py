@@ -54,19 +54,45 @@ def _utc_day_postgresql(element: utc_day, compiler: SQLCompiler, **kw: Any) -> s
     return f"CAST(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC' AS DATE)"
 
 
+class unindexed(FunctionElement[str]):
+    """A column SQLite must not look up by index: without statistics it would rather walk
+    the tenant's chats or the status index (every ok message) than the created_at range
+    of the edge days."""
+
+    type = sa.String()
+    name = "unindexed"
+    inherit_cache = True
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"  # SQLite's way to say it
+
+
 _m, _c = messages.c, chats.c
 MODEL = sa.func.coalesce(_m.model, _c.model)
 ANSWER = _m.role == Role.ASSISTANT.value
 #: a system row that stands for earlier turns: a paid model call too
 SUMMARY = sa.and_(_m.role == Role.SYSTEM.value, _m.covers_seq.is_not(None))
+
+
+def _counted(status: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        sa.or_(ANSWER, SUMMARY),
+        # a regenerated answer's predecessor was paid for too
+        status.in_([TurnStatus.OK.value, TurnStatus.REPLACED.value]),
+        # a fork's copies of its source's messages were paid for once
+        sa.or_(_c.forked_at_seq.is_(None), _m.seq > _c.forked_at_seq),
+    )
+
+
 #: the rows a report counts
-COUNTED = sa.and_(
-    sa.or_(ANSWER, SUMMARY),
-    # a regenerated answer's predecessor was paid for too
-    _m.status.in_([TurnStatus.OK.value, TurnStatus.REPLACED.value]),
-    # a fork's copies of its source's messages were paid for once
-    sa.or_(_c.forked_at_seq.is_(None), _m.seq > _c.forked_at_seq),
-)
+COUNTED = _counted(_m.status)
 _JOINED = messages.join(chats, _c.id == _m.chat_id)
 FIGURES = ("turns", "summaries", "prompt_tokens", "completion_tokens")
 _KEY = ("tenant_id", "model", "day")
@@ -108,8 +134,12 @@ def scan(tenant_id: str, start: datetime | None, end: datetime | None) -> sa.Sel
     """The report from the messages themselves: the partial days of a range, and the
     reference the counters must equal."""
     model = MODEL.label("model")
+    ranged = start is not None or end is not None
+    # a range walks the created_at index, not the tenant's chats nor the ok messages
+    counted = _counted(unindexed(_m.status)) if ranged else COUNTED
+    tenant = unindexed(_c.tenant_id) if ranged else _c.tenant_id
     query = (sa.select(model, *_sums()).select_from(_JOINED)
-             .where(_c.tenant_id == tenant_id, COUNTED).group_by(MODEL))
+             .where(tenant == tenant_id, counted).group_by(MODEL))
     if start is not None:
         query = query.where(_m.created_at >= start)
     if end is not None:
