@@ -18,23 +18,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import embedded, flat, graph, overhead, peer, placement, report, scale, service
+from bench import embedded, flat, graph, lookups, overhead, peer, placement, report, scale, service
 from bench.harness import fake_model_process, machine_info, pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
 _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 
 #: (chats, turns[, passes]) per benchmark and mode; service: (clients, rounds, turns per
-#: round); scale: the ladder of turns in flight; scale_memory: (chats,)
+#: round); scale: the ladder of turns in flight; scale_memory: (chats,); lookups: (chats,
+#: messages per chat, turns)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
              "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
-             "embedded": (4, 10, 2), "graph": (4, 200)},
+             "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
               "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
-              "scale_memory": (100,), "embedded": (2, 3, 1),
-              "graph": (2, 12)},
+              "scale_memory": (100,), "embedded": (2, 3, 1), "graph": (2, 12),
+              "lookups": (2000, 4, 5)},
 }
 
 
@@ -58,6 +59,7 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
                                            log)
         benches["flat"] = flat.run(workdir, pg_flat, *sizes["flat"], log)
         benches["graph"] = graph.run(workdir, *sizes["graph"], log)
+        benches["lookups"] = lookups.run(base_url, workdir, *sizes["lookups"], log)
         benches["peer"] = peer.run(base_url, {"sqlite": "", "postgresql": pg_peer}, workdir,
                                    *sizes["peer"], log)
         # These start their own fake models and servers, as subprocesses.

@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib
 
+from bench import lookups
 from bench.harness import median
 
 matplotlib.use("Agg")  # no display; must precede pyplot
@@ -18,6 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 HOW = {
+    "lookups": lookups.__doc__ or "",
     "overhead": """\
 The tutorial's baseline keeps `chat_id -> list of messages` in a dict and calls the
 official `openai.OpenAI` client; ours sends the same turns through `ChatSessions`
@@ -282,7 +284,7 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
             out += [*_scale_table(bench), ""]
             continue
         table = {"flat": _flat_table, "graph": _graph_table, "service": _service_table,
-                 "embedded": _embedded_table}.get(key, _sides_table)
+                 "embedded": _embedded_table, "lookups": lookups.table}.get(key, _sides_table)
         out += [*table(bench["results"]), ""]
     out += ["## Choices", "", choices(data), ""]
     return "\n".join(out)

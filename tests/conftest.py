@@ -66,9 +66,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def _truncate(url: str) -> None:
     conn = await asyncpg.connect(url.replace("postgresql://", "postgres://", 1))
     try:
-        exists = await conn.fetchval("SELECT to_regclass('public.chats') IS NOT NULL")
-        if exists:
-            await conn.execute("TRUNCATE chats, messages, api_keys CASCADE")
+        tables = [name for name in ("chats", "messages", "api_keys", "usage_counters")
+                  if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
     finally:
         await conn.close()
 

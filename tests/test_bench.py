@@ -37,7 +37,7 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
     assert set(data["benchmarks"]) == {"overhead", "flat", "graph", "peer", "service",
-                                       "scale", "embedded"}
+                                       "scale", "embedded", "lookups"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:

@@ -173,3 +173,51 @@ async def test_the_batched_index_migrates_down_and_up_again(tmp_path: Path) -> N
         await _consistent(store)
     finally:
         await store.close()
+
+
+async def test_a_common_word_ranks_only_the_newest_matches(database_url: str) -> None:
+    """The first page ranks the newest CANDIDATES matches, not every match: the best
+    match of all, older than those, is not on it; the best of the newest comes first."""
+    store = SQLStore(database_url)
+    await store.open()
+    try:
+        await store.create_chat(Chat(id="c", system_prompt="", backend="openai", model="m"))
+        texts = ["plum plum plum best of all"]
+        texts += [f"plum number {n} and more words here" for n in range(fulltext.CANDIDATES)]
+        texts += ["plum plum plum best of the newest", "plum last"]
+        await store.append_messages("c", _said(*texts))
+        hits = await store.search("default", "plum", limit=5)
+        assert hits[0].seq == len(texts) - 1
+        assert "[plum]" in hits[0].snippet
+        assert 1 not in [h.seq for h in await store.search("default", "plum", limit=200)]
+        assert [h.seq for h in await store.search("default", "all")] == [1]  # still found
+    finally:
+        await store.close()
+
+
+async def test_titles_are_filtered_by_index_and_kept_in_step(database_url: str) -> None:
+    store = SQLStore(database_url)
+    await store.open()
+    titles = {"a": "Refund for order 42", "b": 'The "quoted" REFUND', "c": None,
+              "d": "Delivery", "e": "Über größe"}
+    try:
+        for chat_id, title in titles.items():
+            await store.create_chat(Chat(id=chat_id, system_prompt="", title=title,
+                                         backend="openai", model="m"))
+
+        async def found(text: str) -> list[str]:
+            return sorted(c.id for c in await store.list_chats("default",
+                                                               title_contains=text))
+
+        assert await found("refund") == ["a", "b"]
+        assert await found('"quoted" r') == ["b"]
+        assert await found("er") == ["a", "d", "e"]  # too short for trigrams: scanned
+        assert await found("r 4") == ["a"]
+        assert await found("über") == ["e"]
+        assert await found("%") == []
+        await store.update_chat("c", "default", {"title": "late refund"})
+        await store.update_chat("a", "default", {"title": None})
+        await store.delete_chat("b", "default")
+        assert await found("refund") == ["c"]
+    finally:
+        await store.close()

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import random
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from chatsessions import AsyncChatSessions, InvalidInput
 from chatsessions.config import Settings
 from chatsessions.service import create_app
+from chatsessions.store import usage
+from chatsessions.store.schema import usage_counters
+from chatsessions.store.sql import SQLStore
 from chatsessions.testing import FakeLLMServer
-from chatsessions.types import Role, utcnow
+from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
+
+_migration = import_module("chatsessions.migrations.versions.0007_usage_counters")
 
 
 async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, object]) -> None:
@@ -147,3 +157,134 @@ def test_usage_from_the_command_line(tmp_path: Path, fake_llm: FakeLLMServer) ->
     unpriced = {**env, "CHATSESSIONS_PRICES": "{}"}
     assert "no price for: fake-model" in run(unpriced, "usage").stdout
     assert run(env, "usage", "--to", "next week").returncode == 2
+
+
+# The counters against the full scan ---------------------------------------------------
+
+_BASE = datetime(2026, 1, 10, tzinfo=UTC)
+_DAYS = 4
+
+
+def _when(rng: random.Random) -> datetime:
+    """A time in the history's days; one in eight exactly at a midnight."""
+    if rng.random() < 0.125:
+        return _BASE + timedelta(days=rng.randrange(_DAYS))
+    return _BASE + timedelta(seconds=rng.uniform(0, _DAYS * 86400))
+
+
+def _answer(rng: random.Random, chat_id: str, role: Role = Role.ASSISTANT,
+            **fields: Any) -> Message:
+    return Message(chat_id=chat_id, seq=0, role=role, content="answer",
+                   model=rng.choice([None, "m1", "m3"]), prompt_tokens=rng.randrange(1, 500),
+                   completion_tokens=rng.randrange(1, 200), created_at=_when(rng), **fields)
+
+
+async def _random_history(store: SQLStore, rng: random.Random, steps: int) -> None:
+    """Every write that changes what a report counts, in random order: turns (answered
+    or failed), regenerations, summaries, conversation items, imports, forks, deletes
+    of messages and chats, expiry, model changes; two tenants, several models."""
+    chats: list[Chat] = []
+    for step in range(steps):
+        live = [c for c in chats if await store.get_chat(c.id, c.tenant_id)]
+        action = rng.choice(["chat", "turn", "turn", "turn", "failed", "regenerate",
+                             "summary", "item", "import", "fork", "delete_message",
+                             "delete_chat", "expire", "model"])
+        if action == "chat" or not live:
+            chat = Chat(id=f"chat-{step}", system_prompt="", tenant_id=rng.choice("ab"),
+                        backend="openai", model=rng.choice(["m1", "m2"]))
+            await store.create_chat(chat)
+            chats.append(chat)
+            continue
+        chat = rng.choice(live)
+        rows = await store.messages(chat.id)
+        answers = [m for m in rows if m.role is Role.ASSISTANT and m.status is TurnStatus.OK]
+        counted = [m for m in rows if m.role is not Role.USER]
+        if action in ("turn", "failed"):
+            user = await store.add_user_message(chat.id, "question")
+            if action == "turn":
+                await store.complete_turn(user, _answer(rng, chat.id))
+            else:
+                partial = _answer(rng, chat.id, status=TurnStatus.FAILED)
+                await store.fail_turn(user, "boom", partial)
+        elif action == "regenerate" and answers:
+            await store.replace_answer(answers[-1], _answer(rng, chat.id,
+                                                            replaces_seq=answers[-1].seq))
+        elif action == "summary" and rows:
+            await store.append_messages(chat.id, [_answer(rng, chat.id, Role.SYSTEM,
+                                                          covers_seq=rows[-1].seq)])
+        elif action == "item":
+            await store.append_messages(chat.id, [
+                Message(chat.id, 0, Role.ASSISTANT, "item", created_at=_when(rng))])
+        elif action == "import":
+            copy = Chat(id=f"import-{step}", system_prompt="", tenant_id=chat.tenant_id,
+                        backend="openai", model=chat.model, message_count=3)
+            await store.import_chat(copy, [
+                Message(copy.id, 1, Role.USER, "q", created_at=_when(rng)),
+                replace(_answer(rng, copy.id), seq=2),
+                replace(_answer(rng, copy.id, status=TurnStatus.REPLACED), seq=3)])
+            chats.append(copy)
+        elif action == "fork":
+            source = await store.get_chat(chat.id, chat.tenant_id)
+            assert source is not None
+            fork = replace(source, id=f"fork-{step}", parent_id=source.id)
+            chats.append(await store.fork_chat(fork, source.message_count))
+        elif action == "delete_message" and counted:
+            await store.delete_message(chat.id, rng.choice(counted).seq)
+        elif action == "delete_chat":
+            await store.delete_chat(chat.id, chat.tenant_id)
+        elif action == "expire":
+            await store.update_chat(chat.id, chat.tenant_id, {"expires_at": _BASE})
+            await store.delete_expired(utcnow())
+        elif action == "model":
+            await store.update_chat(chat.id, chat.tenant_id,
+                                    {"model": rng.choice(["m1", "m2", "m4"])})
+
+
+def _ranges(rng: random.Random) -> list[tuple[datetime | None, datetime | None]]:
+    ranges: list[tuple[datetime | None, datetime | None]] = [
+        (None, None), (_BASE + timedelta(days=1), None), (None, _BASE + timedelta(days=2)),
+        (_BASE + timedelta(days=1), _BASE + timedelta(days=1)),  # empty
+        (_BASE - timedelta(days=3), _BASE + timedelta(days=9))]
+    for _ in range(40):
+        start, end = sorted([_when(rng), _when(rng)])
+        ranges += [(start, end), (start, None), (None, end),
+                   (start, start + timedelta(hours=rng.uniform(0, 30)))]
+    return ranges
+
+
+async def _check_against_the_scan(store: SQLStore, rng: random.Random) -> int:
+    compared = 0
+    for tenant in "ab":
+        for start, end in _ranges(rng):
+            counters = await store.usage(tenant, start, end)
+            scanned = await store.db.read(
+                lambda conn, s=start, e=end, t=tenant: usage.scan_report(conn, t, s, e))
+            assert counters == scanned, (tenant, start, end)
+            compared += bool(scanned)
+    return compared
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_usage_counters_equal_the_full_scan(database_url: str, seed: int) -> None:
+    """Whatever the writes, a report from the counters (whole days) and the edge days'
+    messages equals the report from every message, for any range, exactly."""
+    rng = random.Random(seed)
+    store = SQLStore(database_url)
+    await store.open()
+    try:
+        await _random_history(store, rng, steps=120)
+        assert await _check_against_the_scan(store, rng) > 50  # most ranges hold usage
+        # the migration's backfill, from the messages alone, gives the same counters
+        before = await store.db.read(lambda conn: sorted(conn.execute(
+            sa.select(usage_counters)).all()))
+        backfill = _migration._backfill(
+            _migration._DAY[store.dialect])
+        await store.db.write(lambda conn: conn.execute(usage_counters.delete()))
+        await store.db.write(lambda conn: conn.execute(sa.text(backfill)))
+        after = await store.db.read(lambda conn: sorted(conn.execute(
+            sa.select(usage_counters)).all()))
+        nonzero = [row for row in before if row.turns or row.summaries]
+        assert nonzero == after
+        await _check_against_the_scan(store, rng)
+    finally:
+        await store.close()

@@ -18,11 +18,11 @@ from sqlalchemy.engine import Connection
 from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterrupted
 from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
+from chatsessions.store import title_search, usage
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
     bound_row,
     chat_row,
-    escape_like,
     message_row,
     storable,
     to_api_key,
@@ -149,8 +149,7 @@ class SQLStore:
                 sa.and_(chats.c.created_at == created, chats.c.id < chat_id),
             ))
         if title_contains:
-            query = query.where(chats.c.title.ilike(f"%{escape_like(title_contains)}%",
-                                                   escape="\\"))
+            query = query.where(title_search.containing(self.dialect, title_contains))
         query = query.order_by(chats.c.created_at.desc(), chats.c.id.desc())
 
         def run(conn: Connection) -> list[Chat]:
@@ -181,18 +180,33 @@ class SQLStore:
             .values(**changes, updated_at=utcnow())
             .returning(*chats.c)
         )
-        row = await self.db.write_now(lambda conn: conn.execute(query).mappings().first())
+        # rows without a model of their own count under the chat's: move them along
+        unnamed = sa.and_(messages.c.chat_id == chat_id, chats.c.tenant_id == tenant_id,
+                          messages.c.model.is_(None))
+        dialect = self.dialect
+
+        def run(conn: Connection) -> Any:
+            if "model" in changes:
+                conn.execute(usage.recount(dialect, unnamed, -1))
+            row = conn.execute(query).mappings().first()
+            if "model" in changes and row is not None:
+                conn.execute(usage.recount(dialect, unnamed))
+            return row
+
+        row = await self.db.write_now(run)
         return to_chat(row) if row else None
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
         if not storable(chat_id):
             return False
+        dialect = self.dialect
 
         def run(conn: Connection) -> bool:
             owned = conn.execute(sa.select(chats.c.id).where(
                 chats.c.id == chat_id, chats.c.tenant_id == tenant_id)).first()
             if owned is None:
                 return False
+            conn.execute(usage.recount(dialect, messages.c.chat_id == chat_id, -1))
             conn.execute(messages.delete().where(messages.c.chat_id == chat_id))
             conn.execute(chats.delete().where(chats.c.id == chat_id))
             return True
@@ -390,6 +404,8 @@ class SQLStore:
     # history edits outside turns (conversation items, branches) -----------------------
 
     async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+        dialect = self.dialect
+
         def run(conn: Connection) -> list[Message]:
             stored = []
             for row in rows:
@@ -397,12 +413,20 @@ class SQLStore:
                                 completion_tokens=row.completion_tokens)
                 stored.append(with_seq(row, seq))
                 conn.execute(stmt.INSERT_MESSAGE, message_row(stored[-1]))
+            if usage.any_counted(stored):
+                conn.execute(usage.recount(dialect, sa.and_(
+                    messages.c.chat_id == chat_id,
+                    messages.c.seq.in_([m.seq for m in stored]))))
             return stored
 
         return await self.db.write(run)
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
+        dialect = self.dialect
+
         def run(conn: Connection) -> bool:
+            conn.execute(usage.recount(dialect, sa.and_(messages.c.chat_id == chat_id,
+                                                        messages.c.seq == seq), -1))
             result = conn.execute(
                 messages.delete().where(messages.c.chat_id == chat_id, messages.c.seq == seq))
             if result.rowcount:
@@ -415,11 +439,16 @@ class SQLStore:
     async def replace_answer(
         self, old: Message, answer: Message, *, lease_owner: str | None = None
     ) -> Message:
+        dialect = self.dialect
+
         def run(conn: Connection) -> Message:
             marked = conn.execute(stmt.MARK_REPLACED, {"p_chat": old.chat_id, "p_seq": old.seq})
             if marked.rowcount != 1:  # our lease lapsed and someone else changed the chat
                 raise ChatMoved(old.chat_id)
-            return _append_answer(conn, answer, lease_owner)
+            stored = _append_answer(conn, answer, lease_owner)
+            conn.execute(usage.recount(dialect, sa.and_(messages.c.chat_id == stored.chat_id,
+                                                        messages.c.seq == stored.seq)))
+            return stored
 
         return await self.db.write_now(run)
 
@@ -450,36 +479,7 @@ class SQLStore:
     async def usage(
         self, tenant_id: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[ModelUsage]:
-        model = sa.func.coalesce(messages.c.model, chats.c.model)
-        answer = messages.c.role == Role.ASSISTANT.value
-        # a summary (a system row that stands for earlier turns) was a paid model call too
-        summary = sa.and_(messages.c.role == Role.SYSTEM.value,
-                          messages.c.covers_seq.is_not(None))
-        query = (
-            sa.select(model.label("model"), sa.func.count(sa.case((answer, 1))),
-                      sa.func.coalesce(sa.func.sum(messages.c.prompt_tokens), 0),
-                      sa.func.coalesce(sa.func.sum(messages.c.completion_tokens), 0),
-                      sa.func.count(sa.case((summary, 1))))
-            .select_from(messages.join(chats, chats.c.id == messages.c.chat_id))
-            .where(chats.c.tenant_id == tenant_id,
-                   sa.or_(answer, summary),
-                   # a regenerated answer's predecessor was paid for too
-                   messages.c.status.in_([TurnStatus.OK.value, TurnStatus.REPLACED.value]),
-                   # a fork's copies of its source's messages were paid for once
-                   sa.or_(chats.c.forked_at_seq.is_(None),
-                          messages.c.seq > chats.c.forked_at_seq))
-            .group_by(model)
-            .order_by(model)
-        )
-        if start is not None:
-            query = query.where(messages.c.created_at >= start)
-        if end is not None:
-            query = query.where(messages.c.created_at < end)
-        return await self.db.read(lambda conn: [
-            ModelUsage(model=str(name), turns=int(turns), prompt_tokens=int(prompt),
-                       completion_tokens=int(completion), summaries=int(summaries))
-            for name, turns, prompt, completion, summaries in conn.execute(query)
-        ])
+        return await self.db.read(lambda conn: usage.report(conn, tenant_id, start, end))
 
     async def search(self, tenant_id: str, query: str, limit: int = 20) -> list[SearchHit]:
         dialect = self.dialect
@@ -495,10 +495,12 @@ class SQLStore:
                    sa.or_(chats.c.lease_owner.is_(None), chats.c.lease_expires_at < now))
             .limit(1000)
         )
+        dialect = self.dialect
 
         def run(conn: Connection) -> list[str]:
             ids = [row[0] for row in conn.execute(expired)]
             if ids:
+                conn.execute(usage.recount(dialect, messages.c.chat_id.in_(ids), -1))
                 conn.execute(messages.delete().where(messages.c.chat_id.in_(ids)))
                 conn.execute(chats.delete().where(chats.c.id.in_(ids)))
             return ids
@@ -515,11 +517,15 @@ class SQLStore:
         return await self.db.write_now(lambda conn: bool(conn.execute(query).rowcount))
 
     async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
+        dialect = self.dialect
+
         def run(conn: Connection) -> Chat:
             conn.execute(chats.insert(), chat_row(chat))
             if rows:
                 conn.execute(messages.insert(),
                              [message_row(replace(m, chat_id=chat.id)) for m in rows])
+                if usage.any_counted(rows):
+                    conn.execute(usage.recount(dialect, messages.c.chat_id == chat.id))
             return chat
 
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from chatsessions.store import usage
 from chatsessions.store.schema import chats, messages
 from chatsessions.types import Role, TurnStatus
 
@@ -70,6 +71,22 @@ INSERT_MESSAGE = messages.insert()
 MESSAGE_BINDS = {c.name: sa.bindparam(f"m_{c.name}", type_=c.type) for c in messages.c}
 #: The same INSERT, with those binds.
 INSERT_MESSAGE_BOUND = messages.insert().values(MESSAGE_BINDS)
+
+
+
+def _answer_usage(chat: sa.FromClause) -> sa.Select[tuple[object, ...]]:
+    """The ``m_*`` answer as one turn for the usage counters, its tenant and model (when
+    the answer names none) from ``chat``."""
+    return sa.select(
+        chat.c.tenant_id, sa.func.coalesce(MESSAGE_BINDS["model"], chat.c.model),
+        usage.utc_day(MESSAGE_BINDS["created_at"]),
+        sa.literal(1), sa.literal(0),
+        MESSAGE_BINDS["prompt_tokens"], MESSAGE_BINDS["completion_tokens"])
+
+
+#: Count a turn's answer in the usage counters (SQLite: in the turn's transaction).
+COUNT_ANSWER = usage.upsert(
+    "sqlite", _answer_usage(chats).where(_chat.id == sa.bindparam("p_chat")))
 
 #: Mark a pending user message answered (``rowcount`` 0: someone failed it meanwhile).
 MARK_ANSWERED = (
@@ -137,8 +154,14 @@ BEGIN_TURN_PG = _insert_from(
 
 _marked = MARK_ANSWERED.returning(_msg.seq).cte("marked")
 
-#: MARK_ANSWERED, BUMP_AND_RELEASE and the answer; no row if the mark found nothing.
-COMPLETE_TURN_PG = _insert_from(
-    BUMP_AND_RELEASE.where(sa.exists(sa.select(_marked.c.seq)))
-    .returning(_chat.message_count.label("seq")).cte("bumped"),
-)
+_bumped = (BUMP_AND_RELEASE.where(sa.exists(sa.select(_marked.c.seq)))
+           .returning(_chat.message_count.label("seq"), _chat.tenant_id, _chat.model)
+           .cte("bumped"))
+#: the answer in the usage counters, if the chat was bumped (PostgreSQL runs every
+#: data-modifying CTE, whether the main statement reads it or not)
+_counted = (usage.upsert("postgresql", _answer_usage(_bumped))
+            .returning(sa.literal_column("1")).cte("counted"))
+
+#: MARK_ANSWERED, BUMP_AND_RELEASE, the usage counters and the answer; no row if the mark
+#: found nothing.
+COMPLETE_TURN_PG = _insert_from(_bumped).add_cte(_counted)

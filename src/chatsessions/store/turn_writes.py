@@ -1,11 +1,12 @@
 """A turn's two writes, in each database's own terms.
 
 Every turn writes twice: the user message with the turn lease (``begin``), then the
-answer with the counters and the lease's release (``complete``). They are the only store
-calls on every request's path, so they skip SQLAlchemy's execution layer and run as
-driver statements (``driver``): on SQLite, a short transaction on the bare sqlite3
-connection; on PostgreSQL, one statement each (``statements.*_PG``), i.e. one round trip
-instead of five. Both take the same parameters: ``p_*`` for the chat, ``m_*`` for the row.
+answer with the chat's and the usage counters and the lease's release (``complete``).
+They are the only store calls on every request's path, so they skip SQLAlchemy's
+execution layer and run as driver statements (``driver``): on SQLite, a short
+transaction on the bare sqlite3 connection; on PostgreSQL, one statement each
+(``statements.*_PG``), i.e. one round trip instead of five. Both take the same
+parameters: ``p_*`` for the chat, ``m_*`` for the row.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ class TurnWrites(Protocol):
         None (nothing written) if the chat moved or another replica holds the lease."""
 
     async def complete(self, params: dict[str, Any]) -> int | None:
-        """Mark the user message answered, bump the counters, release the lease, insert
-        the answer: its seq, or None (nothing written) if the user message is no longer
-        pending (another replica declared the turn dead)."""
+        """Mark the user message answered, bump the chat's counters and the tenant's usage
+        counters, release the lease, insert the answer: its seq, or None (nothing written)
+        if the user message is no longer pending (another replica declared the turn
+        dead)."""
 
 
 def turn_writes(db: Database) -> TurnWrites:
@@ -48,6 +50,7 @@ class SQLiteTurnWrites:
         self._insert = DriverStatement.compile(stmt.INSERT_MESSAGE_BOUND, dialect)
         self._mark = DriverStatement.compile(stmt.MARK_ANSWERED, dialect)
         self._bump = DriverStatement.compile(stmt.BUMP_AND_RELEASE, dialect)
+        self._count = DriverStatement.compile(stmt.COUNT_ANSWER, dialect)
 
     async def begin(self, params: dict[str, Any]) -> int | None:
         def run(conn: sqlite3.Connection) -> int | None:
@@ -63,7 +66,10 @@ class SQLiteTurnWrites:
             if conn.execute(self._mark.sql, self._mark.args(params)).rowcount != 1:
                 return None
             bumped = conn.execute(self._bump.sql, self._bump.args(params)).fetchall()
-            return self._insert_at(conn, bumped[0][0], params) if bumped else None
+            if not bumped:
+                return None
+            conn.execute(self._count.sql, self._count.args(params))
+            return self._insert_at(conn, bumped[0][0], params)
 
         return await self.db.driver_now(run)
 
