@@ -100,7 +100,12 @@ async def test_kill_9_loses_no_acknowledged_turn(
         tasks = [asyncio.create_task(turn(chat_id, f"turn {n} of chat {c}"))
                  for n in range(TURNS_PER_CHAT) for c, chat_id in enumerate(chat_ids)]
         await asyncio.wait_for(enough.wait(), 30)
-        await asyncio.sleep(0.1)  # land the kill in the middle of the next turns
+        # Land the kill in the middle of a turn: once the database shows a user message
+        # stored and not yet answered (a fixed pause missed them on a loaded machine).
+        deadline = time.monotonic() + 30
+        while not pending(await stored_rows(database_url, chat_ids)):
+            assert time.monotonic() < deadline, "no turn was ever seen in flight"
+            await asyncio.sleep(0.01)
         victim.kill()
         await asyncio.gather(*tasks)
     in_flight = CHATS * TURNS_PER_CHAT - len(acknowledged)
