@@ -387,7 +387,7 @@ def test_api_key_is_asked_for_stored_and_sent(
 ) -> None:
     async def add_key() -> str:
         async with AsyncChatSessions(**settings_kwargs) as sessions:
-            _, secret = await create_key(sessions.store, "default", "console test")
+            _, secret = await create_key(sessions._runtime.store, "default", "console test")
             return secret
 
     with ThreadPoolExecutor(1) as pool:  # asyncio.run needs a thread without Playwright's loop

@@ -157,7 +157,7 @@ async def test_summarize_shows_a_summary_in_place_of_the_dropped_turns_and_refre
         chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
         for n in range(14):
             await chats.send_message(chat_id, question(n))
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
 
     written = [m for m in rows if m.role is Role.SYSTEM]
     assert len(written) >= 2, "the summary is refreshed as the chat grows"
@@ -258,12 +258,12 @@ async def test_a_failed_summary_fails_the_turn_and_keeps_the_message(
             if not is_summary_request(failed):  # an ordinary turn: run it for real
                 await chats.retry(chat_id)
             n += 1
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert (rows[-1].role, rows[-1].status) == (Role.USER, TurnStatus.FAILED)
         assert rows[-1].content == question(n - 1)
         assert not any(m.role is Role.SYSTEM for m in rows)  # no summary stored
         answer = await chats.retry(chat_id)  # now the summary is written, then the answer
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert [m.role for m in rows[-3:]] == [Role.USER, Role.SYSTEM, Role.ASSISTANT]
         assert rows[-1] == answer
         assert summaries.shown(rows[-2]) in answer_requests(fake_llm)[-1].messages
@@ -417,7 +417,7 @@ async def test_retry_after_a_summary_and_a_broken_stream(
         with pytest.raises(BackendError):
             async for _ in chats.stream_message(chat_id, question(n - 1)):
                 pass
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert [(m.role, m.status) for m in rows[-3:]] == [
             (Role.USER, TurnStatus.FAILED), (Role.SYSTEM, TurnStatus.OK),
             (Role.ASSISTANT, TurnStatus.FAILED)]

@@ -312,7 +312,7 @@ async def test_tenants_do_not_see_each_other(sessions: AsyncChatSessions) -> Non
 async def test_interrupted_turns_are_failed_on_start(settings_kwargs: dict[str, object]) -> None:
     async with AsyncChatSessions(**settings_kwargs) as first:  # type: ignore[arg-type]
         chat_id = await first.create_chat()
-        await first.store.add_user_message(chat_id, "the process died here")
+        await first._runtime.store.add_user_message(chat_id, "the process died here")
     async with AsyncChatSessions(**settings_kwargs) as second:  # type: ignore[arg-type]
         rows = await second.history(chat_id, include_failed=True)
         assert rows[1].status is TurnStatus.FAILED

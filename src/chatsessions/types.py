@@ -75,6 +75,21 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Completion:
+    """One answer of the model, as a backend returns it (nothing stored): its text, the
+    tokens it took, the model that wrote it, and why it stopped (``stop``, ``length``...)."""
+
+    text: str
+    usage: Usage
+    model: str
+    finish_reason: str | None = None
+
+
+#: A streamed model call yields text deltas, then exactly one final ``Completion``.
+StreamItem = str | Completion
+
+
+@dataclass(frozen=True, slots=True)
 class Chat:
     id: str
     system_prompt: str

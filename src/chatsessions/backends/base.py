@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from chatsessions.types import GenerationParams, Usage
+from chatsessions.types import Completion as Completion  # defined with the public types
+from chatsessions.types import GenerationParams
+from chatsessions.types import StreamItem as StreamItem
 
 if TYPE_CHECKING:
     from chatsessions.config import Settings
@@ -17,18 +18,6 @@ ChatMessages = Sequence[dict[str, str]]
 #: Which conversation the current call continues (the chat id), set by the turn. A hint for
 #: backends that keep per-conversation state (the local model's KV cache); others ignore it.
 conversation: ContextVar[str | None] = ContextVar("conversation", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    usage: Usage
-    model: str
-    finish_reason: str | None = None
-
-
-#: ``stream`` yields text deltas, then exactly one final ``Completion``.
-StreamItem = str | Completion
 
 
 class Backend(Protocol):

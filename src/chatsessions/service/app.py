@@ -53,7 +53,7 @@ def create_app(
         live = sessions or AsyncChatSessions(settings)
         await live.open()
         app.state.sessions = live
-        app.state.auth = Authenticator(live.store, settings.rate_limit_per_minute)
+        app.state.auth = Authenticator(live._runtime.store, settings.rate_limit_per_minute)
         sweeper = asyncio.create_task(_sweep_forever(live, settings.lease_ttl))
         if own_process:
             tune_gc()

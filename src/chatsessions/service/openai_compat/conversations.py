@@ -157,7 +157,7 @@ async def visible_messages(sessions: AsyncChatSessions, chat_id: str) -> list[Me
 async def find_item(sessions: AsyncChatSessions, chat_id: str, item_id: str) -> Message:
     seq = parse_item_id(item_id)
     if seq is not None and seq > 0:
-        rows = await sessions.store.messages(chat_id, after_seq=seq - 1, limit=1)
+        rows = await sessions._runtime.store.messages(chat_id, after_seq=seq - 1, limit=1)
         if rows and rows[0].seq == seq and rows[0].status is TurnStatus.OK:
             return rows[0]
     raise _item_not_found(item_id)

@@ -201,7 +201,7 @@ async def find_response(sessions: AsyncChatSessions, id_: str, param: str) -> Fo
     except ChatNotFound:
         raise missing from None
     # seqs are unique and start at 1: the first ``seq`` rows hold every seq up to it
-    rows = [m for m in await sessions.store.messages(chat_id, limit=seq) if m.seq <= seq]
+    rows = [m for m in await sessions._runtime.store.messages(chat_id, limit=seq) if m.seq <= seq]
     if not rows or rows[-1].seq != seq or rows[-1].role is not Role.ASSISTANT or (
             rows[-1].status is TurnStatus.PENDING):
         raise missing

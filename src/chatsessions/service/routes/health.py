@@ -14,7 +14,7 @@ router = APIRouter(tags=["operations"])
             responses={503: {"model": ErrorBody, "description": "the database is unreachable"}})
 async def healthz(request: Request) -> Health:
     try:
-        await request.app.state.sessions.store.ping()
+        await request.app.state.sessions._runtime.store.ping()
     except Exception as exc:
         raise ServiceError(
             503, "unavailable", f"database check failed: {type(exc).__name__}") from None

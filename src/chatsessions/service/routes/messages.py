@@ -119,6 +119,6 @@ async def list_messages(
 ) -> MessageList:
     """Stored messages in order, failed turns included (the system prompt is on the chat)."""
     await sessions.get_chat(chat_id)
-    rows = await sessions.store.messages(chat_id, after_seq=after, limit=limit)
+    rows = await sessions._runtime.store.messages(chat_id, after_seq=after, limit=limit)
     next_after = rows[-1].seq if len(rows) == limit else None
     return MessageList(data=[MessagePublic.of(m) for m in rows], next_after=next_after)
