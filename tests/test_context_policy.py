@@ -15,10 +15,10 @@ import pytest
 from chatsessions import AsyncChatSessions, BackendError, ContextTooLong, InvalidInput
 from chatsessions.engine import summary as summaries
 from chatsessions.engine.context import check_fits, newest_that_fit, summary_cut
-from chatsessions.engine.validation import check_context_policy
 from chatsessions.store import open_store
 from chatsessions.testing import FakeLLMServer, Fault, RecordedRequest
 from chatsessions.types import ContextPolicy, Message, Role, TurnStatus
+from chatsessions.validation import check_context_policy
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 
@@ -366,6 +366,38 @@ def test_http_policies_refusal_summaries_and_what_each_answer_saw(
     unknown = small_http.post("/chats", json={"context_policy": "all"})
     assert unknown.status_code == 422
     assert "context_policy" in unknown.json()["error"]["message"]
+
+
+def test_store_false_shows_the_model_what_the_next_turn_would(
+    small_http: httpx.Client, fake_llm: FakeLLMServer
+) -> None:
+    """/v1/responses with ``store: false`` on a ``summarize`` chat: the model gets exactly
+    the requests the stored turn with the same input then gets (the summary the policy
+    needs included, written and not kept), and the chat is left as it was."""
+    chat = small_http.post("/chats", json={"system_prompt": "Be brief.",
+                                           "context_policy": "summarize"}).json()
+    url = f"/chats/{chat['id']}/messages"
+    compared_with_summary = 0
+    for n in range(14):
+        count = small_http.get(f"/chats/{chat['id']}").json()["message_count"]
+        before = len(fake_llm.requests)
+        loose = small_http.post("/v1/responses", json={
+            "model": "fake-model", "input": question(n), "conversation": chat["id"],
+            "store": False})
+        assert loose.status_code == 200, loose.text
+        unstored = [r.messages for r in fake_llm.requests[before:]]
+        assert small_http.get(f"/chats/{chat['id']}").json()["message_count"] == count
+
+        before = len(fake_llm.requests)
+        sent = small_http.post(url, json={"content": question(n)})
+        assert sent.status_code == 200, sent.text
+        stored = [r.messages for r in fake_llm.requests[before:]]
+        assert unstored == stored, f"turn {n}"
+        assert loose.json()["output"][0]["content"][0]["text"] == sent.json()["content"]
+        compared_with_summary += len(stored) == 2
+    assert compared_with_summary >= 2, "some turns needed a new summary"
+    rows = small_http.get(url).json()["data"]
+    assert [m["role"] for m in rows].count("system") == compared_with_summary  # only the turns'
 
 
 # the command line ---------------------------------------------------------------------------

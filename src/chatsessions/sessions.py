@@ -13,25 +13,19 @@ from typing import Any
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
+from chatsessions.engine.answer import AnswerOptions, run_answer
 from chatsessions.engine.export import export_json
 from chatsessions.engine.importing import build_chat
+from chatsessions.engine.model_call import final
 from chatsessions.engine.regenerate import run_regenerate
 from chatsessions.engine.runtime import Runtime
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.turn import TurnOptions, run_turn
-from chatsessions.engine.validation import (
-    MAX_TITLE_CHARS,
-    check_context_policy,
-    check_label,
-    check_metadata,
-    check_params,
-    check_text,
-    check_when,
-)
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
+    Completion,
     ContextPolicy,
     GenerationParams,
     Message,
@@ -40,6 +34,15 @@ from chatsessions.types import (
     TurnStatus,
     UsageReport,
     utcnow,
+)
+from chatsessions.validation import (
+    MAX_TITLE_CHARS,
+    check_context_policy,
+    check_label,
+    check_metadata,
+    check_params,
+    check_text,
+    check_when,
 )
 
 _UNSET: Any = object()
@@ -429,6 +432,111 @@ class AsyncChatSessions:
                     self._runtime.titles.after_answer(self.tenant_id, item)
                 yield item
 
+    # answers that are not stored --------------------------------------------------------
+
+    async def answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> Message:
+        """Answer ``text`` as the chat's next turn would, storing nothing (``store=False``).
+
+        The model is shown what a turn would show it, by the chat's context policy (a
+        summary the policy needs is written for this answer and not kept), under the same
+        circuit breaker and deadline; the chat is left as it was, and turns on it are not
+        held up. ``chat_id=None`` answers with no history, by the default backend.
+        ``prior`` adds user/assistant messages before ``text``; ``up_to_seq`` answers from
+        the history up to that message. Returns the answer as a Message with seq 0.
+        """
+        return await _stored(await self._answer(
+            chat_id, text, params, system_prompt, model, prior, up_to_seq, streaming=False))
+
+    async def stream_answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> AsyncGenerator[str | Message, None]:
+        """:meth:`answer`, yielding text deltas, then the answer (not stored)."""
+        run = await self._answer(chat_id, text, params, system_prompt, model, prior,
+                                 up_to_seq, streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    async def _answer(
+        self, chat_id: str | None, text: str,
+        params: GenerationParams | dict[str, Any] | None, system_prompt: str | None,
+        model: str | None, prior: Sequence[tuple[Role, str]], up_to_seq: int | None, *,
+        streaming: bool,
+    ) -> AsyncGenerator[str | Message, None]:
+        limit = self.settings.max_message_chars
+        options = AnswerOptions(
+            params=check_params(params),
+            system_prompt=None if system_prompt is None
+            else self._check_system_prompt(system_prompt),
+            model=None if model is None else check_label(model, field="model", max_chars=200),
+            prior=[(_added_role(role), check_text(content, field="message", max_chars=limit))
+                   for role, content in prior],
+            up_to_seq=up_to_seq)
+        text = check_text(text, field="message", max_chars=limit)
+        if up_to_seq is not None and up_to_seq < 0:
+            raise InvalidInput("up_to_seq must not be negative")
+        await self._ready()
+        return run_answer(self._runtime, self.tenant_id, chat_id, text, options,
+                          streaming=streaming)
+
+    async def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> Completion:
+        """A stateless completion of ``messages`` (``{"role", "content"}`` dicts: the
+        whole conversation, as OpenAI's chat completions take it). Nothing is read or
+        stored, but the call goes through the circuit breaker and the deadline as a
+        turn's does. ``backend`` defaults to the configured one, ``model`` to its own."""
+        return await final(self._complete(messages, model, backend, params, streaming=False))
+
+    async def stream_complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        """:meth:`complete`, yielding text deltas, then the Completion."""
+        run = self._complete(messages, model, backend, params, streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    def _complete(
+        self, messages: Sequence[dict[str, str]], model: str | None, backend: str | None,
+        params: GenerationParams | dict[str, Any] | None, *, streaming: bool,
+    ) -> AsyncGenerator[str | Completion, None]:
+        checked = check_params(params)
+        shown = [_completion_message(item, self.settings.max_message_chars)
+                 for item in messages]
+        models = self._runtime.models
+        chosen = models.backend(backend)
+        return models.call(chosen, shown, checked, model or chosen.default_model,
+                           streaming=streaming)
+
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
         (lease expired), forget expired idempotency keys, and delete expired chats (of
@@ -554,6 +662,22 @@ async def _stored(turn: AsyncGenerator[str | Message, None]) -> Message:
                 answer = item
     assert answer is not None
     return answer
+
+
+def _added_role(role: Role | str) -> Role:
+    if role not in (Role.USER, Role.ASSISTANT):
+        raise InvalidInput(f"only user and assistant messages can be added, not {role}")
+    return Role(role)
+
+
+def _completion_message(item: Any, max_chars: int) -> dict[str, str]:
+    """One ``{"role", "content"}`` message of a stateless completion, checked."""
+    if not isinstance(item, dict) or item.get("role") not in {r.value for r in Role}:
+        raise InvalidInput("each message must be an object with a role of system, user "
+                           "or assistant")
+    content = check_text(item.get("content"), field="message content", max_chars=max_chars,
+                         allow_empty=True)
+    return {"role": item["role"], "content": content}
 
 
 def request_hash(chat: Chat) -> str:

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatsessions.config import Settings
 from chatsessions.engine.export import FORMAT
-from chatsessions.engine.validation import (
+from chatsessions.errors import InvalidInput
+from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, utcnow
+from chatsessions.validation import (
     MAX_TITLE_CHARS,
     check_label,
     check_metadata,
@@ -22,8 +24,6 @@ from chatsessions.engine.validation import (
     check_text,
     check_when,
 )
-from chatsessions.errors import InvalidInput
-from chatsessions.types import Chat, ContextPolicy, Message, Role, TurnStatus, utcnow
 
 #: Formats :func:`build_chat` reads: the current one and the first.
 FORMATS = (FORMAT, "chatsessions.chat.v1")

@@ -98,6 +98,25 @@ class Runtime:
         return entry
 
 
+    async def settled_history(self, chat: Chat) -> History:
+        """The chat's ok messages for a call that holds no lease and writes nothing (an
+        answer not stored). A pending row may be a turn still running here or elsewhere,
+        so the rows from the first pending one on are left out, and nothing read is
+        failed or cached: the cached entry when current, else a copy brought up to date."""
+        entry = self.cache.get(chat.id)
+        if entry is not None and entry.last_seq >= chat.message_count:
+            return entry
+        rows = await self.store.messages(
+            chat.id, after_seq=entry.last_seq if entry is not None else 0)
+        settled = next((i for i, m in enumerate(rows) if m.status is TurnStatus.PENDING),
+                       len(rows))
+        history = History() if entry is None else History(
+            last_seq=entry.last_seq, messages=list(entry.messages), tokens=list(entry.tokens),
+            shown=list(entry.shown), summaries=entry.summaries)
+        history.add(rows[:settled])
+        return history
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from chatsessions.engine.validation import check_text
 from chatsessions.errors import ChatNotFound
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
@@ -38,6 +37,7 @@ from chatsessions.service.openai_compat.schemas import (
 )
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import Chat, Message, Role, TurnStatus
+from chatsessions.validation import check_text
 
 router = APIRouter(prefix="/conversations", route_class=OpenAIRoute, responses=ERRORS,
                    tags=["openai"])
