@@ -22,6 +22,7 @@ from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
 from chatsessions.types import (
     Chat,
+    Completion,
     ContextPolicy,
     GenerationParams,
     Message,
@@ -46,6 +47,7 @@ __all__ = [
     "ChatNotFound",
     "ChatSessions",
     "ChatSessionsError",
+    "Completion",
     "ContextPolicy",
     "ContextTooLong",
     "GenerationParams",

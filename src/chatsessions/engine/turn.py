@@ -50,7 +50,7 @@ async def run_turn(
     presumed = (runtime.presumed_chat(chat_id)
                 if idempotency_key is None and options.if_message_count is None else None)
     async with runtime.leases.hold(chat_id, tenant_id, settings.busy_timeout,
-                                presumed=presumed) as lease:
+                                   presumed=presumed) as lease:
         while True:
             chat = lease.chat
             expected = options.if_message_count
@@ -96,9 +96,9 @@ async def run_turn(
                 context = context.summarized(summaries[0], backend, chat.model)
             shown = context.messages
             completion: Completion | None = None
-            async with aclosing(runtime.models.call(backend, shown, gen_params, chat.model,
-                                                 streaming=streaming,
-                                                 chat_id=chat.id)) as calls:
+            async with aclosing(runtime.models.call(
+                    backend, shown, gen_params, chat.model, streaming=streaming,
+                    chat_id=chat.id)) as calls:
                 async for item in calls:
                     if isinstance(item, str):
                         yield item
@@ -109,8 +109,8 @@ async def run_turn(
             answer = answer_message(chat.id, completion, started,
                                     context_messages=len(shown),
                                     context_tokens=context.tokens)
-            stored = await runtime.leases.release_with(lease, lambda owner: store.complete_turn(
-                user, answer, lease_owner=owner))
+            stored = await runtime.leases.release_with(
+                lease, lambda owner: store.complete_turn(user, answer, lease_owner=owner))
         except BackendError as exc:
             await _fail(runtime, lease, user, exc, history)
             raise
@@ -132,9 +132,9 @@ async def _store_question(runtime: Runtime, lease: Lease, text: str,
     lease the same write takes the lease; None if the chat was not as presumed."""
     if lease.taken:
         return await runtime.store.add_user_message(lease.chat.id, text,
-                                                 idempotency_key=idempotency_key)
-    return await runtime.leases.take_with(lease, lambda owner, until: runtime.store.begin_turn(
-        lease.chat, owner, until, text))
+                                                    idempotency_key=idempotency_key)
+    return await runtime.leases.take_with(
+        lease, lambda owner, until: runtime.store.begin_turn(lease.chat, owner, until, text))
 
 
 def answer_message(chat_id: str, completion: Completion, started: float,
