@@ -91,7 +91,7 @@ class _Side:
         self.run(self.sessions.open())
         self.probe: _Probe | None = None
         self.turn(self.new_chat(), "warm-up")  # loads the model
-        self.probe = _Probe(self.sessions._core.backend("local"))
+        self.probe = _Probe(self.sessions._runtime.models.backend("local"))
         states = self.states
         self.hits0, self.misses0 = states.hits, states.misses
         self.digest = hashlib.sha256()
@@ -101,7 +101,7 @@ class _Side:
 
     @property
     def states(self) -> Any:
-        return self.sessions._core.backend("local").states  # type: ignore[attr-defined]
+        return self.sessions._runtime.models.backend("local").states  # type: ignore[attr-defined]
 
     def new_chat(self) -> str:
         return str(self.run(self.sessions.create_chat(params=PARAMS)))

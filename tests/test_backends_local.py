@@ -75,7 +75,7 @@ async def test_a_500_turn_chat_still_answers(tmp_path: Path) -> None:
     settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 1024}
     async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
         chat_id = await chats.create_chat(params={"max_tokens": 16})
-        store = chats.store
+        store = chats._runtime.store
         for turn in range(500):
             user = await store.add_user_message(chat_id, f"Question {turn}: where is my order?")
             await store.complete_turn(user, _answer(chat_id, f"Answer {turn}: it is on its way."))
@@ -97,7 +97,7 @@ async def test_interleaved_chats_reuse_their_saved_model_state(tmp_path: Path) -
 
     settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 2048}
     async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
-        backend = chats._core.backend("local")
+        backend = chats._runtime.models.backend("local")
         assert isinstance(backend, LocalBackend)
         ids = [await chats.create_chat(params={"max_tokens": 8, "temperature": 0})
                for _ in range(3)]
@@ -122,7 +122,7 @@ async def test_state_cache_stays_within_its_byte_budget(tmp_path: Path) -> None:
     settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 1024,
                 "local_state_cache_bytes": 2_000_000}
     async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
-        backend = chats._core.backend("local")
+        backend = chats._runtime.models.backend("local")
         assert isinstance(backend, LocalBackend)
         for _ in range(4):
             chat_id = await chats.create_chat(params={"max_tokens": 4})

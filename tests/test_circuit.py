@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing
+
+import httpx
 import pytest
 
 from chatsessions import AsyncChatSessions, BackendError, BackendUnavailable
 from chatsessions.engine.circuit import CircuitBreaker, counts_as_outage
 from chatsessions.testing import FakeLLMServer, Fault
+from tests.conftest import LiveServer
 
 
 class Clock:
@@ -88,3 +93,66 @@ async def test_failing_backend_fails_fast_then_recovers(
 
         await asyncio.sleep(0.6)
         assert await chats.send_message(chat_id, "back?")
+
+
+async def test_every_kind_of_model_call_is_refused_while_open(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    """Turns, unstored answers and stateless completions share one circuit per backend;
+    a refused call is not counted as a failure, so the cooldown still ends."""
+    kwargs = {**settings_kwargs, "circuit_failures": 1, "circuit_cooldown": 60.0}
+    async with AsyncChatSessions(**kwargs) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat()
+        fake_llm.inject(Fault.status(503))
+        with pytest.raises(BackendError):
+            await chats.answer(chat_id, "one-off")  # an unstored answer's failure counts
+        calls = len(fake_llm.requests)
+        refused: list[Callable[[], Awaitable[object]]] = [
+            lambda: chats.send(chat_id, "hello?"), lambda: chats.answer(chat_id, "hello?"),
+            lambda: chats.answer(None, "hello?"),
+            lambda: chats.complete([{"role": "user", "content": "hello?"}])]
+        for call in refused:
+            with pytest.raises(BackendUnavailable):
+                await call()
+        async with aclosing(chats.stream_complete([{"role": "user", "content": "x"}])) as it:
+            with pytest.raises(BackendUnavailable):
+                await anext(it)
+        assert len(fake_llm.requests) == calls  # the backend was not called
+        circuit = chats._runtime.models.circuit("openai")
+        assert circuit.failures == 1  # the refusals did not count
+
+
+@pytest.fixture
+def fragile_http(settings_kwargs: dict[str, object]) -> Iterator[httpx.Client]:
+    """The live service with a circuit that opens on the first failure."""
+    from chatsessions.config import Settings
+    from chatsessions.service import create_app
+
+    settings = Settings(**{**settings_kwargs, "circuit_failures": 1,  # type: ignore[arg-type]
+                           "circuit_cooldown": 60.0})
+    server = LiveServer(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def test_an_open_circuit_refuses_store_false_and_completions_over_http(
+    fragile_http: httpx.Client, fake_llm: FakeLLMServer
+) -> None:
+    chat = fragile_http.post("/chats", json={}).json()
+    fake_llm.inject(Fault.status(503))
+    failed = fragile_http.post(f"/chats/{chat['id']}/messages", json={"content": "hi"})
+    assert failed.status_code == 502, failed.text
+    calls = len(fake_llm.requests)
+    turn = fragile_http.post(f"/chats/{chat['id']}/messages", json={"content": "hi"})
+    loose = fragile_http.post("/v1/responses", json={
+        "model": "fake-model", "input": "hi", "conversation": chat["id"], "store": False})
+    streamed = fragile_http.post("/v1/responses", json={
+        "model": "fake-model", "input": "hi", "store": False, "stream": True})
+    completion = fragile_http.post("/v1/chat/completions", json={
+        "model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+    for refused in (turn, loose, streamed, completion):
+        assert refused.status_code == 503, refused.text
+    assert len(fake_llm.requests) == calls  # the model was not called

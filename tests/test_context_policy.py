@@ -15,10 +15,10 @@ import pytest
 from chatsessions import AsyncChatSessions, BackendError, ContextTooLong, InvalidInput
 from chatsessions.engine import summary as summaries
 from chatsessions.engine.context import check_fits, newest_that_fit, summary_cut
-from chatsessions.engine.validation import check_context_policy
 from chatsessions.store import open_store
 from chatsessions.testing import FakeLLMServer, Fault, RecordedRequest
 from chatsessions.types import ContextPolicy, Message, Role, TurnStatus
+from chatsessions.validation import check_context_policy
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 
@@ -157,7 +157,7 @@ async def test_summarize_shows_a_summary_in_place_of_the_dropped_turns_and_refre
         chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
         for n in range(14):
             await chats.send_message(chat_id, question(n))
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
 
     written = [m for m in rows if m.role is Role.SYSTEM]
     assert len(written) >= 2, "the summary is refreshed as the chat grows"
@@ -258,12 +258,12 @@ async def test_a_failed_summary_fails_the_turn_and_keeps_the_message(
             if not is_summary_request(failed):  # an ordinary turn: run it for real
                 await chats.retry(chat_id)
             n += 1
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert (rows[-1].role, rows[-1].status) == (Role.USER, TurnStatus.FAILED)
         assert rows[-1].content == question(n - 1)
         assert not any(m.role is Role.SYSTEM for m in rows)  # no summary stored
         answer = await chats.retry(chat_id)  # now the summary is written, then the answer
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert [m.role for m in rows[-3:]] == [Role.USER, Role.SYSTEM, Role.ASSISTANT]
         assert rows[-1] == answer
         assert summaries.shown(rows[-2]) in answer_requests(fake_llm)[-1].messages
@@ -368,6 +368,38 @@ def test_http_policies_refusal_summaries_and_what_each_answer_saw(
     assert "context_policy" in unknown.json()["error"]["message"]
 
 
+def test_store_false_shows_the_model_what_the_next_turn_would(
+    small_http: httpx.Client, fake_llm: FakeLLMServer
+) -> None:
+    """/v1/responses with ``store: false`` on a ``summarize`` chat: the model gets exactly
+    the requests the stored turn with the same input then gets (the summary the policy
+    needs included, written and not kept), and the chat is left as it was."""
+    chat = small_http.post("/chats", json={"system_prompt": "Be brief.",
+                                           "context_policy": "summarize"}).json()
+    url = f"/chats/{chat['id']}/messages"
+    compared_with_summary = 0
+    for n in range(14):
+        count = small_http.get(f"/chats/{chat['id']}").json()["message_count"]
+        before = len(fake_llm.requests)
+        loose = small_http.post("/v1/responses", json={
+            "model": "fake-model", "input": question(n), "conversation": chat["id"],
+            "store": False})
+        assert loose.status_code == 200, loose.text
+        unstored = [r.messages for r in fake_llm.requests[before:]]
+        assert small_http.get(f"/chats/{chat['id']}").json()["message_count"] == count
+
+        before = len(fake_llm.requests)
+        sent = small_http.post(url, json={"content": question(n)})
+        assert sent.status_code == 200, sent.text
+        stored = [r.messages for r in fake_llm.requests[before:]]
+        assert unstored == stored, f"turn {n}"
+        assert loose.json()["output"][0]["content"][0]["text"] == sent.json()["content"]
+        compared_with_summary += len(stored) == 2
+    assert compared_with_summary >= 2, "some turns needed a new summary"
+    rows = small_http.get(url).json()["data"]
+    assert [m["role"] for m in rows].count("system") == compared_with_summary  # only the turns'
+
+
 # the command line ---------------------------------------------------------------------------
 
 
@@ -417,7 +449,7 @@ async def test_retry_after_a_summary_and_a_broken_stream(
         with pytest.raises(BackendError):
             async for _ in chats.stream_message(chat_id, question(n - 1)):
                 pass
-        rows = await chats.store.messages(chat_id)
+        rows = (await chats.history(chat_id, include_failed=True))[1:]
         assert [(m.role, m.status) for m in rows[-3:]] == [
             (Role.USER, TurnStatus.FAILED), (Role.SYSTEM, TurnStatus.OK),
             (Role.ASSISTANT, TurnStatus.FAILED)]

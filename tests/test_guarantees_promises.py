@@ -410,7 +410,7 @@ async def test_sqlite_synchronous_full_is_applied(
                   "database_url": f"sqlite:///{tmp_path / setting}.db"}
         async with AsyncChatSessions(**kwargs) as sessions:  # type: ignore[arg-type]
             await sessions.create_chat()
-            db = sessions.store.db  # type: ignore[attr-defined]
+            db = sessions._runtime.store.db  # type: ignore[attr-defined]
             assert await db.read(lambda conn: conn.execute(pragma).scalar()) == expected
             assert await db.write_now(lambda conn: conn.execute(pragma).scalar()) == expected
 

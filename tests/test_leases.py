@@ -43,7 +43,7 @@ async def test_a_turn_presuming_the_chat_unchanged_sees_another_replicas_changes
     ):
         chat_id = await a.create_chat("Be brief.")
         await a.send_message(chat_id, "first, from a")
-        assert a._core.presumed_chat(chat_id) is not None
+        assert a._runtime.presumed_chat(chat_id) is not None
         await b.update_chat(chat_id, system_prompt="Answer in French.")
         await a.send_message(chat_id, "second, from a")
         assert fake_llm.requests[-1].messages[0] == {
@@ -55,7 +55,7 @@ async def test_a_turn_presuming_the_chat_unchanged_sees_another_replicas_changes
             "first, from a", "second, from a", "third, from b", "fourth, from a"]
         # a lease another replica holds is respected, presumed or not
         await a.send_message(chat_id, "fifth, from a")
-        await b.store.try_lease(chat_id, "default", "b-elsewhere",
+        await b._runtime.store.try_lease(chat_id, "default", "b-elsewhere",
                                 utcnow() + timedelta(seconds=30))
         with pytest.raises(ChatBusy):
             await a.send(chat_id, "sixth, from a", params={"max_tokens": 5})
@@ -68,7 +68,7 @@ async def test_a_dead_replicas_lease_expires_and_its_turn_is_failed(
 ) -> None:
     async with AsyncChatSessions(**settings_kwargs, busy_timeout=5) as alive:  # type: ignore[arg-type]
         chat_id = await alive.create_chat()
-        store = alive.store
+        store = alive._runtime.store
         # A replica took the lease, stored the user message, then died.
         chat, acquired = await store.try_lease(chat_id, "default", "dead",
                                                utcnow() + timedelta(seconds=0.5))
@@ -86,7 +86,8 @@ async def test_a_dead_replicas_lease_expires_and_its_turn_is_failed(
 async def test_busy_beyond_the_wait_is_chat_busy(settings_kwargs: dict[str, object]) -> None:
     async with AsyncChatSessions(**settings_kwargs, busy_timeout=0.3) as chats:  # type: ignore[arg-type]
         chat_id = await chats.create_chat()
-        await chats.store.try_lease(chat_id, "default", "other", utcnow() + timedelta(seconds=30))
+        await chats._runtime.store.try_lease(chat_id, "default", "other",
+                                             utcnow() + timedelta(seconds=30))
         with pytest.raises(ChatBusy) as info:
             await chats.send_message(chat_id, "hello?")
         assert info.value.retry_after > 0
@@ -103,10 +104,10 @@ async def test_restart_with_the_same_replica_id_takes_its_chats_back(
     far = utcnow() + timedelta(hours=1)
     async with AsyncChatSessions(**settings_kwargs, replica_id="r1") as first:  # type: ignore[arg-type]
         mine, dead, sibling = [await first.create_chat() for _ in range(3)]
-        for chat_id, owner in ((mine, first._core.owner), (dead, "r1/999999999"),
+        for chat_id, owner in ((mine, first._runtime.owner), (dead, "r1/999999999"),
                                (sibling, f"r1/{os.getppid()}")):
-            await first.store.try_lease(chat_id, "default", owner, far)
-            await first.store.add_user_message(chat_id, "in flight at the crash")
+            await first._runtime.store.try_lease(chat_id, "default", owner, far)
+            await first._runtime.store.add_user_message(chat_id, "in flight at the crash")
     async with AsyncChatSessions(**settings_kwargs, replica_id="r1",  # type: ignore[arg-type]
                                  busy_timeout=0.5) as again:
         for chat_id in (mine, dead):
@@ -170,7 +171,8 @@ async def test_expired_idempotency_keys_are_forgotten(
 ) -> None:
     chat_id = await sessions.create_chat()
     await sessions.send(chat_id, "once", idempotency_key="old")
-    assert await sessions.store.expire_idempotency_keys(utcnow() + timedelta(seconds=1)) == 1
+    store = sessions._runtime.store
+    assert await store.expire_idempotency_keys(utcnow() + timedelta(seconds=1)) == 1
     await sessions.send(chat_id, "once", idempotency_key="old")
     assert len(fake_llm.requests) == 2
 
@@ -198,9 +200,9 @@ async def test_sweep_spares_this_process_overdue_leases(
     overdue = utcnow() - timedelta(seconds=1)
     async with AsyncChatSessions(**settings_kwargs) as chats:  # type: ignore[arg-type]
         mine, theirs = await chats.create_chat(), await chats.create_chat()
-        for chat_id, owner in ((mine, chats._core.owner), (theirs, "gone/1")):
-            await chats.store.try_lease(chat_id, "default", owner, overdue)
-            await chats.store.add_user_message(chat_id, "in flight")
+        for chat_id, owner in ((mine, chats._runtime.owner), (theirs, "gone/1")):
+            await chats._runtime.store.try_lease(chat_id, "default", owner, overdue)
+            await chats._runtime.store.add_user_message(chat_id, "in flight")
         assert await chats.sweep() == 1
         assert (await chats.history(mine, include_failed=True))[1].status is TurnStatus.PENDING
         assert (await chats.history(theirs, include_failed=True))[1].status is TurnStatus.FAILED
@@ -218,7 +220,7 @@ async def test_a_turn_longer_than_its_lease_keeps_renewing_it(
         turn = asyncio.ensure_future(a.send_message(chat_id, "a slow question"))
         for _ in range(3):  # twice the lease's own 0.6 s
             await asyncio.sleep(0.4)
-            _chat, acquired = await b.store.try_lease(
+            _chat, acquired = await b._runtime.store.try_lease(
                 chat_id, "default", "b-elsewhere", utcnow() + timedelta(seconds=30))
             assert not acquired
         assert await turn

@@ -312,7 +312,7 @@ async def test_tenants_do_not_see_each_other(sessions: AsyncChatSessions) -> Non
 async def test_interrupted_turns_are_failed_on_start(settings_kwargs: dict[str, object]) -> None:
     async with AsyncChatSessions(**settings_kwargs) as first:  # type: ignore[arg-type]
         chat_id = await first.create_chat()
-        await first.store.add_user_message(chat_id, "the process died here")
+        await first._runtime.store.add_user_message(chat_id, "the process died here")
     async with AsyncChatSessions(**settings_kwargs) as second:  # type: ignore[arg-type]
         rows = await second.history(chat_id, include_failed=True)
         assert rows[1].status is TurnStatus.FAILED
@@ -332,3 +332,65 @@ async def test_backend_retries_honour_retry_after(
         fake_llm.inject(Fault.status(503), times=1)
         streamed = [d async for d in chats.stream_message(chat_id, "and streamed")]
         assert "".join(streamed) == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+
+
+async def test_an_answer_not_stored_sees_what_a_turn_would_and_keeps_nothing(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat("Be brief.")
+    first = await sessions.send_message(chat_id, "one")
+    second = await sessions.send_message(chat_id, "two")
+    before = await sessions.history(chat_id, include_failed=True)
+    system = {"role": "system", "content": "Be brief."}
+
+    loose = await sessions.answer(chat_id, "three?")
+    assert fake_llm.chat_histories()[-1] == [
+        system, user("one"), assistant(first), user("two"), assistant(second), user("three?")]
+    assert (loose.seq, loose.role, loose.chat_id) == (0, Role.ASSISTANT, chat_id)
+    assert loose.content == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+    assert loose.usage.total_tokens > 0
+    assert loose.context_messages == 6
+
+    streamed = [item async for item in sessions.stream_answer(
+        chat_id, "again?", up_to_seq=2, prior=[(Role.USER, "x"), (Role.ASSISTANT, "y")],
+        system_prompt="Be long.")]
+    assert fake_llm.chat_histories()[-1] == [
+        {"role": "system", "content": "Be long."}, user("one"), assistant(first),
+        user("x"), assistant("y"), user("again?")]
+    assert not isinstance(streamed[-1], str)
+    assert "".join(i for i in streamed if isinstance(i, str)) == streamed[-1].content
+
+    alone = await sessions.answer(None, "nobody", model="another-model")
+    assert fake_llm.requests[-1].model == "another-model"
+    assert fake_llm.chat_histories()[-1] == [
+        {"role": "system", "content": sessions.settings.system_prompt}, user("nobody")]
+    assert alone.chat_id == ""
+    assert await sessions.history(chat_id, include_failed=True) == before  # nothing stored
+
+    with pytest.raises(ChatNotFound):
+        await sessions.answer("no-such-chat", "hello")
+    with pytest.raises(InvalidInput):
+        await sessions.answer(chat_id, "hello", prior=[(Role.SYSTEM, "no")])
+    with pytest.raises(InvalidInput):
+        await sessions.answer(chat_id, " ")
+
+
+async def test_a_stateless_completion_goes_through_the_model_call_path(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    messages = [{"role": "system", "content": "S"}, user("hi")]
+    completion = await sessions.complete(messages, params={"max_tokens": 50})
+    assert fake_llm.chat_histories()[-1] == messages
+    assert fake_llm.requests[-1].params.get("max_tokens") == 50
+    assert completion.text == FakeLLMServer.answer_for(messages)
+    assert completion.usage.completion_tokens > 0
+    items = [item async for item in sessions.stream_complete(messages)]
+    assert "".join(i for i in items if isinstance(i, str)) == completion.text
+    assert not isinstance(items[-1], str)
+    assert items[-1].text == completion.text
+    assert await sessions.list_chats() == []  # nothing stored
+    with pytest.raises(InvalidInput):
+        await sessions.complete([{"role": "tool", "content": "x"}])
+    fake_llm.inject(Fault.status(400))
+    with pytest.raises(BackendError):
+        await sessions.complete(messages)

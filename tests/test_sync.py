@@ -122,8 +122,9 @@ def as_sync(annotation: Any) -> Any:
 def shape(method: Callable[..., Any], *, mapped: bool) -> tuple[Any, ...]:
     signature = inspect.signature(method, eval_str=True)
     fix = as_sync if mapped else (lambda a: a)
+    # a leading underscore marks a parameter as the library's own, not the API's
     params = [(p.name, p.kind, p.default, fix(p.annotation))
-              for p in signature.parameters.values()]
+              for p in signature.parameters.values() if not p.name.startswith("_")]
     return (params, fix(signature.return_annotation), method.__doc__)
 
 
@@ -266,6 +267,19 @@ def test_every_sync_method_works(chats: ChatSessions, fake_llm: FakeLLMServer) -
     assert lib.delete_message(copy_id, added[0].seq) is False
     assert [m.content for m in lib.history(copy_id)[3:]] == ["noted"]
 
+    # answers and completions that store nothing
+    count = lib.get_chat(copy_id).message_count
+    unstored = lib.answer(copy_id, "just asking")
+    assert unstored.content == FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])
+    *parts, streamed_answer = list(lib.stream_answer(copy_id, "just asking"))
+    assert "".join(parts) == streamed_answer.content == unstored.content
+    one_off = [{"role": "user", "content": "hello"}]
+    completion = lib.complete(one_off)
+    assert completion.text == FakeLLMServer.answer_for(one_off)
+    *pieces, last = list(lib.stream_complete(one_off))
+    assert "".join(pieces) == last.text == completion.text
+    assert lib.get_chat(copy_id).message_count == count
+
     # reading: pages, one message, health, Markdown
     stored = lib.messages(copy_id, after_seq=0, limit=None)
     assert [m.seq for m in lib.messages(copy_id, after_seq=stored[0].seq, limit=1)] == \
@@ -276,8 +290,9 @@ def test_every_sync_method_works(chats: ChatSessions, fake_llm: FakeLLMServer) -
     assert "noted" in lib.export_markdown(copy_id)
 
     # usage, search, export and import
-    # every answer the model gave (two requests failed), and the one appended
-    assert lib.usage().turns == len(fake_llm.chat_histories()) - 2 + 1
+    # every answer the model gave (two requests failed, four were not stored), and the one
+    # appended
+    assert lib.usage().turns == len(fake_llm.chat_histories()) - 2 - 4 + 1
     assert {hit.chat_id for hit in lib.search("fourth")} == {chat_id}
     document = lib.export_chat(chat_id)
     imported = lib.import_chat(document)

@@ -68,13 +68,13 @@ async def check_summaries_are_counted(chats: AsyncChatSessions) -> None:
     chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
     for n in range(8):
         await chats.send(chat_id, f"question {n} " + "word " * 30)
-    rows = await chats.store.messages(chat_id)
+    rows = (await chats.history(chat_id, include_failed=True))[1:]
     answers = [m for m in rows if m.role is Role.ASSISTANT]
     summaries = [m for m in rows if m.role is Role.SYSTEM and m.covers_seq is not None]
     assert summaries, "the chat outgrew its window"
     assert all(m.prompt_tokens and m.completion_tokens for m in summaries)
     fork = await chats.fork_chat(chat_id)  # its copies, summaries too, were paid for once
-    copied = await chats.store.messages(fork)
+    copied = (await chats.history(fork, include_failed=True))[1:]
     assert [m.seq for m in copied if m.covers_seq is not None] == [m.seq for m in summaries]
 
     report = await chats.usage()

@@ -24,6 +24,7 @@ from chatsessions.sync import ChatSessions
 from chatsessions.types import (
     ApiKey,
     Chat,
+    Completion,
     ContextPolicy,
     GenerationParams,
     Message,
@@ -54,6 +55,7 @@ __all__ = [
     "ChatNotFound",
     "ChatSessions",
     "ChatSessionsError",
+    "Completion",
     "ContextPolicy",
     "ContextTooLong",
     "GenerationParams",

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-from chatsessions.engine.validation import check_label
 from chatsessions.errors import InvalidInput
 from chatsessions.store import Store
 from chatsessions.types import ApiKey
+from chatsessions.validation import check_label
 
 T = TypeVar("T")
 

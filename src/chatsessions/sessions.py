@@ -13,14 +13,31 @@ from typing import Any
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
-from chatsessions.engine.cache import HistoryCache
+from chatsessions.engine.answer import AnswerOptions, run_answer
 from chatsessions.engine.export import export_json, export_markdown
 from chatsessions.engine.importing import build_chat
+from chatsessions.engine.model_call import final
 from chatsessions.engine.regenerate import run_regenerate
-from chatsessions.engine.runtime import Core
+from chatsessions.engine.runtime import Runtime
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.turn import TurnOptions, run_turn
-from chatsessions.engine.validation import (
+from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
+from chatsessions.keys import AsyncApiKeys
+from chatsessions.store import Store
+from chatsessions.types import (
+    Chat,
+    Completion,
+    ContextPolicy,
+    GenerationParams,
+    Message,
+    Role,
+    SearchHit,
+    StreamItem,
+    TurnStatus,
+    UsageReport,
+    utcnow,
+)
+from chatsessions.validation import (
     MAX_TITLE_CHARS,
     check_context_policy,
     check_label,
@@ -28,20 +45,6 @@ from chatsessions.engine.validation import (
     check_params,
     check_text,
     check_when,
-)
-from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
-from chatsessions.keys import AsyncApiKeys
-from chatsessions.store import Store
-from chatsessions.types import (
-    Chat,
-    ContextPolicy,
-    GenerationParams,
-    Message,
-    Role,
-    SearchHit,
-    TurnStatus,
-    UsageReport,
-    utcnow,
 )
 
 _UNSET: Any = object()
@@ -62,8 +65,13 @@ class AsyncChatSessions:
         store: Store | None = None,
         backend: Backend | str | None = None,
         tenant_id: str = "default",
+        _runtime: Runtime | None = None,
         **overrides: Any,
     ) -> None:
+        self.tenant_id = tenant_id
+        if _runtime is not None:  # another tenant's view of the same runtime
+            self._runtime = _runtime
+            return
         if isinstance(backend, str):  # the setting's name, not a backend object
             overrides["backend"] = backend
             backend = None
@@ -71,47 +79,27 @@ class AsyncChatSessions:
             settings = Settings(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
-        self._core = Core(settings, store, backend)
-        self.tenant_id = tenant_id
+        self._runtime = Runtime(settings, store, backend)
 
     @property
     def settings(self) -> Settings:
-        return self._core.settings
-
-    @property
-    def store(self) -> Store:
-        return self._core.store
-
-    @property
-    def cache(self) -> HistoryCache:
-        return self._core.cache
+        return self._runtime.settings
 
     def for_tenant(self, tenant_id: str) -> AsyncChatSessions:
-        view = object.__new__(AsyncChatSessions)
-        view._core = self._core
-        view.tenant_id = tenant_id
-        return view
+        """The view of another tenant on the same store, backends and cache (opened and
+        closed with this one)."""
+        return AsyncChatSessions(tenant_id=tenant_id, _runtime=self._runtime)
 
     # lifecycle --------------------------------------------------------------------
 
     async def open(self) -> None:
         """Connect, migrate, and fail turns a previous crash left pending."""
-        async with self._core.open_lock:
-            if not self._core.opened:
-                await self._core.store.open()
-                await self._core.store.recover_pending(await self._core.dead_owners())
-                self._core.opened = True
+        await self._runtime.open()
 
     async def close(self, *, title_grace: float = TITLE_GRACE) -> None:
         """Close the store and backends, after waiting up to ``title_grace`` seconds for
         automatic titles still being written (the rest are cancelled: no title, no harm)."""
-        await self._core.titles.drain(title_grace)
-        async with self._core.open_lock:
-            for backend in self._core.backends.values():
-                await backend.aclose()
-            self._core.backends.clear()
-            await self._core.store.close()
-            self._core.opened = False
+        await self._runtime.close(title_grace)
 
     async def __aenter__(self) -> AsyncChatSessions:
         await self.open()
@@ -121,9 +109,10 @@ class AsyncChatSessions:
         await self.close()
 
     async def _ready(self) -> Store:
-        if not self._core.opened:
-            await self.open()
-        return self._core.store
+        runtime = self._runtime
+        if not runtime.opened:
+            await runtime.open()
+        return runtime.store
 
     # chats ------------------------------------------------------------------------
 
@@ -150,7 +139,7 @@ class AsyncChatSessions:
         creating another; the same key with different arguments is refused.
         """
         store = await self._ready()
-        backend_name = backend or self._core.default_backend
+        backend_name = backend or self._runtime.models.default_backend
         chat = Chat(
             id=chat_id or str(uuid.uuid4()),
             tenant_id=self.tenant_id,
@@ -161,7 +150,7 @@ class AsyncChatSessions:
                 title, field="title", max_chars=MAX_TITLE_CHARS),
             backend=backend_name,
             model=check_label(model, field="model", max_chars=200) if model
-            else self._core.backend(backend_name).default_model,
+            else self._runtime.models.backend(backend_name).default_model,
             params=check_params(params).as_kwargs(),
             metadata=check_metadata(metadata),
             expires_at=check_when(expires_at, field="expires_at"),
@@ -255,7 +244,7 @@ class AsyncChatSessions:
         store = await self._ready()
         if not await store.delete_chat(chat_id, self.tenant_id):
             raise ChatNotFound(chat_id)
-        self._core.cache.discard(chat_id)
+        self._runtime.cache.discard(chat_id)
 
     async def archive_chat(self, chat_id: str) -> Chat:
         """Hide the chat from :meth:`list_chats` (unless asked for); it stays usable."""
@@ -280,7 +269,7 @@ class AsyncChatSessions:
         ``include_failed`` gives every stored message (failed turns and replaced answers
         too), as exports want."""
         chat = await self.get_chat(chat_id)
-        rows = await self._core.store.messages(chat_id)
+        rows = await self._runtime.store.messages(chat_id)
         system = Message(chat_id, 0, Role.SYSTEM, chat.system_prompt, created_at=chat.created_at)
         wanted = {TurnStatus.OK, *([TurnStatus.REPLACED] if include_replaced else [])}
         kept = [m for m in rows if include_failed or m.status in wanted]
@@ -396,7 +385,7 @@ class AsyncChatSessions:
         """The failed last user message's text, and the chat's message count."""
         chat = await self.get_chat(chat_id)
         # A failed turn leaves at most a summary and a partial answer after its message.
-        recent = await self._core.store.messages(chat_id, after_seq=chat.message_count - 3)
+        recent = await self._runtime.store.messages(chat_id, after_seq=chat.message_count - 3)
         asked = [m for m in recent if m.role is Role.USER]
         if not asked or asked[-1].status is not TurnStatus.FAILED:
             raise InvalidInput("nothing to retry: the chat's last turn did not fail")
@@ -428,7 +417,7 @@ class AsyncChatSessions:
     ) -> AsyncGenerator[str | Message, None]:
         checked = check_params(params)
         await self._ready()
-        return run_regenerate(self._core, self.tenant_id, chat_id, checked,
+        return run_regenerate(self._runtime, self.tenant_id, chat_id, checked,
                               streaming=streaming)
 
     async def edit_message(
@@ -444,7 +433,7 @@ class AsyncChatSessions:
         text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
         check_params(params)
         await self.get_chat(chat_id)
-        found = await self._core.store.messages(chat_id, after_seq=seq - 1, limit=1)
+        found = await self._runtime.store.messages(chat_id, after_seq=seq - 1, limit=1)
         if not found or found[0].seq != seq or found[0].role is not Role.USER:
             raise InvalidInput(f"message {seq} is not a user message of this chat")
         fork_id = await self.fork_chat(chat_id, up_to_seq=seq - 1)
@@ -454,7 +443,7 @@ class AsyncChatSessions:
             exc.chat_id = fork_id
             raise
         except ChatSessionsError:  # refused before the message was stored: leave no fork
-            await self._core.store.delete_chat(fork_id, self.tenant_id)
+            await self._runtime.store.delete_chat(fork_id, self.tenant_id)
             raise
 
     async def _turn(
@@ -472,24 +461,130 @@ class AsyncChatSessions:
             options = replace(options,
                               system_prompt=self._check_system_prompt(options.system_prompt))
         await self._ready()
-        turn = run_turn(self._core, self.tenant_id, chat_id, text, options,
+        turn = run_turn(self._runtime, self.tenant_id, chat_id, text, options,
                         streaming=streaming)
         async with aclosing(turn):
             async for item in turn:
                 if isinstance(item, Message):  # before the yield: a consumer may stop there
-                    self._core.titles.after_answer(self.tenant_id, item)
+                    self._runtime.titles.after_answer(self.tenant_id, item)
                 yield item
+
+    # answers that are not stored --------------------------------------------------------
+
+    async def answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> Message:
+        """Answer ``text`` as the chat's next turn would, storing nothing (``store=False``).
+
+        The model is shown what a turn would show it, by the chat's context policy (a
+        summary the policy needs is written for this answer and not kept), under the same
+        circuit breaker and deadline; the chat is left as it was, and turns on it are not
+        held up. ``chat_id=None`` answers with no history, by the default backend.
+        ``prior`` adds user/assistant messages before ``text``; ``up_to_seq`` answers from
+        the history up to that message. Returns the answer as a Message with seq 0.
+        """
+        return await _stored(await self._answer(
+            chat_id, text, params, system_prompt, model, prior, up_to_seq, streaming=False))
+
+    async def stream_answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> AsyncGenerator[str | Message, None]:
+        """:meth:`answer`, yielding text deltas, then the answer (not stored)."""
+        run = await self._answer(chat_id, text, params, system_prompt, model, prior,
+                                 up_to_seq, streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    async def _answer(
+        self, chat_id: str | None, text: str,
+        params: GenerationParams | dict[str, Any] | None, system_prompt: str | None,
+        model: str | None, prior: Sequence[tuple[Role, str]], up_to_seq: int | None, *,
+        streaming: bool,
+    ) -> AsyncGenerator[str | Message, None]:
+        limit = self.settings.max_message_chars
+        options = AnswerOptions(
+            params=check_params(params),
+            system_prompt=None if system_prompt is None
+            else self._check_system_prompt(system_prompt),
+            model=None if model is None else check_label(model, field="model", max_chars=200),
+            prior=[(_added_role(role), check_text(content, field="message", max_chars=limit))
+                   for role, content in prior],
+            up_to_seq=up_to_seq)
+        text = check_text(text, field="message", max_chars=limit)
+        if up_to_seq is not None and up_to_seq < 0:
+            raise InvalidInput("up_to_seq must not be negative")
+        await self._ready()
+        return run_answer(self._runtime, self.tenant_id, chat_id, text, options,
+                          streaming=streaming)
+
+    async def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> Completion:
+        """A stateless completion of ``messages`` (``{"role", "content"}`` dicts: the
+        whole conversation, as OpenAI's chat completions take it). Nothing is read or
+        stored, but the call goes through the circuit breaker and the deadline as a
+        turn's does. ``backend`` defaults to the configured one, ``model`` to its own."""
+        return await final(self._complete(messages, model, backend, params, streaming=False))
+
+    async def stream_complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        """:meth:`complete`, yielding text deltas, then the Completion."""
+        run = self._complete(messages, model, backend, params, streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                if isinstance(item, (str, Completion)):  # no tools offered: no call pieces
+                    yield item
+
+    def _complete(
+        self, messages: Sequence[dict[str, str]], model: str | None, backend: str | None,
+        params: GenerationParams | dict[str, Any] | None, *, streaming: bool,
+    ) -> AsyncGenerator[StreamItem, None]:
+        checked = check_params(params)
+        shown = [_completion_message(item, self.settings.max_message_chars)
+                 for item in messages]
+        models = self._runtime.models
+        chosen = models.backend(backend)
+        return models.call(chosen, shown, checked, model or chosen.default_model,
+                           streaming=streaming)
 
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
         (lease expired), forget expired idempotency keys, and delete expired chats (of
         every tenant) with their messages. Returns turns failed."""
         store = await self._ready()
-        failed = await store.recover_pending(alive=self._core.owner)
+        failed = await store.recover_pending(alive=self._runtime.owner)
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)
         for chat_id in await store.delete_expired(utcnow()):
-            self._core.cache.discard(chat_id)
+            self._runtime.cache.discard(chat_id)
         return failed
 
     # usage and search ---------------------------------------------------------------
@@ -535,7 +630,7 @@ class AsyncChatSessions:
         """The chat as a lossless JSON-ready document (every stored message, whatever its
         status) that :meth:`import_chat` takes back."""
         chat = await self.get_chat(chat_id)
-        return export_json(chat, await self._core.store.messages(chat_id))
+        return export_json(chat, await self._runtime.store.messages(chat_id))
 
     async def import_chat(self, data: Any, *, keep_id: bool = False) -> str:
         """Store a chat from an export (:meth:`export_chat`, seqs, statuses, times and
@@ -546,8 +641,8 @@ class AsyncChatSessions:
         store = await self._ready()
         chat, rows = build_chat(
             data, tenant_id=self.tenant_id, settings=self.settings,
-            default_backend=self._core.default_backend,
-            default_model=lambda name: self._core.backend(name).default_model,
+            default_backend=self._runtime.models.default_backend,
+            default_model=lambda name: self._runtime.models.backend(name).default_model,
             keep_id=keep_id)
         await store.import_chat(chat, rows)
         return chat.id
@@ -556,7 +651,7 @@ class AsyncChatSessions:
 
     def get_backend(self, name: str | None = None) -> Backend:
         """The backend object chats use: the default one, or the one called ``name``."""
-        return self._core.backend(name or self._core.default_backend)
+        return self._runtime.models.backend(name)
 
     async def append_messages(
         self, chat_id: str, messages: Sequence[tuple[Role, str]]
@@ -570,16 +665,16 @@ class AsyncChatSessions:
             check_text(content, field="message", max_chars=self.settings.max_message_chars)
             rows.append(Message(chat_id, 0, role, content))
         await self._ready()
-        async with self._core.leases.hold(chat_id, self.tenant_id,
+        async with self._runtime.leases.hold(chat_id, self.tenant_id,
                                           self.settings.busy_timeout) as lease:
-            return await self._core.store.append_messages(lease.chat.id, rows)
+            return await self._runtime.store.append_messages(lease.chat.id, rows)
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
         """Delete one message for real (its seq is not reused); False if there is none."""
         await self._ready()
-        async with self._core.leases.hold(chat_id, self.tenant_id, self.settings.busy_timeout):
-            deleted = await self._core.store.delete_message(chat_id, seq)
-            self._core.cache.discard(chat_id)
+        async with self._runtime.leases.hold(chat_id, self.tenant_id, self.settings.busy_timeout):
+            deleted = await self._runtime.store.delete_message(chat_id, seq)
+            self._runtime.cache.discard(chat_id)
         return deleted
 
     async def fork_chat(self, chat_id: str, *, up_to_seq: int | None = None) -> str:
@@ -592,7 +687,7 @@ class AsyncChatSessions:
             raise InvalidInput(f"up_to_seq must be within 0..{source.message_count}")
         chat = replace(source, id=str(uuid.uuid4()), parent_id=source.id, created_at=utcnow(),
                        updated_at=utcnow(), archived_at=None, expires_at=None)
-        await self._core.store.fork_chat(chat, up_to_seq)
+        await self._runtime.store.fork_chat(chat, up_to_seq)
         return chat.id
 
     # reading for the service and the CLI: pages, health, keys, markdown ---------------
@@ -613,7 +708,7 @@ class AsyncChatSessions:
         if limit is not None and limit < 1:
             raise InvalidInput("limit must be at least 1")
         await self.get_chat(chat_id)
-        return await self._core.store.messages(chat_id, after_seq=after_seq, limit=limit)
+        return await self._runtime.store.messages(chat_id, after_seq=after_seq, limit=limit)
 
     async def get_message(self, chat_id: str, seq: int) -> Message | None:
         """The stored message ``seq`` (1 and up) of the chat, whatever its status; None if
@@ -646,6 +741,22 @@ async def _stored(turn: AsyncGenerator[str | Message, None]) -> Message:
                 answer = item
     assert answer is not None
     return answer
+
+
+def _added_role(role: Role | str) -> Role:
+    if role not in (Role.USER, Role.ASSISTANT):
+        raise InvalidInput(f"only user and assistant messages can be added, not {role}")
+    return Role(role)
+
+
+def _completion_message(item: Any, max_chars: int) -> dict[str, str]:
+    """One ``{"role", "content"}`` message of a stateless completion, checked."""
+    if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant"):
+        raise InvalidInput("each message must be an object with a role of system, user "
+                           "or assistant")
+    content = check_text(item.get("content"), field="message content", max_chars=max_chars,
+                         allow_empty=True)
+    return {"role": item["role"], "content": content}
 
 
 def request_hash(chat: Chat) -> str:

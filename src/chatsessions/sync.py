@@ -25,6 +25,7 @@ from chatsessions.sessions import _UNSET, AsyncChatSessions
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
+    Completion,
     ContextPolicy,
     GenerationParams,
     Message,
@@ -284,6 +285,62 @@ class ChatSessions:
         self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
     ) -> Iterator[str | Message]:
         return self._runner.iterate(self.aio.stream_regenerate(chat_id, params=params))
+
+    @_twin(AsyncChatSessions.answer)
+    def answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> Message:
+        return self._runner.call(self.aio.answer(
+            chat_id, text, params=params, system_prompt=system_prompt, model=model,
+            prior=prior, up_to_seq=up_to_seq))
+
+    @_twin(AsyncChatSessions.stream_answer)
+    def stream_answer(
+        self,
+        chat_id: str | None,
+        text: str,
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        model: str | None = None,
+        prior: Sequence[tuple[Role, str]] = (),
+        up_to_seq: int | None = None,
+    ) -> Iterator[str | Message]:
+        return self._runner.iterate(self.aio.stream_answer(
+            chat_id, text, params=params, system_prompt=system_prompt, model=model,
+            prior=prior, up_to_seq=up_to_seq))
+
+    @_twin(AsyncChatSessions.complete)
+    def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> Completion:
+        return self._runner.call(self.aio.complete(messages, model=model, backend=backend,
+                                                   params=params))
+
+    @_twin(AsyncChatSessions.stream_complete)
+    def stream_complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        params: GenerationParams | dict[str, Any] | None = None,
+    ) -> Iterator[str | Completion]:
+        return self._runner.iterate(self.aio.stream_complete(
+            messages, model=model, backend=backend, params=params))
 
     @_twin(AsyncChatSessions.edit_message)
     def edit_message(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from chatsessions.types import GenerationParams, ToolCall, ToolOptions, Usage
+from chatsessions.types import Completion as Completion  # defined with the public types
+from chatsessions.types import GenerationParams, ToolOptions
+from chatsessions.types import StreamItem as StreamItem
+from chatsessions.types import ToolCallDelta as ToolCallDelta
 
 #: Messages in OpenAI's chat shape (``Message.as_openai``): ``{"role", "content"}``, plus
 #: ``tool_calls`` on answers that call tools and ``tool_call_id`` on tool outputs.
@@ -16,33 +18,6 @@ ChatMessages = Sequence[dict[str, Any]]
 #: Which conversation the current call continues (the chat id), set by the turn. A hint for
 #: backends that keep per-conversation state (the local model's KV cache); others ignore it.
 conversation: ContextVar[str | None] = ContextVar("conversation", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    text: str
-    usage: Usage
-    model: str
-    finish_reason: str | None = None
-    #: the functions the model asked to run (``finish_reason`` "tool_calls"), in order
-    tool_calls: tuple[ToolCall, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A piece of a tool call as it streams in, for a client to watch it being written.
-    ``index`` tells the calls of one answer apart; ``id`` and ``name`` come with a call's
-    first piece, each piece after that adds to its ``arguments`` JSON text. The final
-    ``Completion`` holds every call whole."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-#: ``stream`` yields text deltas and tool-call pieces, then exactly one final ``Completion``.
-StreamItem = str | ToolCallDelta | Completion
 
 
 class Backend(Protocol):

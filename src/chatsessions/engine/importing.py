@@ -17,14 +17,6 @@ from chatsessions.backends import installed
 from chatsessions.config import Settings
 from chatsessions.engine.export import FORMAT
 from chatsessions.engine.tools import check_tools
-from chatsessions.engine.validation import (
-    MAX_TITLE_CHARS,
-    check_label,
-    check_metadata,
-    check_params,
-    check_text,
-    check_when,
-)
 from chatsessions.errors import InvalidInput
 from chatsessions.types import (
     TOOL_NAME,
@@ -35,6 +27,14 @@ from chatsessions.types import (
     ToolCall,
     TurnStatus,
     utcnow,
+)
+from chatsessions.validation import (
+    MAX_TITLE_CHARS,
+    check_label,
+    check_metadata,
+    check_params,
+    check_text,
+    check_when,
 )
 
 #: Formats :func:`build_chat` reads: the current one and the older ones.

@@ -9,7 +9,9 @@ A turn on a chat this process answered last may start with the lease only *presu
 first write takes the lease and appends the user message in one statement pair, on the
 condition that the chat is as this process last saw it (see ``Store.begin_turn``); only
 if it is not does the turn fall back to :meth:`TurnLeases.take`. That saves one write
-transaction of three on the common path.
+transaction of three on the common path. Likewise the turn's last write releases the
+lease in its own transaction. :meth:`TurnLeases.take_with` and
+:meth:`TurnLeases.release_with` are the only ways a write takes or releases a lease.
 """
 
 from __future__ import annotations
@@ -18,23 +20,25 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from chatsessions.engine.locks import ChatLocks
 from chatsessions.errors import ChatBusy, ChatNotFound
 from chatsessions.store import Store
-from chatsessions.types import Chat, Message, utcnow
+from chatsessions.types import Chat, utcnow
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class Lease:
     chat: Chat
     owner: str
-    #: set once the store released the lease as part of the turn's last write
+    #: set by :meth:`TurnLeases.release_with`: the turn's last write released the lease
     released: bool = False
     #: False while the lease is only presumed: nothing is held in the database yet
     taken: bool = True
@@ -56,9 +60,10 @@ class TurnLeases:
     async def hold(
         self, chat_id: str, tenant_id: str, wait: float, *, presumed: Chat | None = None
     ) -> AsyncIterator[Lease]:
-        """Hold the chat's turn: the in-process lock, then the lease. With ``presumed``
+        """Hold the chat's turn: the in-process lock, then the lease, released on the way
+        out unless the last write released it (:meth:`release_with`). With ``presumed``
         (the chat as this process last wrote it) the lease is not taken yet: the caller
-        takes it with its first write and calls :meth:`taken`, or calls :meth:`take`."""
+        takes it with its first write (:meth:`take_with`), or with :meth:`take`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         async with self.locks.hold(chat_id, wait):
@@ -75,13 +80,26 @@ class TurnLeases:
                 if lease.taken and not lease.released:
                     await asyncio.shield(self.store.release_lease(chat_id, self.owner))
 
-    async def begin_turn(self, lease: Lease, content: str) -> Message | None:
-        """Take a presumed lease and append the user message in one write; None (nothing
-        written) if the chat is not as presumed or another replica holds it."""
-        user = await self.store.begin_turn(lease.chat, self.owner, self._until(), content)
-        if user is not None:
+    async def take_with(
+        self, lease: Lease, write: Callable[[str, datetime], Awaitable[T | None]]
+    ) -> T | None:
+        """Take a presumed lease by the turn's first write, which takes it in the same
+        transaction (given the owner and the expiry; see ``Store.begin_turn``). None, with
+        nothing written or held, if the chat is not as presumed or another replica holds
+        it: then :meth:`take` it."""
+        written = await write(self.owner, self._until())
+        if written is not None:
             self.taken(lease)
-        return user
+        return written
+
+    @staticmethod
+    async def release_with(lease: Lease, write: Callable[[str], Awaitable[T]]) -> T:
+        """End the turn by its last write, which releases the lease in the same
+        transaction (given the owner): :meth:`hold` then has nothing left to release. If
+        the write fails, :meth:`hold` releases the lease on its way out."""
+        written = await write(lease.owner)
+        lease.released = True
+        return written
 
     async def take(self, lease: Lease) -> None:
         """Take a presumed lease the slow way (the chat was not as presumed)."""

@@ -13,16 +13,16 @@ import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from chatsessions.backends import Completion
 from chatsessions.engine.cache import History
-from chatsessions.engine.runtime import Core
-from chatsessions.engine.turn import _call_model, answer_message, build_context
-from chatsessions.errors import BackendError, InvalidInput
-from chatsessions.types import GenerationParams, Message, Role
+from chatsessions.engine.context import build_context
+from chatsessions.engine.runtime import Runtime
+from chatsessions.engine.turn import answer_message
+from chatsessions.errors import InvalidInput
+from chatsessions.types import Completion, GenerationParams, Message, Role
 
 
 async def run_regenerate(
-    core: Core,
+    runtime: Runtime,
     tenant_id: str,
     chat_id: str,
     params: GenerationParams | None,
@@ -30,13 +30,13 @@ async def run_regenerate(
     streaming: bool,
 ) -> AsyncGenerator[str | Message, None]:
     """Yield text deltas (when streaming), then the stored new answer."""
-    settings = core.settings
-    async with core.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
+    settings = runtime.settings
+    async with runtime.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
         chat = lease.chat
-        history = await core.visible_history(chat)
+        history = await runtime.visible_history(chat)
         asked = last_exchange(history)
         question, old = history.messages[asked], history.messages[-1]
-        backend = core.backend(chat.backend)
+        backend = runtime.models.backend(chat.backend)
         gen_params = GenerationParams.model_validate(chat.params).merged(params)
         # The history without the question and its answer (a summary written during that
         # turn stays); token counts are copied back to the cached entry.
@@ -44,41 +44,30 @@ async def run_regenerate(
         earlier = History(last_seq=old.seq, messages=[history.messages[i] for i in kept],
                           tokens=[history.tokens[i] for i in kept],
                           shown=[history.shown[i] for i in kept])
-        context = build_context(core, chat, earlier, question.content, backend, gen_params)
+        context = build_context(chat, earlier, question.content, backend, gen_params,
+                                max_output_tokens=settings.max_output_tokens)
         for index, count in zip(kept, earlier.tokens, strict=True):
             history.tokens[index] = count
 
-        circuit = core.circuit(backend.name)
         started = time.perf_counter()
-        try:
-            circuit.before_call()
-            completion: Completion | None = None
-            calls = _call_model(backend, context, gen_params, chat.model, streaming,
-                                settings.turn_deadline, chat.id)
-            async with aclosing(calls):
-                async for item in calls:
-                    if isinstance(item, str):
-                        yield item
-                    else:
-                        completion = item
-            if completion is None:
-                raise BackendError("the model ended without an answer")
-            circuit.success()
-        except BackendError as exc:
-            circuit.failure(exc)
-            raise
-        except BaseException:  # cancelled, consumer gone: nothing was written
-            circuit.abandon()
-            raise
+        completion: Completion | None = None
+        async with aclosing(runtime.models.call(backend, context, gen_params, chat.model,
+                                             streaming=streaming, chat_id=chat.id)) as calls:
+            async for item in calls:  # a failure here changes nothing: it just raises
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, Completion):
+                    completion = item
+        assert completion is not None  # a call ends with its Completion or raises
         answer = answer_message(chat.id, completion, started,
                                 context_messages=len(context), replaces_seq=old.seq)
         try:
-            stored = await core.store.replace_answer(old, answer, lease_owner=lease.owner)
+            stored = await runtime.leases.release_with(
+                lease, lambda owner: runtime.store.replace_answer(old, answer, lease_owner=owner))
         except BaseException:
-            core.cache.discard(chat.id)  # committed or not, the next turn reads the truth
+            runtime.cache.discard(chat.id)  # committed or not, the next turn reads the truth
             raise
-        lease.released = True
-        core.cache.grew(chat.id, history.add([stored]))
+        runtime.cache.grew(chat.id, history.add([stored]))
     yield stored
 
 

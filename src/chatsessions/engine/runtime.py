@@ -1,5 +1,5 @@
-"""The state one AsyncChatSessions shares across its tenant views: store, backends,
-circuits, turn leases and the history cache."""
+"""What one AsyncChatSessions shares across its tenant views: the store, the model
+calls (backends and their circuits), turn leases, the history cache and the titles."""
 
 from __future__ import annotations
 
@@ -7,33 +7,55 @@ import asyncio
 import os
 import uuid
 
-from chatsessions.backends import Backend, make_backend
+from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.cache import History, HistoryCache
-from chatsessions.engine.circuit import CircuitBreaker
 from chatsessions.engine.leases import TurnLeases
+from chatsessions.engine.model_call import ModelCalls
 from chatsessions.engine.titles import TitleWriter
 from chatsessions.store import Store, open_store
 from chatsessions.types import Chat, TurnStatus
 
 
-class Core:
+class Runtime:
+    """Opens and closes itself: the store (migrated, with the turns a crash left pending
+    failed), the backends, the background titles."""
+
     def __init__(self, settings: Settings, store: Store | None, backend: Backend | None) -> None:
         self.settings = settings
         self.store: Store = store or open_store(
             settings.database_url, synchronous=settings.sqlite_synchronous
         )
-        self.backends: dict[str, Backend] = {backend.name: backend} if backend else {}
-        self.circuits: dict[str, CircuitBreaker] = {}
-        self.default_backend = backend.name if backend else settings.backend
+        self.models = ModelCalls(settings, backend)
         self.cache = HistoryCache(settings.cache_bytes)
         # One lease owner per process: several workers may share a replica id.
         self.replica = settings.replica_id or uuid.uuid4().hex
         self.owner = f"{self.replica}/{os.getpid()}"
         self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
-        self.opened = False
-        self.open_lock = asyncio.Lock()
-        self.titles = TitleWriter(self)
+        self.titles = TitleWriter(self.store, self.models, enabled=settings.auto_title)
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._opened
+
+    async def open(self) -> None:
+        """Connect, migrate, and fail turns a previous crash left pending (once)."""
+        async with self._open_lock:
+            if not self._opened:
+                await self.store.open()
+                await self.store.recover_pending(await self.dead_owners())
+                self._opened = True
+
+    async def close(self, title_grace: float) -> None:
+        """Wait up to ``title_grace`` seconds for titles being written (cancel the rest),
+        then close the backends and the store. Opening again starts afresh."""
+        await self.titles.drain(title_grace)
+        async with self._open_lock:
+            await self.models.aclose()
+            await self.store.close()
+            self._opened = False
 
     async def dead_owners(self) -> list[str]:
         """Earlier processes of this replica whose leases are still in the database.
@@ -52,17 +74,6 @@ class Core:
         """The chat as this process's last turn on it left it, if still cached."""
         entry = self.cache.get(chat_id)
         return entry.chat if entry is not None else None
-
-    def backend(self, name: str) -> Backend:
-        if name not in self.backends:
-            self.backends[name] = make_backend(name, self.settings)
-        return self.backends[name]
-
-    def circuit(self, name: str) -> CircuitBreaker:
-        if name not in self.circuits:
-            self.circuits[name] = CircuitBreaker(self.settings.circuit_failures,
-                                                 self.settings.circuit_cooldown)
-        return self.circuits[name]
 
     async def visible_history(self, chat: Chat) -> History:
         """The chat's ok messages, from the cache, reading only rows it has not seen.
@@ -85,6 +96,25 @@ class Core:
         else:
             self.cache.grew(chat.id, entry.add(rows))
         return entry
+
+
+    async def settled_history(self, chat: Chat) -> History:
+        """The chat's ok messages for a call that holds no lease and writes nothing (an
+        answer not stored). A pending row may be a turn still running here or elsewhere,
+        so the rows from the first pending one on are left out, and nothing read is
+        failed or cached: the cached entry when current, else a copy brought up to date."""
+        entry = self.cache.get(chat.id)
+        if entry is not None and entry.last_seq >= chat.message_count:
+            return entry
+        rows = await self.store.messages(
+            chat.id, after_seq=entry.last_seq if entry is not None else 0)
+        settled = next((i for i, m in enumerate(rows) if m.status is TurnStatus.PENDING),
+                       len(rows))
+        history = History() if entry is None else History(
+            last_seq=entry.last_seq, messages=list(entry.messages), tokens=list(entry.tokens),
+            shown=list(entry.shown), summaries=entry.summaries)
+        history.add(rows[:settled])
+        return history
 
 
 def _alive(pid: int) -> bool:

@@ -9,14 +9,14 @@ never sent as an ordinary history turn.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatsessions.backends import Backend
-from chatsessions.backends.base import ChatMessages, conversation
-from chatsessions.errors import BackendError, BackendTimeout
+from chatsessions.backends.base import ChatMessages
+from chatsessions.engine.model_call import ModelCalls
+from chatsessions.errors import BackendError
 from chatsessions.types import GenerationParams, Message, Role
 
 #: The system prompt of a summary request.
@@ -76,26 +76,19 @@ def request(previous: Message | None, turns: Sequence[Message]) -> ChatMessages:
 
 
 async def write(
-    backend: Backend, chat_id: str, model: str, refresh: Refresh, deadline: float
+    models: ModelCalls, backend: Backend, chat_id: str, model: str, refresh: Refresh
 ) -> Message:
     """Ask the model for the new summary; the message to store (not yet stored).
 
     Failing here fails the turn like a failed answer (the user's message is kept and a
     retry goes on): answering without the summary would silently show the model less than
-    the chat's policy promises.
+    the chat's policy promises. A one-off call (no ``chat_id``): a backend keeping
+    per-chat state must not file it under the chat's.
     """
     started = time.perf_counter()
     params = GenerationParams(max_tokens=refresh.max_tokens)
-    # A one-off call: the local model must not file it under the chat's saved state.
-    token = conversation.set(None)
-    try:
-        completion = await asyncio.wait_for(
-            backend.complete(request(refresh.previous, refresh.turns), params, model),
-            deadline)
-    except TimeoutError:
-        raise BackendTimeout(f"no summary within the {deadline:g}s deadline") from None
-    finally:
-        conversation.reset(token)
+    completion = await models.complete(
+        backend, request(refresh.previous, refresh.turns), params, model)
     text = completion.text.strip()
     if not text:
         raise BackendError("the model wrote an empty summary of the earlier conversation")

@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
 
-from chatsessions.backends.base import conversation
+from chatsessions.engine.model_call import ModelCalls
+from chatsessions.store import Store
 from chatsessions.types import GenerationParams, Message, Role, TurnStatus
-
-if TYPE_CHECKING:
-    from chatsessions.engine.runtime import Core
 
 log = logging.getLogger("chatsessions.engine.titles")
 
@@ -57,11 +54,13 @@ def clean_title(text: str) -> str | None:
 
 
 class TitleWriter:
-    """The background title tasks of one core: started after an answer, awaited for a
-    grace period (then cancelled) when the sessions close. A failure is only logged."""
+    """The background title tasks of one runtime: started after an answer, awaited for a
+    grace period (then cancelled) when the runtime closes. A failure is only logged."""
 
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(self, store: Store, models: ModelCalls, *, enabled: bool) -> None:
+        self._store = store
+        self._models = models
+        self._enabled = enabled
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -71,7 +70,7 @@ class TitleWriter:
     def after_answer(self, tenant_id: str, answer: Message) -> None:
         """On the turn's path, so it only schedules: the lookup and the model call happen
         in a task of their own."""
-        if (not self._core.settings.auto_title or answer.seq > FIRST_EXCHANGE_MAX_SEQ
+        if (not self._enabled or answer.seq > FIRST_EXCHANGE_MAX_SEQ
                 or answer.status is not TurnStatus.OK):
             return
         task = asyncio.create_task(self._run(tenant_id, answer),
@@ -90,7 +89,7 @@ class TitleWriter:
 
     async def _run(self, tenant_id: str, answer: Message) -> None:
         try:
-            await write_title(self._core, tenant_id, answer)
+            await write_title(self._store, self._models, tenant_id, answer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -98,10 +97,11 @@ class TitleWriter:
                         f"{type(exc).__name__}: {exc}")
 
 
-async def write_title(core: Core, tenant_id: str, answer: Message) -> str | None:
+async def write_title(
+    store: Store, models: ModelCalls, tenant_id: str, answer: Message
+) -> str | None:
     """Title the chat if ``answer`` is its first answer and it has no title yet; the title
     is stored only if the chat is still untitled then (the user's own title wins)."""
-    store = core.store
     chat = await store.get_chat(answer.chat_id, tenant_id)
     if chat is None or chat.title is not None:
         return None
@@ -112,14 +112,12 @@ async def write_title(core: Core, tenant_id: str, answer: Message) -> str | None
     user = next((m for m in reversed(rows) if m.role is Role.USER), None)
     if user is None:
         return None
-    backend = core.backend(chat.backend)
-    if core.circuit(backend.name).state != "closed":
+    backend = models.backend(chat.backend)
+    if models.circuit(backend.name).state != "closed":
         return None  # the backend is failing: turns need it more than titles do
-    conversation.set(None)  # not the chat's conversation: keep its saved model state
-    completion = await asyncio.wait_for(
-        backend.complete(title_request(user.content, answer.content), TITLE_PARAMS,
-                         chat.model),
-        core.settings.turn_deadline)
+    # a one-off call, not the chat's conversation: its saved model state stays
+    completion = await models.complete(
+        backend, title_request(user.content, answer.content), TITLE_PARAMS, chat.model)
     title = clean_title(completion.text)
     if title is None or not await store.set_title_if_unset(chat.id, tenant_id, title):
         return None

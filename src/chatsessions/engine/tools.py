@@ -20,9 +20,9 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
-from chatsessions.engine.validation import check_text
 from chatsessions.errors import InvalidInput
 from chatsessions.types import TOOL_NAME, Tool, ToolCall
+from chatsessions.validation import check_text
 
 #: OpenAI's limit on the tools of one request.
 MAX_TOOLS = 128

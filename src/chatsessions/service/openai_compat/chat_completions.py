@@ -1,4 +1,5 @@
-"""POST /v1/chat/completions: a stateless pass-through to the configured backend.
+"""POST /v1/chat/completions: a stateless completion by the configured backend
+(:meth:`AsyncChatSessions.complete`: the circuit breaker and the deadline apply).
 
 Nothing is stored: the caller sends the whole history, as with OpenAI. Streaming answers
 ``chat.completion.chunk`` events and ``data: [DONE]``; a failure before the first token is
@@ -17,8 +18,6 @@ from typing import Any
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from chatsessions.backends.base import Completion, StreamItem
-from chatsessions.engine.validation import check_params
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
@@ -31,7 +30,8 @@ from chatsessions.service.openai_compat.errors import (
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
-from chatsessions.types import GenerationParams, Usage
+from chatsessions.types import Completion, GenerationParams, StreamItem, Usage
+from chatsessions.validation import check_params
 
 router = APIRouter(route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
 
@@ -45,11 +45,10 @@ async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsD
     body.refuse_unsupported()
     messages = [backend_message(item, index) for index, item in enumerate(body.messages)]
     params = generation_params(body)
-    backend = sessions.get_backend()
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None}
     if body.stream:
-        deltas = backend.stream(messages, params, body.model)
+        deltas = sessions.stream_complete(messages, model=body.model, params=params)
         try:
             first = await anext(deltas)  # a failure before any output gets its own status
         except BaseException:
@@ -58,7 +57,7 @@ async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsD
         usage = bool((body.stream_options or {}).get("include_usage"))
         return StreamingResponse(_chunks(head, first, deltas, usage),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
-    completion = await backend.complete(messages, params, body.model)
+    completion = await sessions.complete(messages, model=body.model, params=params)
     message = {"role": "assistant", "content": completion.text, "refusal": None}
     return JSONResponse({
         **head, "object": "chat.completion", "model": completion.model,

@@ -20,10 +20,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from chatsessions.backends import Completion
-from chatsessions.engine.context import trim_start
-from chatsessions.engine.validation import check_params, check_text
-from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError, ContextTooLong
+from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.openai_compat.chat_completions import aclose
@@ -47,19 +44,15 @@ from chatsessions.service.openai_compat.items import (
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
 from chatsessions.service.openai_compat.streaming import (
     SSE_HEADERS,
-    final_text,
     json_or_events,
     now,
     response_events,
 )
 from chatsessions.sessions import AsyncChatSessions
-from chatsessions.types import Chat, GenerationParams, Message, Role, TurnStatus
+from chatsessions.types import Chat, Completion, GenerationParams, Message, Role, TurnStatus
+from chatsessions.validation import check_params, check_text
 
 router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
-
-#: tokens the chat template spends to open the answer (as the turn counts them)
-ANSWER_PRIMER_TOKENS = 3
-
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -288,58 +281,32 @@ def _response(body: ResponseCreate, id_: str, chat_id: str | None, created: floa
 
 async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessions,
                     created: float) -> Response:
-    """The same context a stored turn would see, answered directly; nothing is kept."""
-    chat: Chat | None = None
-    history: list[Message] = []
+    """The answer the chat's next turn would give (same context policy, circuit breaker
+    and deadline), kept nowhere: see :meth:`AsyncChatSessions.answer`."""
+    chat_id: str | None = None
+    up_to_seq: int | None = None
     if body.conversation_id:
-        chat = await get_conversation(sessions, body.conversation_id, "conversation")
-        history = (await sessions.history(chat.id))[1:]
+        chat_id = (await get_conversation(sessions, body.conversation_id, "conversation")).id
     elif body.previous_response_id:
         found = await find_response(sessions, body.previous_response_id,
                                     "previous_response_id")
-        chat = found.chat
-        history = [m for m in (await sessions.history(chat.id))[1:]
-                   if m.seq <= found.answer.seq]
-    backend = sessions.get_backend(chat.backend if chat else None)
-    model = chat.model if chat else body.model or backend.default_model
-    system = turn.instructions
-    if system is None:
-        system = chat.system_prompt if chat else sessions.settings.system_prompt
-    params = GenerationParams.model_validate(chat.params if chat else {}).merged(turn.params)
-    messages = [{"role": m.role.value, "content": m.content} for m in history]
-    messages += [{"role": role.value, "content": text} for role, text in turn.prior]
-    messages.append({"role": "user", "content": turn.text})
-    context = _fit(sessions, backend, model, system, messages, params)
+        chat_id, up_to_seq = found.chat.id, found.answer.seq
+    options: dict[str, Any] = {
+        "params": turn.params, "system_prompt": turn.instructions, "prior": turn.prior,
+        "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None}
     id_, message_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
 
     if not body.stream:
-        completion = await backend.complete(context, params, model)
-        output = [output_message(message_id, final_text(completion))]
-        return JSONResponse(_response(body, id_, None, created, "completed", output, completion,
+        answer = await sessions.answer(chat_id, turn.text, **options)
+        output = [output_message(message_id, answer.content)]
+        return JSONResponse(_response(body, id_, None, created, "completed", output, answer,
                                       None))
-    stream = backend.stream(context, params, model)
+    stream = sessions.stream_answer(chat_id, turn.text, **options)
     try:
-        first = await anext(stream)
+        first = await anext(stream)  # failures before any output get their own status
     except BaseException:
         await aclose(stream)
         raise
-    # no tools are offered here, so no tool-call deltas come
-    events = response_events(message_id, first, stream, lambda *state: _response(  # type: ignore[arg-type]
+    events = response_events(message_id, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-def _fit(sessions: AsyncChatSessions, backend: Any, model: str, system: str,
-         messages: list[dict[str, str]], params: GenerationParams) -> list[dict[str, str]]:
-    """System prompt + the newest whole turns that fit the model's window."""
-    reserve = params.max_tokens or sessions.settings.max_output_tokens
-    budget = (backend.context_window(model) - reserve - ANSWER_PRIMER_TOKENS
-              - backend.count_tokens("system", system, model))
-    if budget <= 0:
-        raise ContextTooLong(
-            "the system prompt and the reserved answer already fill the context window")
-    rows = [Message("", 0, Role(m["role"]), m["content"]) for m in messages]
-    counts = [backend.count_tokens(m["role"], m["content"], model) for m in messages]
-    start = trim_start(rows, counts, budget)
-    return [{"role": "system", "content": system}, *messages[start:]]
-

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
-from chatsessions.backends import Completion
+from chatsessions import Completion
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service import sse
 from chatsessions.service.openai_compat.items import output_message, output_text
