@@ -21,6 +21,10 @@ from bench.langchain_side import LangChainSide
 from bench.sides import OursSync
 from bench.workload import Side, lockstep, same_answers, summarize
 
+#: LangChain's non-model time over ours. On PostgreSQL every answer is committed
+#: synchronously (the durability promise), which bounds the gap: 3x there, 5x on SQLite.
+TARGETS = {"sqlite": 5.0, "postgresql": 3.0}
+
 
 def run(base_url: str, databases: dict[str, str], workdir: Path, chats: int, turns: int,
         passes: int, log: Callable[[str], None]) -> dict[str, Any]:
@@ -51,7 +55,8 @@ def run(base_url: str, databases: dict[str, str], workdir: Path, chats: int, tur
     for label in databases:
         ours, theirs = results[f"ours_{label}"], results[f"langchain_{label}"]
         ratios.append(Ratio(
-            f"peer_{label}_nonmodel", theirs["nonmodel_s"] / ours["nonmodel_s"], 5.0, "higher",
+            f"peer_{label}_nonmodel", theirs["nonmodel_s"] / ours["nonmodel_s"],
+            TARGETS[label], "higher",
             f"non-model time, LangChain / ChatSessions, {label}"))
         ratios.append(Ratio(
             f"peer_{label}_wall", theirs["wall_s"] / ours["wall_s"], None, "higher",
