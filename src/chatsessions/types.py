@@ -6,7 +6,7 @@ import builtins
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -249,6 +249,57 @@ def _format_name(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class TextPart:
+    """Text inside a message whose content is a list of parts."""
+
+    text: str
+
+    def as_openai(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image inside a message: an ``https``/``http`` URL or a ``data:image/...;base64``
+    URL, and OpenAI's ``detail`` (``auto``, ``low``, ``high``; None: the provider's)."""
+
+    url: str
+    detail: str | None = None
+
+    def as_openai(self) -> dict[str, Any]:
+        image: dict[str, Any] = {"url": self.url}
+        if self.detail is not None:
+            image["detail"] = self.detail
+        return {"type": "image_url", "image_url": image}
+
+
+ContentPart = TextPart | ImagePart
+
+
+def parts_text(parts: Sequence[ContentPart]) -> str:
+    """What a message's text is when its content is parts: its text parts, one per line.
+    Search, titles and token counts read this."""
+    return "\n".join(part.text for part in parts if isinstance(part, TextPart))
+
+
+def parts_json(parts: Sequence[ContentPart]) -> list[dict[str, Any]]:
+    """Parts in OpenAI's chat shape, which is also how they are stored and exported."""
+    return [part.as_openai() for part in parts]
+
+
+def parts_of_json(data: Sequence[Mapping[str, Any]]) -> tuple[ContentPart, ...]:
+    """The inverse of :func:`parts_json`, for data this package wrote (unchecked)."""
+    parts: list[ContentPart] = []
+    for item in data:
+        if item["type"] == "text":
+            parts.append(TextPart(item["text"]))
+        else:
+            image = item["image_url"]
+            parts.append(ImagePart(image["url"], image.get("detail")))
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -313,6 +364,9 @@ class Message:
     tool_calls: tuple[ToolCall, ...] | None = None
     #: on tool outputs (role tool): the id of the call this output answers
     tool_call_id: str | None = None
+    #: the content as parts, when it holds more than text (images); ``content`` is then
+    #: its text (:func:`parts_text`)
+    parts: tuple[ContentPart, ...] | None = None
 
     @property
     def usage(self) -> Usage:
@@ -321,21 +375,27 @@ class Message:
     def as_openai(self) -> dict[str, Any]:
         """The ``{"role", "content"}`` dict the tutorial kept in its history list; with
         tools, OpenAI's chat shape: an answer's ``tool_calls`` (its content None when it
-        has no text) and a tool output's ``tool_call_id``."""
+        has no text) and a tool output's ``tool_call_id``; with images, the content as
+        OpenAI's list of parts."""
         # ``_value_`` is the plain attribute behind ``.value`` (an enum property, twice
         # as slow): this runs for every message of every context.
-        if self.tool_calls is None and self.tool_call_id is None:
+        if self.tool_calls is None and self.tool_call_id is None and self.parts is None:
             return {"role": self.role._value_, "content": self.content}
         shown: dict[str, Any] = {"role": self.role._value_, "content": self.content}
-        if self.tool_calls:
+        if self.parts is not None:
+            shown["content"] = parts_json(self.parts)
+        if self.tool_calls and self.parts is None:
             shown["content"] = self.content or None
+        if self.tool_calls:
             shown["tool_calls"] = [call.as_openai() for call in self.tool_calls]
         if self.tool_call_id is not None:
             shown["tool_call_id"] = self.tool_call_id
         return shown
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        shown = _jsonable(asdict(self))
+        shown["parts"] = None if self.parts is None else parts_json(self.parts)
+        return shown
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from chatsessions.engine.locks import ChatLocks
 from chatsessions.errors import ChatBusy, ChatNotFound
 from chatsessions.store import Store
-from chatsessions.types import Chat, Message, utcnow
+from chatsessions.types import Chat, ContentPart, Message, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,12 @@ class TurnLeases:
                 if lease.taken and not lease.released:
                     await asyncio.shield(self.store.release_lease(chat_id, self.owner))
 
-    async def begin_turn(self, lease: Lease, content: str) -> Message | None:
+    async def begin_turn(self, lease: Lease, content: str, *,
+                         parts: tuple[ContentPart, ...] | None = None) -> Message | None:
         """Take a presumed lease and append the user message in one write; None (nothing
         written) if the chat is not as presumed or another replica holds it."""
-        user = await self.store.begin_turn(lease.chat, self.owner, self._until(), content)
+        user = await self.store.begin_turn(lease.chat, self.owner, self._until(), content,
+                                           parts=parts)
         if user is not None:
             self.taken(lease)
         return user
