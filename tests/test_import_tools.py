@@ -65,7 +65,7 @@ async def test_the_export_carries_tools_and_imports_back_unchanged(
     exported = json.loads(json.dumps(exported))
     copy = await sessions.import_chat(exported)
     again = await sessions.export_chat(copy)
-    assert again["format"] == FORMAT == "chatsessions.chat.v3"
+    assert again["format"] == FORMAT == "chatsessions.chat.v4"
     assert again["chat"]["tools"] == [{"name": "order_status", "description": "Where an order is.",
                                        "parameters": LOOKUP["function"]["parameters"]}]
     exported["chat"]["tools"] = again["chat"]["tools"]  # the flat form it is stored in

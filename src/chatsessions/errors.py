@@ -100,3 +100,10 @@ class BackendUnavailable(BackendError):
     """The backend is known to be down (circuit open or cannot be loaded)."""
 
     type = "backend_unavailable"
+
+
+class InvalidAnswer(BackendError):
+    """The model answered, but not in the requested format (not JSON, or JSON the schema
+    refuses). ``partial`` holds the whole answer as the model wrote it."""
+
+    type = "invalid_answer"

@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from chatsessions._fake_formats import format_problem, formatted_answer
 from chatsessions._fake_tools import (
     answer_from_outputs,
     call_deltas,
@@ -200,7 +201,8 @@ class FakeLLMServer:
     """An OpenAI-compatible chat server with deterministic answers and injectable faults.
 
     It serves ``GET /v1/models`` and ``POST /v1/chat/completions`` (plain and streaming,
-    with tool calls when offered tools: see :mod:`chatsessions._fake_tools` for the rules),
+    with tool calls when offered tools: see :mod:`chatsessions._fake_tools` for the rules;
+    JSON valid for a requested ``response_format``: see :mod:`chatsessions._fake_formats`),
     logs every chat request in :attr:`requests`, and can be driven from another process
     through ``GET /_fake/requests`` and ``POST /_fake/faults``, ``/_fake/config`` and
     ``/_fake/reset``. Faults come from the :meth:`inject` queue first, then at random with
@@ -414,10 +416,15 @@ class FakeLLMServer:
         model = model if isinstance(model, str) else self.model
         stream = body.get("stream") is True
         params = {k: v for k, v in body.items() if k not in ("messages", "model", "stream")}
+        problem = format_problem(body.get("response_format"))
+        if problem is not None:
+            return _error(400, problem, "invalid_request_error", "invalid_value")
         fault = self._next_fault()
         with self._lock:
             scripted = self._scripted.popleft() if self._scripted else None
         answer = self.answer_for(messages) if scripted is None else scripted
+        if scripted is None:
+            answer = formatted_answer(messages, body.get("response_format"), answer) or answer
         name = fault.name if fault is not None else None
         record = RecordedRequest(messages, model, stream, params, name, time.monotonic())
         with self._lock:

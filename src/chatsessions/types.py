@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -162,6 +163,142 @@ class ToolOptions:
         return request
 
 
+#: What OpenAI accepts as a response format's name.
+FORMAT_NAME = TOOL_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """The shape an answer must take: ``text`` (the default), ``json_object`` (any JSON
+    object) or ``json_schema`` (a JSON object valid for ``schema``). ``name``,
+    ``description`` and ``strict`` travel with a schema as OpenAI defines them. Check one
+    built by hand with :func:`chatsessions.engine.structured.check_response_format`;
+    :meth:`from_model` builds it from a pydantic model class."""
+
+    type: str = "text"
+    name: str | None = None
+    schema: Mapping[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+    @property
+    def structured(self) -> bool:
+        """Whether the answer must be JSON (``json_object`` or ``json_schema``)."""
+        return self.type != "text"
+
+    @classmethod
+    def json_schema(cls, schema: Mapping[str, Any], *, name: str = "response",
+                    strict: bool | None = None,
+                    description: str | None = None) -> ResponseFormat:
+        return cls("json_schema", name, schema, strict, description)
+
+    @classmethod
+    def json_object(cls) -> ResponseFormat:
+        return cls("json_object")
+
+    @classmethod
+    def from_model(cls, model: builtins.type[BaseModel], *, name: str | None = None,
+                   strict: bool | None = None) -> ResponseFormat:
+        """The format of ``model``'s JSON schema (pydantic's ``model_json_schema``),
+        named after the class; its docstring, if any, is the description. ``strict``
+        closes every object (``additionalProperties: false``, every property required),
+        as OpenAI's strict mode demands; a field with a default then must be sent too."""
+        schema = model.model_json_schema()
+        description = schema.pop("description", None)
+        schema.pop("title", None)
+        if strict:
+            schema = _closed(schema)
+        return cls.json_schema(schema, name=name or _format_name(model.__name__),
+                               strict=strict, description=description)
+
+    def as_openai(self) -> dict[str, Any]:
+        """The ``response_format`` of a chat completion request."""
+        if self.type != "json_schema":
+            return {"type": self.type}
+        inner: dict[str, Any] = {"name": self.name or "response",
+                                 "schema": dict(self.schema or {})}
+        if self.description:
+            inner["description"] = self.description
+        if self.strict is not None:
+            inner["strict"] = self.strict
+        return {"type": "json_schema", "json_schema": inner}
+
+    def as_responses(self) -> dict[str, Any]:
+        """The ``text.format`` of a Responses API request: the same fields, flat."""
+        shown = self.as_openai()
+        return {"type": self.type, **shown.get("json_schema", {})}
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with every object schema in it closed, for strict mode."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if schema.get("type") == "object" and "properties" in schema:
+        closed["additionalProperties"] = False
+        closed["required"] = list(schema["properties"])
+    return closed
+
+
+def _format_name(name: str) -> str:
+    """A class name as a format name: characters OpenAI refuses become ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64]
+    return cleaned or "response"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """Text inside a message whose content is a list of parts."""
+
+    text: str
+
+    def as_openai(self) -> dict[str, Any]:
+        return {"type": "text", "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image inside a message: an ``https``/``http`` URL or a ``data:image/...;base64``
+    URL, and OpenAI's ``detail`` (``auto``, ``low``, ``high``; None: the provider's)."""
+
+    url: str
+    detail: str | None = None
+
+    def as_openai(self) -> dict[str, Any]:
+        image: dict[str, Any] = {"url": self.url}
+        if self.detail is not None:
+            image["detail"] = self.detail
+        return {"type": "image_url", "image_url": image}
+
+
+ContentPart = TextPart | ImagePart
+
+
+def parts_text(parts: Sequence[ContentPart]) -> str:
+    """What a message's text is when its content is parts: its text parts, one per line.
+    Search, titles and token counts read this."""
+    return "\n".join(part.text for part in parts if isinstance(part, TextPart))
+
+
+def parts_json(parts: Sequence[ContentPart]) -> list[dict[str, Any]]:
+    """Parts in OpenAI's chat shape, which is also how they are stored and exported."""
+    return [part.as_openai() for part in parts]
+
+
+def parts_of_json(data: Sequence[Mapping[str, Any]]) -> tuple[ContentPart, ...]:
+    """The inverse of :func:`parts_json`, for data this package wrote (unchecked)."""
+    parts: list[ContentPart] = []
+    for item in data:
+        if item["type"] == "text":
+            parts.append(TextPart(item["text"]))
+        else:
+            image = item["image_url"]
+            parts.append(ImagePart(image["url"], image.get("detail")))
+    return tuple(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     prompt_tokens: int = 0
@@ -258,6 +395,9 @@ class Message:
     tool_calls: tuple[ToolCall, ...] | None = None
     #: on tool outputs (role tool): the id of the call this output answers
     tool_call_id: str | None = None
+    #: the content as parts, when it holds more than text (images); ``content`` is then
+    #: its text (:func:`parts_text`)
+    parts: tuple[ContentPart, ...] | None = None
 
     @property
     def usage(self) -> Usage:
@@ -266,21 +406,27 @@ class Message:
     def as_openai(self) -> dict[str, Any]:
         """The ``{"role", "content"}`` dict the tutorial kept in its history list; with
         tools, OpenAI's chat shape: an answer's ``tool_calls`` (its content None when it
-        has no text) and a tool output's ``tool_call_id``."""
+        has no text) and a tool output's ``tool_call_id``; with images, the content as
+        OpenAI's list of parts."""
         # ``_value_`` is the plain attribute behind ``.value`` (an enum property, twice
         # as slow): this runs for every message of every context.
-        if self.tool_calls is None and self.tool_call_id is None:
+        if self.tool_calls is None and self.tool_call_id is None and self.parts is None:
             return {"role": self.role._value_, "content": self.content}
         shown: dict[str, Any] = {"role": self.role._value_, "content": self.content}
-        if self.tool_calls:
+        if self.parts is not None:
+            shown["content"] = parts_json(self.parts)
+        if self.tool_calls and self.parts is None:
             shown["content"] = self.content or None
+        if self.tool_calls:
             shown["tool_calls"] = [call.as_openai() for call in self.tool_calls]
         if self.tool_call_id is not None:
             shown["tool_call_id"] = self.tool_call_id
         return shown
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        shown = _jsonable(asdict(self))
+        shown["parts"] = None if self.parts is None else parts_json(self.parts)
+        return shown
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

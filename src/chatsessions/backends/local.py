@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import functools
 import importlib.util
+import json
 import logging
 import os
 import threading
@@ -24,10 +25,11 @@ from chatsessions.backends.base import ChatMessages, Completion, StreamItem, con
 from chatsessions.backends.local_state import StateCache
 from chatsessions.config import LOCAL_MODEL_NAME, Settings
 from chatsessions.errors import BackendError, BackendUnavailable, InvalidInput
-from chatsessions.types import GenerationParams, ToolOptions, Usage
+from chatsessions.types import GenerationParams, ResponseFormat, ToolOptions, Usage
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+    from llama_cpp.llama_grammar import LlamaGrammar
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +105,28 @@ class LocalBackend:
             return self._llama
 
     def _kwargs(self, messages: ChatMessages, params: GenerationParams,
-                tools: ToolOptions | None) -> dict[str, Any]:
+                tools: ToolOptions | None, response_format: ResponseFormat | None,
+                ) -> dict[str, Any]:
         if tools is not None and tools.offered:
             raise InvalidInput(
                 "the embedded model cannot call tools: offer them on a chat with the "
                 "openai backend (any OpenAI-compatible server), or pass tool_choice none")
+        if messages and _images(messages[-1]):
+            raise InvalidInput(
+                "the embedded model cannot see images: send them on a chat with the openai "
+                "backend (a vision model on any OpenAI-compatible server), or send text")
         kwargs = {**SAMPLING_DEFAULTS, **params.as_kwargs()}
         kwargs.setdefault("max_tokens", self._default_max_tokens)
+        if response_format is not None and response_format.structured:
+            kwargs["grammar"] = grammar_for(response_format)
         return {"messages": [_plain(m) for m in messages], **kwargs}
 
     async def complete(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
-        tools: ToolOptions | None = None,
+        tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> Completion:
+        kwargs = self._kwargs(messages, params, tools, response_format)
         async with self._generate_lock:
-            kwargs = self._kwargs(messages, params, tools)
             worker = asyncio.get_running_loop().run_in_executor(
                 None, self._complete, kwargs, conversation.get())
             try:
@@ -143,9 +152,10 @@ class LocalBackend:
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
-        tools: ToolOptions | None = None,
+        tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
-        kwargs = self._kwargs(messages, params, tools)  # refuse before waiting for the lock
+        # refuse before waiting for the lock
+        kwargs = self._kwargs(messages, params, tools, response_format)
         async with self._generate_lock:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -294,9 +304,41 @@ def _close_files(files: list[Any]) -> None:
         file.close()
 
 
+def grammar_for(fmt: ResponseFormat) -> LlamaGrammar:
+    """The llama.cpp grammar that makes every answer valid JSON for ``fmt``: its schema,
+    or any JSON object for ``json_object``. A schema the converter cannot express is
+    refused: its own fallback, "any JSON", would break the promise silently."""
+    schema = fmt.schema if fmt.type == "json_schema" else {"type": "object"}
+    text = json.dumps(schema, ensure_ascii=False)  # key order is the answer's order
+    try:
+        return _grammar(text)
+    except Exception as exc:
+        raise InvalidInput(f"the embedded model cannot keep to this schema: "
+                           f"{type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _grammar(schema: str) -> LlamaGrammar:
+    """Converted once per schema: a chat asks for the same format turn after turn."""
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema, verbose=False)
+
+
+def _images(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "image_url" for part in content)
+
+
 def _plain(message: dict[str, Any]) -> dict[str, Any]:
-    """A message as text the chat template can render: earlier tool calls (from a chat
-    that used another backend) are written out, so the model still sees what happened."""
+    """A message as text the chat template can render: earlier tool calls and images
+    (from a chat that used another backend) are written out, so the model still sees
+    what happened."""
+    if isinstance(message.get("content"), list):
+        shown = [part.get("text", "") if part.get("type") == "text" else "[image]"
+                 for part in message["content"]]
+        message = {**message, "content": "\n".join(shown)}
     if "tool_calls" not in message and "tool_call_id" not in message:
         return message
     text = message.get("content") or ""

@@ -24,7 +24,7 @@ from chatsessions.backends.base import ChatMessages, Completion, StreamItem, Too
 from chatsessions.backends.tokens import context_window_for, count_message_tokens
 from chatsessions.config import Settings
 from chatsessions.errors import BackendError, BackendTimeout
-from chatsessions.types import GenerationParams, ToolCall, ToolOptions, Usage
+from chatsessions.types import GenerationParams, ResponseFormat, ToolCall, ToolOptions, Usage
 
 
 class OpenAIBackend:
@@ -57,34 +57,35 @@ class OpenAIBackend:
 
     def _request(
         self, messages: ChatMessages, params: GenerationParams, model: str,
-        tools: ToolOptions | None,
+        tools: ToolOptions | None, response_format: ResponseFormat | None,
     ) -> dict[str, Any]:
         kwargs = params.as_kwargs()
         kwargs.setdefault("max_tokens", self._default_max_tokens)
         request = {"model": model, "messages": list(messages), **kwargs}
         if tools is not None:
             request.update(tools.as_request())
+        # Text is every server's default; some self-hosted ones refuse the field itself.
+        if response_format is not None and response_format.structured:
+            request["response_format"] = response_format.as_openai()
         return request
 
     async def complete(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
-        tools: ToolOptions | None = None,
+        tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> Completion:
         client = self._require_client()
         try:
             # The plain JSON: building the SDK's response models costs about 0.15 ms a
             # call, for the four fields we read.
-            response = await client.post(
-                self._endpoint, body=self._request(messages, params, model, tools),
-                cast_to=object,
-            )
+            body = self._request(messages, params, model, tools, response_format)
+            response = await client.post(self._endpoint, body=body, cast_to=object)
         except openai.APIError as exc:
             raise translate_error(exc) from exc
         return completion_of(response, model)
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
-        tools: ToolOptions | None = None,
+        tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
         client = self._require_client()
         parts: list[str] = []
@@ -93,7 +94,8 @@ class OpenAIBackend:
         finish: str | None = None
         served_model = model
         try:
-            body = {**self._request(messages, params, model, tools), "stream": True,
+            body = {**self._request(messages, params, model, tools, response_format),
+                    "stream": True,
                     "stream_options": {"include_usage": True}}
             stream = await client.post(self._endpoint, body=body, cast_to=ChatCompletion,
                                        stream=True, stream_cls=AsyncStream[ChatCompletionChunk])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chatsessions._lru import ByteLRU
-from chatsessions.types import Chat, Message, Role, TurnStatus
+from chatsessions.types import Chat, ImagePart, Message, Role, TurnStatus
 
 #: rough Python object overhead next to the text itself (the row, and its dict as shown)
 _PER_MESSAGE_BYTES = 400
@@ -48,7 +48,7 @@ class History:
                 self.tokens.append(None)
                 self.shown.append(message.as_openai())
                 self.summaries += message.role is Role.SYSTEM
-                size = len(message.content) + _PER_MESSAGE_BYTES
+                size = _size(message)
                 self.nbytes += size
                 added += size
         return added
@@ -60,12 +60,22 @@ class History:
             if message.seq == seq:
                 del self.messages[index], self.tokens[index], self.shown[index]
                 self.summaries -= message.role is Role.SYSTEM
-                size = len(message.content) + _PER_MESSAGE_BYTES
+                size = _size(message)
                 self.nbytes -= size
                 return size
             if message.seq < seq:
                 break
         return 0
+
+
+def _size(message: Message) -> int:
+    """About what a message holds in memory: its text, and its images' URLs (an inline
+    image is megabytes of base64)."""
+    size = len(message.content) + _PER_MESSAGE_BYTES
+    for part in message.parts or ():
+        if isinstance(part, ImagePart):
+            size += len(part.url)
+    return size
 
 
 #: Active chats' visible histories.

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chatsessions.types import Chat, Message, TurnStatus
+from chatsessions.types import Chat, ImagePart, Message, TurnStatus
 
 FORMATS = ("json", "markdown")
 #: The JSON document's format: version 3 added tool calls, tool outputs and a chat's
-#: tools; versions 1 and 2 (older exports) are still imported.
-FORMAT = "chatsessions.chat.v3"
+#: tools, version 4 a message's ``parts`` (text and images, when it holds images);
+#: versions 1 to 3 (older exports) are still imported.
+FORMAT = "chatsessions.chat.v4"
 #: Fields left out of a JSON export, and why: see the module's docstring.
 CHAT_FIELDS_LEFT_OUT = ("tenant_id",)
 MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key")
@@ -55,12 +56,25 @@ def export_markdown(chat: Chat, messages: list[Message]) -> str:
         if message.tool_call_id is not None:
             heading += f" (output of `{message.tool_call_id}`)"
         lines += [f"## {heading}", ""]
-        if message.content or not message.tool_calls:
+        if message.content or not (message.tool_calls or message.parts):
             lines += [message.content, ""]
+        for part in message.parts or ():
+            if isinstance(part, ImagePart):
+                lines += [_image(part.url), ""]
         for call in message.tool_calls or ():
             lines += [f"**Tool call** `{call.name}` (`{call.id}`)", "", "```json",
                       call.arguments, "```", ""]
     return "\n".join(lines)
+
+
+def _image(url: str) -> str:
+    """An image as Markdown: a linked one shown, an inline one named (its base64 would
+    fill pages)."""
+    if url.startswith("data:"):
+        media = url[5:url.find(";")] if ";" in url else "image"
+        size = (len(url) - url.find(",") - 1) * 3 // 4
+        return f"*[{media}, {size:,} bytes]*"
+    return f"![image]({url})"
 
 
 def render(chat: Chat, messages: list[Message], fmt: str) -> str:

@@ -15,12 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatsessions.backends import installed
 from chatsessions.config import Settings
+from chatsessions.engine.content import check_content
 from chatsessions.engine.export import FORMAT
 from chatsessions.engine.tools import check_tools
 from chatsessions.errors import InvalidInput
 from chatsessions.types import (
     TOOL_NAME,
     Chat,
+    ContentPart,
     ContextPolicy,
     Message,
     Role,
@@ -38,7 +40,7 @@ from chatsessions.validation import (
 )
 
 #: Formats :func:`build_chat` reads: the current one and the older ones.
-FORMATS = (FORMAT, "chatsessions.chat.v2", "chatsessions.chat.v1")
+FORMATS = (FORMAT, "chatsessions.chat.v3", "chatsessions.chat.v2", "chatsessions.chat.v1")
 #: Stored answers are not bound by the message limit; this bounds what an import holds.
 MAX_CONTENT_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
@@ -84,6 +86,8 @@ class MessageDoc(_Doc):
     replaces_seq: int | None = OptionalCount
     tool_calls: list[ToolCallDoc] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
     tool_call_id: str | None = None
+    #: version 4: the content as parts, on messages with images
+    parts: list[dict[str, Any]] | None = None
     # written by version 1, not imported (see chatsessions.engine.export)
     chat_id: str | None = None
     idempotency_key: str | None = None
@@ -120,11 +124,6 @@ class ExportDoc(_Doc):
     messages: list[MessageDoc] = Field(default_factory=list, max_length=MAX_MESSAGES)
 
 
-class TextPart(_Doc):
-    type: Literal["text"]
-    text: str
-
-
 class OpenAIFunction(_Doc):
     name: str
     arguments: str
@@ -138,18 +137,10 @@ class OpenAIToolCall(_Doc):
 
 class OpenAIMessage(_Doc):
     role: Literal["system", "user", "assistant", "tool"]
-    #: None only on an answer that calls tools
-    content: str | list[TextPart] | None
+    #: None only on an answer that calls tools; a list: text and image parts
+    content: str | list[dict[str, Any]] | None
     tool_calls: list[OpenAIToolCall] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
     tool_call_id: str | None = None
-
-    @property
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
 
 
 class OpenAIDoc(_Doc):
@@ -213,8 +204,12 @@ def _from_openai(
     messages = list(doc.messages)
     system_prompt = settings.system_prompt
     if messages and messages[0].role == "system":
-        system_prompt = check_text(messages.pop(0).text, field="messages.0.content",
-                                   max_chars=settings.max_message_chars, allow_empty=True)
+        first = messages.pop(0).content or ""
+        text, parts = check_content(first, field="messages.0.content",
+                                    max_chars=settings.max_message_chars, allow_empty=True)
+        if parts is not None:
+            raise InvalidInput("messages.0.content: a system prompt is text, not images")
+        system_prompt = text
     offset = len(doc.messages) - len(messages)
     now = utcnow()
     chat_id = str(uuid.uuid4())
@@ -229,11 +224,11 @@ def _from_openai(
         if message.content is None and not calls:
             raise InvalidInput(f"{where}.content: only an answer that calls tools may "
                                "have none")
-        content = check_text(message.text, field=f"{where}.content",
-                             max_chars=MAX_CONTENT_CHARS,
-                             allow_empty=bool(calls) or message.role == "tool")
+        content, parts = _content(message.content or "", f"{where}.content",
+                                  allow_empty=bool(calls) or message.role == "tool")
         rows.append(_with_tools(
-            Message(chat_id, index - offset + 1, Role(message.role), content, created_at=now),
+            Message(chat_id, index - offset + 1, Role(message.role), content, created_at=now,
+                    parts=parts),
             calls, message.tool_call_id, where))
     _check_tool_rounds(rows, first=offset)
     chat = Chat(
@@ -265,10 +260,15 @@ def _from_export(
                 continue  # version 1 put the system prompt first; it is chat.system_prompt
             raise InvalidInput(f"messages.{index}.seq: 0 is the system prompt's")
         where = f"messages.{index}"
+        content, parts = check_text(m.content, field=f"{where}.content",
+                                    max_chars=MAX_CONTENT_CHARS, allow_empty=True), None
+        if m.parts is not None:
+            content, parts = _content(m.parts, f"{where}.parts", allow_empty=True)
+            if parts is None or content != m.content:
+                raise InvalidInput(f"{where}.parts: stored only with images, and the "
+                                   "message's content is the text of its parts")
         rows.append(Message(
-            chat_id=chat_id, seq=m.seq, role=m.role,
-            content=check_text(m.content, field=f"{where}.content",
-                               max_chars=MAX_CONTENT_CHARS, allow_empty=True),
+            chat_id=chat_id, seq=m.seq, role=m.role, content=content, parts=parts,
             status=m.status,
             error=None if m.error is None else check_text(
                 m.error, field=f"{where}.error", max_chars=10_000, allow_empty=True),
@@ -369,6 +369,13 @@ def _check_tool_rounds(rows: list[Message], *, first: int) -> None:
             raise InvalidInput(f"messages.{index}: the tool calls {sorted(waiting)} have no "
                                "output before it")
         waiting = {call.id for call in message.tool_calls or ()}
+
+
+def _content(value: str | list[dict[str, Any]], where: str, *, allow_empty: bool,
+             ) -> tuple[str, tuple[ContentPart, ...] | None]:
+    """A message's text and parts; the text may be empty only where ``allow_empty``."""
+    return check_content(value, field=where, max_chars=MAX_CONTENT_CHARS,
+                         allow_empty=allow_empty)
 
 
 def _title(title: str | None) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from chatsessions.types import ApiKey, Chat, Message, ModelUsage, SearchHit
+from chatsessions.types import ApiKey, Chat, ContentPart, Message, ModelUsage, SearchHit
 
 
 class Store(Protocol):
@@ -58,12 +58,15 @@ class Store(Protocol):
         """Really delete the chat and all its messages."""
 
     async def add_user_message(
-        self, chat_id: str, content: str, *, idempotency_key: str | None = None
+        self, chat_id: str, content: str, *, idempotency_key: str | None = None,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message:
-        """Append a pending user message, allocating the next seq atomically."""
+        """Append a pending user message, allocating the next seq atomically. ``parts``:
+        its content as parts when it holds images (``content`` is then their text)."""
 
     async def begin_turn(
-        self, seen: Chat, owner: str, until: datetime, content: str
+        self, seen: Chat, owner: str, until: datetime, content: str, *,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message | None:
         """Take the turn lease and append the pending user message in one transaction,
         only if the chat is still exactly ``seen`` (message count and last update) and

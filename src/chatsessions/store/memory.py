@@ -15,6 +15,7 @@ from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,
     Chat,
+    ContentPart,
     Message,
     ModelUsage,
     Role,
@@ -126,15 +127,17 @@ class MemoryStore:
                 return
 
     async def add_user_message(
-        self, chat_id: str, content: str, *, idempotency_key: str | None = None
+        self, chat_id: str, content: str, *, idempotency_key: str | None = None,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message:
         return self._append(Message(
             chat_id=chat_id, seq=0, role=Role.USER, content=content,
-            status=TurnStatus.PENDING, idempotency_key=idempotency_key,
+            status=TurnStatus.PENDING, idempotency_key=idempotency_key, parts=parts,
         ))
 
     async def begin_turn(
-        self, seen: Chat, owner: str, until: datetime, content: str
+        self, seen: Chat, owner: str, until: datetime, content: str, *,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message | None:
         chat = self._chats.get(seen.id)
         held = self._leases.get(seen.id)
@@ -144,7 +147,7 @@ class MemoryStore:
                 or (held is not None and held[1] > utcnow())):
             return None
         self._leases[seen.id] = (owner, until)
-        return await self.add_user_message(seen.id, content)
+        return await self.add_user_message(seen.id, content, parts=parts)
 
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None

@@ -11,12 +11,15 @@ from typing import Any
 from chatsessions.types import (
     ApiKey,
     Chat,
+    ContentPart,
     ContextPolicy,
     Message,
     Role,
     Tool,
     ToolCall,
     TurnStatus,
+    parts_json,
+    parts_of_json,
     utcnow,
 )
 
@@ -78,6 +81,17 @@ def to_tool_calls(text: str | None) -> tuple[ToolCall, ...] | None:
     return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(text))
 
 
+def parts_text_value(parts: tuple[ContentPart, ...] | None) -> str | None:
+    """A message's parts as stored: JSON text in OpenAI's chat shape, or NULL."""
+    if parts is None:
+        return None
+    return json.dumps(parts_json(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def to_parts(text: str | None) -> tuple[ContentPart, ...] | None:
+    return None if text is None else parts_of_json(json.loads(text))
+
+
 def chat_row(chat: Chat) -> dict[str, Any]:
     return {
         "id": chat.id, "tenant_id": chat.tenant_id, "title": chat.title,
@@ -115,7 +129,7 @@ def message_row(m: Message) -> dict[str, Any]:
         "idempotency_key": m.idempotency_key, "context_messages": m.context_messages,
         "context_tokens": m.context_tokens, "covers_seq": m.covers_seq,
         "replaces_seq": m.replaces_seq, "tool_calls": tool_calls_text(m.tool_calls),
-        "tool_call_id": m.tool_call_id,
+        "tool_call_id": m.tool_call_id, "parts": parts_text_value(m.parts),
     }
 
 
@@ -137,7 +151,7 @@ def to_message(row: Mapping[Any, Any]) -> Message:
         idempotency_key=row["idempotency_key"], context_messages=row["context_messages"],
         context_tokens=row["context_tokens"], covers_seq=row["covers_seq"],
         replaces_seq=row["replaces_seq"], tool_calls=to_tool_calls(row["tool_calls"]),
-        tool_call_id=row["tool_call_id"],
+        tool_call_id=row["tool_call_id"], parts=to_parts(row["parts"]),
     )
 
 

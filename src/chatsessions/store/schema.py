@@ -62,6 +62,8 @@ messages = sa.Table(
     # JSON text, not a JSON column: written and read as-is on the driver path, never queried
     sa.Column("tool_calls", sa.Text),
     sa.Column("tool_call_id", sa.String(200)),
+    # JSON text of the content's parts, only when it holds more than text (images)
+    sa.Column("parts", sa.Text),
     sa.UniqueConstraint("chat_id", "idempotency_key", name="uq_messages_idempotency"),
 )
 

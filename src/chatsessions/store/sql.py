@@ -36,6 +36,7 @@ from chatsessions.store.turn_writes import TurnWrites, turn_writes
 from chatsessions.types import (
     ApiKey,
     Chat,
+    ContentPart,
     Message,
     ModelUsage,
     Role,
@@ -216,7 +217,8 @@ class SQLStore:
     # turns ---------------------------------------------------------------------------
 
     async def add_user_message(
-        self, chat_id: str, content: str, *, idempotency_key: str | None = None
+        self, chat_id: str, content: str, *, idempotency_key: str | None = None,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message:
         now = utcnow()
 
@@ -225,7 +227,7 @@ class SQLStore:
             message = Message(
                 chat_id=chat_id, seq=_next_seq(conn, chat_id, now), role=Role.USER,
                 content=content, status=TurnStatus.PENDING, created_at=now,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, parts=parts,
             )
             conn.execute(stmt.INSERT_MESSAGE, message_row(message))
             return message
@@ -233,11 +235,12 @@ class SQLStore:
         return await self.db.write_now(run)
 
     async def begin_turn(
-        self, seen: Chat, owner: str, until: datetime, content: str
+        self, seen: Chat, owner: str, until: datetime, content: str, *,
+        parts: tuple[ContentPart, ...] | None = None,
     ) -> Message | None:
         now = utcnow()
         message = Message(chat_id=seen.id, seq=0, role=Role.USER, content=content,
-                          status=TurnStatus.PENDING, created_at=now)
+                          status=TurnStatus.PENDING, created_at=now, parts=parts)
         params = bound_row(message)
         params.update(p_chat=seen.id, p_tenant=seen.tenant_id, p_count=seen.message_count,
                       p_seen=seen.updated_at, p_now=now, p_owner=owner, p_until=until)
@@ -458,7 +461,7 @@ class SQLStore:
         columns = ["chat_id", "seq", "role", "content", "status", "error", "model",
                    "prompt_tokens", "completion_tokens", "latency_ms", "created_at",
                    "context_messages", "context_tokens", "covers_seq", "replaces_seq",
-                   "tool_calls", "tool_call_id"]
+                   "tool_calls", "tool_call_id", "parts"]
         copied = sa.select(sa.literal(chat.id, sa.String), *(messages.c[c] for c in columns[1:]))
 
         def run(conn: Connection) -> Chat:
