@@ -14,6 +14,7 @@ from chatsessions.errors import (
     ChatNotFound,
     ChatSessionsError,
     ContextTooLong,
+    DatabaseUnavailable,
     InvalidInput,
     TurnInterrupted,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ChatSessionsError",
     "ContextPolicy",
     "ContextTooLong",
+    "DatabaseUnavailable",
     "GenerationParams",
     "InvalidInput",
     "Message",

@@ -485,6 +485,7 @@ class AsyncChatSessions:
         (lease expired), forget expired idempotency keys, and delete expired chats (of
         every tenant) with their messages. Returns turns failed."""
         store = await self._ready()
+        await self._core.leases.release_leaked()  # a database outage's leftovers
         failed = await store.recover_pending(alive=self._core.owner)
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from chatsessions import AsyncChatSessions, Settings, __version__
+from chatsessions import AsyncChatSessions, DatabaseUnavailable, Settings, __version__
 from chatsessions.service import errors, openai_compat, pages
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
@@ -118,6 +118,8 @@ async def _sweep_forever(sessions: AsyncChatSessions, period: float) -> None:
         await asyncio.sleep(period)
         try:
             await sessions.sweep()
+        except DatabaseUnavailable:  # logged once per outage by the store
+            log.debug("sweep skipped: the database is unavailable")
         except Exception:
             log.exception("sweep failed; retrying next period")
 

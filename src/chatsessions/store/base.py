@@ -79,7 +79,8 @@ class Store(Protocol):
         self, user: Message, error: str, partial: Message | None = None, *,
         lease_owner: str | None = None,
     ) -> None:
-        """Mark ``user`` failed; keep a partial streamed answer as a failed message."""
+        """Mark ``user`` failed and keep a partial streamed answer as a failed message,
+        unless ``user`` is no longer pending (its answer was stored after all)."""
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None

@@ -13,6 +13,10 @@ the two thread hops around it cost about as much again. If another connection ho
 lock, the write queues on the writer thread, which waits for it. That connection never
 checkpoints on its own (a checkpoint syncs the database file); the writer thread does it
 every ``CHECKPOINT_EVERY`` inline commits, while further writes queue behind it.
+
+Every call's failure passes through its database's ``Outage`` (``faults``): a server that
+cannot be reached or a connection that died becomes ``DatabaseUnavailable``, logged once
+per outage, and connections older than the last such failure are replaced before use.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from chatsessions.store.faults import Outage, unavailable
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ IDLE_RECYCLE_S = 300
 
 class Database(Protocol):
     dialect: str
+    #: failures that mean the database is unreachable become ``DatabaseUnavailable`` here
+    outage: Outage
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in a write transaction; commit if it returns."""
@@ -85,30 +93,66 @@ class AsyncDatabase:
     def __init__(self, engine: AsyncEngine, idle_limit: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.outage = Outage()
         #: driver connections kept checked out for ``driver``: (pool connection, asyncpg
         #: connection, when it was put aside)
         self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._idle_limit = idle_limit
+        event.listen(engine.sync_engine, "checkout", self._check_out)
+
+    def _check_out(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Replace a pooled connection the server has closed, or one older than the last
+        failure (a restart killed it, whether or not we have heard yet), before it is
+        used: the first request after an outage then gets a fresh one. No round trip,
+        unlike SQLAlchemy's ``pool_pre_ping``."""
+        if (record.starttime < self.outage.last_failure
+                or dbapi_conn.driver_connection.is_closed()):
+            raise sa.exc.DisconnectionError("connection older than the last failure")
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.run_sync(fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     write_now = write
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.run_sync(fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     async def driver(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn`` on a bare asyncpg connection, outside any transaction block (so each
         statement commits on its own). Such connections are kept aside between calls: a
         pool checkout and its reset cost as much as a one-row statement's round trip."""
-        pooled, raw = await self._take()
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            pooled, raw = await self._take()
+        except Exception as exc:
+            outage.check(exc)
+            raise
         try:
             result = await fn(raw)
         except BaseException as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not raw.is_closed():
+            lost = isinstance(exc, Exception) and unavailable(exc) is not None
+            if isinstance(exc, asyncpg.PostgresError) and not lost and not raw.is_closed():
                 await self._keep(pooled, raw)  # the server refused a statement: still usable
             else:  # cancelled or broken mid-statement: never reuse it
                 await _discard(pooled)
@@ -118,17 +162,23 @@ class AsyncDatabase:
                     idle, self._idle = self._idle, []
                     for other, _raw, _since in idle:
                         await _discard(other)
+            if lost:
+                outage.check(exc)
             raise
         await self._keep(pooled, raw)
+        if outage.since is not None:
+            outage.succeeded(epoch)
         return result
 
     async def _take(self) -> tuple[AsyncConnection, Any]:
         """The connection put aside last, unless it idled longer than the pool would keep
-        a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions); else a
-        fresh checkout."""
+        a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions), the
+        server closed it, or it was put aside before the last failure (a restart killed
+        it); else a fresh checkout."""
         while self._idle:
             pooled, raw, since = self._idle.pop()
-            if time.monotonic() - since < IDLE_RECYCLE_S:
+            if (time.monotonic() - since < IDLE_RECYCLE_S and not raw.is_closed()
+                    and since > self.outage.last_failure_mono):
                 return pooled, raw
             await _discard(pooled)  # closed for real, not handed back to the pool
         pooled = await self.engine.connect()
@@ -168,6 +218,7 @@ class ThreadedSQLite:
         self._inline = _OneConnection(self.inline)  # used on the event loop only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
         self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="chatsessions-read")
+        self.outage = Outage()
         self._inline_commits = 0
         #: jobs (writes, checkpoints) on the writer thread; inline writes wait for none
         self._on_thread = 0
@@ -175,7 +226,16 @@ class ThreadedSQLite:
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        return await self._on_writer_thread(self._writer.run, fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result: T = await self._on_writer_thread(self._writer.run, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     async def _on_writer_thread(self, call: Callable[..., T], *args: Any) -> T:
         self._on_thread += 1
@@ -199,6 +259,21 @@ class ThreadedSQLite:
 
     async def _now(self, inline: Callable[[Callable[[Any], T]], T],
                    on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result = await self._now_unchecked(inline, on_thread, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
+
+    async def _now_unchecked(
+        self, inline: Callable[[Callable[[Any], T]], T],
+        on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T],
+    ) -> T:
         # While the writer thread works (a long write, a checkpoint, a write waiting for
         # another process's lock), wait for it rather than queue behind it: the queue
         # drains, a checkpoint sees no new frames and completes (so the next write can
@@ -222,8 +297,17 @@ class ThreadedSQLite:
         return result
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_threads, _in_transaction, self.reader, fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result: T = await asyncio.get_running_loop().run_in_executor(
+                self._read_threads, _in_transaction, self.reader, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     async def dispose(self) -> None:
         if self._checkpoint is not None:
