@@ -493,6 +493,15 @@ class AsyncChatSessions:
             self._core.cache.discard(chat_id)
         return failed
 
+    async def lead_sweeps(self) -> bool:
+        """Whether this process is the one, of all sharing the database, that should run
+        periodic sweeps (the service asks before each): it takes the role if it is free
+        and keeps it until it exits or loses its database connection. PostgreSQL: an
+        advisory lock, across workers and replicas; SQLite: a lock file beside the
+        database."""
+        store = await self._ready()
+        return await store.lead_sweeps()
+
     # usage and search ---------------------------------------------------------------
 
     async def usage(

@@ -23,6 +23,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
+    async def lead_sweeps(self) -> bool:
+        """Whether this process is the one, of all sharing the database, to run periodic
+        sweeps: it holds the role (taking it if free) until it exits or loses its
+        connection."""
+
     async def create_chat(
         self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> Chat | None:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
+_SWEEP_LOCK_ID = 0x73776570  # "swep": held by the one process that runs periodic sweeps
 #: inline commits between two WAL checkpoints (a turn's commit adds about 6 pages)
 CHECKPOINT_EVERY = 100
 #: seconds before a pooled PostgreSQL connection is replaced (SQLAlchemy's pool_recycle)
@@ -61,6 +64,11 @@ class Database(Protocol):
         """``write`` for a transaction of a few statements, which may run at once."""
 
     async def read(self, fn: Callable[[Connection], T]) -> T: ...
+
+    async def lead_sweeps(self) -> bool:
+        """Hold (or take, if free) the lock that makes this process the one of all sharing
+        the database to run periodic sweeps; whether it holds it. Held until the process
+        exits or loses its connection, so another takes over only then."""
 
     async def dispose(self) -> None: ...
 
@@ -98,6 +106,8 @@ class AsyncDatabase:
         #: connection, when it was put aside)
         self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._idle_limit = idle_limit
+        #: the connection holding the sweep lock (a session advisory lock), if we hold it
+        self._sweeper: tuple[AsyncConnection, Any] | None = None
         event.listen(engine.sync_engine, "checkout", self._check_out)
 
     def _check_out(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
@@ -170,6 +180,32 @@ class AsyncDatabase:
             outage.succeeded(epoch)
         return result
 
+    async def lead_sweeps(self) -> bool:
+        """PostgreSQL's session advisory lock, on a connection kept for it: across workers
+        and replicas, and released by the server when the holder dies."""
+        if self._sweeper is not None:
+            if not self._sweeper[1].is_closed():
+                return True
+            await _discard(self._sweeper[0])
+            self._sweeper = None
+        try:
+            pooled = await self.engine.connect()
+        except Exception as exc:
+            self.outage.check(exc)
+            raise
+        try:
+            raw: Any = (await pooled.get_raw_connection()).driver_connection
+            held = bool(await raw.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEP_LOCK_ID))
+        except Exception as exc:
+            await _discard(pooled)
+            self.outage.check(exc)
+            raise
+        if held:
+            self._sweeper = (pooled, raw)
+        else:
+            await pooled.close()
+        return held
+
     async def _take(self) -> tuple[AsyncConnection, Any]:
         """The connection put aside last, unless it idled longer than the pool would keep
         a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions), the
@@ -191,6 +227,9 @@ class AsyncDatabase:
             await pooled.close()
 
     async def dispose(self) -> None:
+        if self._sweeper is not None:  # closed for real: the lock goes with the session
+            await _discard(self._sweeper[0])
+            self._sweeper = None
         idle, self._idle = self._idle, []
         for pooled, _raw, _since in idle:
             await pooled.close()
@@ -214,6 +253,10 @@ class ThreadedSQLite:
         self.reader = _sqlite_engine(url, synchronous, immediate=False, pool_size=2)
         self.inline = _sqlite_engine(url, synchronous, immediate=True, pool_size=1,
                                      busy_timeout_ms=0)
+        #: a lock file beside the database, held by the process that runs periodic sweeps
+        self._sweep_lock_path = (None if not url.database or url.database == ":memory:"
+                                 else Path(f"{Path(url.database).expanduser()}.sweeps.lock"))
+        self._sweep_lock: int | None = None
         self._writer = _OneConnection(self.writer, housekeeping)  # on the writer thread only
         self._inline = _OneConnection(self.inline)  # used on the event loop only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
@@ -309,7 +352,28 @@ class ThreadedSQLite:
             outage.succeeded(epoch)
         return result
 
+    async def lead_sweeps(self) -> bool:
+        """An exclusive ``flock`` on a file beside the database: every process using the
+        file is on this host, and the lock goes with the process."""
+        if self._sweep_lock is not None or self._sweep_lock_path is None:
+            return True
+        try:
+            fd = os.open(self._sweep_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self.outage.check(exc)
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._sweep_lock = fd
+        return True
+
     async def dispose(self) -> None:
+        if self._sweep_lock is not None:
+            os.close(self._sweep_lock)  # releases the lock
+            self._sweep_lock = None
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
         loop = asyncio.get_running_loop()

@@ -86,6 +86,9 @@ class SQLStore:
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
 
+    async def lead_sweeps(self) -> bool:
+        return await self.db.lead_sweeps()
+
     # chats ---------------------------------------------------------------------------
 
     async def create_chat(
