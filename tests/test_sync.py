@@ -310,6 +310,7 @@ def test_every_sync_method_works(chats: ChatSessions, fake_llm: FakeLLMServer) -
     assert [c.id for c in other.list_chats()] == [mine]
     assert mine not in {c.id for c in lib.list_chats()}
     assert lib.sweep() == 0
+    assert lib.lead_sweeps() is True  # the only process on this database
     lib.delete_chat(imported)
     with pytest.raises(ChatNotFound):
         lib.get_chat(imported)

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from chatsessions.errors import TurnInterrupted
+from chatsessions.errors import DatabaseUnavailable, TurnInterrupted
 from chatsessions.store import engines
 from chatsessions.store.driver import DriverStatement
 from chatsessions.store.engines import AsyncDatabase
@@ -176,26 +176,51 @@ async def test_postgres_driver_connections_are_reused_unless_a_call_was_cut(
     assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 3")) == 3
 
 
-async def test_postgres_driver_connections_are_all_dropped_when_one_is_found_dead(
+async def test_postgres_driver_connections_the_server_closed_are_replaced_before_use(
     pg_driver: AsyncDatabase, pg_database_url: str
 ) -> None:
-    """After a server restart every kept connection is dead: one failed call drops them
-    all, so the next call opens a fresh one instead of failing in turn on each."""
+    """After a server restart every kept connection is dead: the next call notices it
+    without a round trip (the socket is closed) and opens a fresh one, so it succeeds."""
     await asyncio.gather(*(pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"))
                            for _ in range(3)))
     assert len(pg_driver._idle) == 3
-    killer = await asyncpg.connect(pg_database_url.replace("postgresql://", "postgres://"))
+    await terminate_others(pg_database_url)
+    await asyncio.sleep(0.1)
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
+    assert len(pg_driver._idle) == 1
+    assert pg_driver.outage.since is None  # nobody was told the database went away
+
+
+async def test_postgres_driver_connections_are_all_dropped_when_one_dies_mid_call(
+    pg_driver: AsyncDatabase, pg_database_url: str
+) -> None:
+    """A connection killed under a statement (a restart's shutdown): the caller gets
+    DatabaseUnavailable, and every kept connection is dropped, as SQLAlchemy's pool does."""
+    await asyncio.gather(*(pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_sleep(0.1)"))
+                           for _ in range(3)))
+    assert len(pg_driver._idle) == 3
+    sleeping = asyncio.create_task(
+        pg_driver.driver(lambda conn: conn.fetchval("SELECT pg_sleep(5)")))
+    await asyncio.sleep(0.3)
+    await terminate_others(pg_database_url, "SELECT pg_sleep(5)")
+    with pytest.raises(DatabaseUnavailable):
+        await sleeping
+    assert pg_driver._idle == []
+    assert pg_driver.outage.since is not None
+    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
+    assert pg_driver.outage.since is None  # a call started during the outage succeeded
+
+
+async def terminate_others(url: str, query: str | None = None) -> None:
+    """Terminate the database's other sessions (those running ``query``, if given)."""
+    killer = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
     try:
         await killer.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND ($1::text IS NULL OR query = $1)", query)
     finally:
         await killer.close()
-    await asyncio.sleep(0.1)
-    with pytest.raises(Exception):  # noqa: B017, PT011  (whatever asyncpg says of it)
-        await pg_driver.driver(lambda conn: conn.fetchval("SELECT 1"))
-    assert pg_driver._idle == []
-    assert await pg_driver.driver(lambda conn: conn.fetchval("SELECT 4")) == 4
 
 
 async def test_postgres_driver_connections_idle_too_long_are_replaced(

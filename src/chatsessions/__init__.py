@@ -14,6 +14,7 @@ from chatsessions.errors import (
     ChatNotFound,
     ChatSessionsError,
     ContextTooLong,
+    DatabaseUnavailable,
     InvalidInput,
     TurnInterrupted,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Completion",
     "ContextPolicy",
     "ContextTooLong",
+    "DatabaseUnavailable",
     "GenerationParams",
     "InvalidInput",
     "Message",

@@ -57,6 +57,19 @@ class ChatBusy(ChatSessionsError):
         self.retry_after = retry_after
 
 
+class DatabaseUnavailable(ChatSessionsError):
+    """The database cannot be reached or the connection died (a restart, a network cut, a
+    file that cannot be opened). Nothing new is known to be stored; retry shortly."""
+
+    type = "database_unavailable"
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__("the database is unavailable; retry shortly")
+        #: what the driver said (for logs and the health check, not for clients)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class TurnInterrupted(ChatSessionsError):
     """This turn lost its chat to another replica (its lease expired); nothing was stored."""
 

@@ -580,12 +580,22 @@ class AsyncChatSessions:
         (lease expired), forget expired idempotency keys, and delete expired chats (of
         every tenant) with their messages. Returns turns failed."""
         store = await self._ready()
+        await self._runtime.leases.release_leaked()  # a database outage's leftovers
         failed = await store.recover_pending(alive=self._runtime.owner)
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)
         for chat_id in await store.delete_expired(utcnow()):
             self._runtime.cache.discard(chat_id)
         return failed
+
+    async def lead_sweeps(self) -> bool:
+        """Whether this process is the one, of all sharing the database, that should run
+        periodic sweeps (the service asks before each): it takes the role if it is free
+        and keeps it until it exits or loses its database connection. PostgreSQL: an
+        advisory lock, across workers and replicas; SQLite: a lock file beside the
+        database."""
+        store = await self._ready()
+        return await store.lead_sweeps()
 
     # usage and search ---------------------------------------------------------------
 

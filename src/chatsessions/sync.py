@@ -353,6 +353,10 @@ class ChatSessions:
     def sweep(self) -> int:
         return self._runner.call(self.aio.sweep())
 
+    @_twin(AsyncChatSessions.lead_sweeps)
+    def lead_sweeps(self) -> bool:
+        return self._runner.call(self.aio.lead_sweeps())
+
     @_twin(AsyncChatSessions.usage)
     def usage(
         self, start: datetime | None = None, end: datetime | None = None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -57,5 +60,23 @@ def serve(
     console.print(f"database: {settings.database_url}\nbackend: {settings.backend}", style="dim",
                   highlight=False)
     console.print(f"web console: {base}/\nAPI docs:    {base}/docs", highlight=False)
-    uvicorn.run("chatsessions.service:app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level="info", proxy_headers=False)
+    with _shared_metrics(workers):
+        uvicorn.run("chatsessions.service:app_from_env", factory=True, host=host, port=port,
+                    workers=workers, log_level="info", proxy_headers=False)
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several workers: a fresh directory for prometheus_client's multiprocess mode, set
+    before they start (they read it as they import it) and removed once they are gone,
+    so ``/metrics`` counts every worker's turns whichever answers the scrape. A directory
+    the operator set already is theirs: used, kept."""
+    if workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="chatsessions-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]

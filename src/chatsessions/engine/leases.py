@@ -12,6 +12,12 @@ if it is not does the turn fall back to :meth:`TurnLeases.take`. That saves one 
 transaction of three on the common path. Likewise the turn's last write releases the
 lease in its own transaction. :meth:`TurnLeases.take_with` and
 :meth:`TurnLeases.release_with` are the only ways a write takes or releases a lease.
+
+When the database goes away mid-turn, whether a lease write happened is unknown, and its
+release cannot be written: such chats are remembered (``leaked``) and their leases
+released by the next turn on the chat here or by the periodic sweep, whichever comes
+first, so the chat is neither blocked for a lease period nor its pending message left
+waiting for one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from chatsessions.engine.locks import ChatLocks
-from chatsessions.errors import ChatBusy, ChatNotFound
+from chatsessions.errors import ChatBusy, ChatNotFound, DatabaseUnavailable
 from chatsessions.store import Store
 from chatsessions.types import Chat, utcnow
 
@@ -52,6 +58,9 @@ class TurnLeases:
         self.owner = owner
         self.ttl = ttl
         self.locks = ChatLocks()
+        #: chats whose lease we may still hold in the database though no turn of ours
+        #: has them (the database went away before the release was written)
+        self.leaked: set[str] = set()
 
     def _until(self) -> datetime:
         return utcnow() + timedelta(seconds=self.ttl)
@@ -78,7 +87,10 @@ class TurnLeases:
                 if lease.renewer is not None:
                     lease.renewer.cancel()
                 if lease.taken and not lease.released:
-                    await asyncio.shield(self.store.release_lease(chat_id, self.owner))
+                    try:
+                        await asyncio.shield(self.store.release_lease(chat_id, self.owner))
+                    except DatabaseUnavailable:  # the caller hears of it from its own
+                        self.leaked.add(chat_id)  # call, if it failed; release it later
 
     async def take_with(
         self, lease: Lease, write: Callable[[str, datetime], Awaitable[T | None]]
@@ -87,7 +99,11 @@ class TurnLeases:
         transaction (given the owner and the expiry; see ``Store.begin_turn``). None, with
         nothing written or held, if the chat is not as presumed or another replica holds
         it: then :meth:`take` it."""
-        written = await write(self.owner, self._until())
+        try:
+            written = await write(self.owner, self._until())
+        except DatabaseUnavailable:
+            self.leaked.add(lease.chat.id)  # it may have been written
+            raise
         if written is not None:
             self.taken(lease)
         return written
@@ -119,12 +135,33 @@ class TurnLeases:
 
         lease.renewer = loop.call_later(self.ttl / 3, start)
 
+    async def release_leaked(self) -> None:
+        """Release the leases the database's absence left behind (see the module's
+        docstring) of chats no turn of ours holds now."""
+        for chat_id in list(self.leaked):
+            try:
+                async with self.locks.hold(chat_id, 0):
+                    await self._release_leaked(chat_id)
+            except ChatBusy:
+                continue  # a turn of ours has the chat: it releases the lease itself
+
+    async def _release_leaked(self, chat_id: str) -> None:
+        """Under the chat's in-process lock, where no turn of ours can hold its lease."""
+        if chat_id in self.leaked:
+            await self.store.release_lease(chat_id, self.owner)
+            self.leaked.discard(chat_id)
+
     async def _acquire(self, chat_id: str, tenant_id: str, deadline: float) -> Lease:
         loop = asyncio.get_running_loop()
         pause = 0.01
+        await self._release_leaked(chat_id)
         while True:
-            chat, acquired = await self.store.try_lease(
-                chat_id, tenant_id, self.owner, self._until())
+            try:
+                chat, acquired = await self.store.try_lease(
+                    chat_id, tenant_id, self.owner, self._until())
+            except DatabaseUnavailable:
+                self.leaked.add(chat_id)  # it may have been taken
+                raise
             if chat is None:
                 raise ChatNotFound(chat_id)
             if acquired:
@@ -142,6 +179,8 @@ class TurnLeases:
                 if not await self.store.renew_lease(chat_id, self.owner, self._until()):
                     log.warning("lost the turn lease of chat %s", chat_id)
                     return
+            except DatabaseUnavailable:  # logged once per outage by the store
+                pass
             except Exception:  # the store hiccuped: try again at the next period
                 log.exception("could not renew the turn lease of chat %s", chat_id)
             await asyncio.sleep(self.ttl / 3)

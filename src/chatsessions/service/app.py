@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from chatsessions import AsyncChatSessions, Settings, __version__
+from chatsessions import AsyncChatSessions, DatabaseUnavailable, Settings, __version__
 from chatsessions.service import errors, openai_compat, pages
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
@@ -48,7 +48,7 @@ def create_app(
         await live.open()
         app.state.sessions = live
         app.state.auth = Authenticator(live.keys, settings.rate_limit_per_minute)
-        sweeper = asyncio.create_task(_sweep_forever(live, settings.lease_ttl))
+        sweeper = asyncio.create_task(_sweep_forever(live, settings.lease_ttl, app.state.metrics))
         if own_process:
             tune_gc()
         try:
@@ -57,6 +57,8 @@ def create_app(
             sweeper.cancel()
             if owned:
                 await live.close()
+            if own_process:
+                app.state.metrics.process_exiting()
 
     # /docs comes from pages.install, on Swagger UI shipped with the package.
     app = FastAPI(title="chatsessions", version=__version__, description=DESCRIPTION,
@@ -111,13 +113,19 @@ def install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-async def _sweep_forever(sessions: AsyncChatSessions, period: float) -> None:
+async def _sweep_forever(sessions: AsyncChatSessions, period: float, metrics: Metrics) -> None:
     """Fail turns whose replica died (once their lease expired), expire old keys and
-    delete expired chats."""
+    delete expired chats: once a period across all processes sharing the database (workers
+    and replicas), by the one holding the sweep lock."""
     while True:
         await asyncio.sleep(period)
         try:
+            if not await sessions.lead_sweeps():
+                continue
             await sessions.sweep()
+            metrics.sweeps.inc()
+        except DatabaseUnavailable:  # logged once per outage by the store
+            log.debug("sweep skipped: the database is unavailable")
         except Exception:
             log.exception("sweep failed; retrying next period")
 

@@ -19,6 +19,7 @@ from chatsessions.errors import (
     ChatMoved,
     ChatNotFound,
     ChatSessionsError,
+    DatabaseUnavailable,
     InvalidInput,
     TurnInterrupted,
 )
@@ -33,6 +34,7 @@ STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (ChatBusy, 409),
     (ChatMoved, 409),
     (TurnInterrupted, 409),
+    (DatabaseUnavailable, 503),
     (BackendTimeout, 504),
     (BackendUnavailable, 503),
     (BackendError, 502),
@@ -72,6 +74,14 @@ def status_of(exc: ChatSessionsError) -> int:
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
 
+def retry_headers(exc: ChatSessionsError) -> dict[str, str]:
+    """``Retry-After`` for the errors that pass by themselves: a busy chat, a database
+    that is restarting."""
+    if isinstance(exc, (ChatBusy, DatabaseUnavailable)):
+        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return {}
+
+
 def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     """(status, type, message) naming each offending field precisely."""
     problems = []
@@ -90,13 +100,10 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ChatSessionsError)
     async def _domain(_: Request, exc: ChatSessionsError) -> JSONResponse:
-        headers = {}
-        if isinstance(exc, ChatBusy):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         body = error_body(exc.type, str(exc))
         if isinstance(exc, BackendError) and exc.chat_id is not None:
             body["error"]["chat_id"] = exc.chat_id  # where a failed edit can be retried
-        return JSONResponse(body, status_code=status_of(exc), headers=headers)
+        return JSONResponse(body, status_code=status_of(exc), headers=retry_headers(exc))
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:

@@ -1,10 +1,26 @@
-"""Prometheus metrics for turns: counts by outcome, latency, tokens."""
+"""Prometheus metrics for turns (counts by outcome, latency, tokens) and periodic sweeps.
+
+Under ``chatsessions serve --workers N`` each worker is a process of its own: ``serve``
+sets ``PROMETHEUS_MULTIPROC_DIR`` before they start, every worker's metrics then live in
+files there, and a scrape answered by any worker adds them all up (prometheus_client's
+multiprocess mode). There are no gauges: counters and histograms add up across workers
+as they are.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from chatsessions.types import Message
+
+#: set by ``serve`` for several workers (and read by prometheus_client at import)
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_ENV) or None
 
 
 class Metrics:
@@ -21,6 +37,10 @@ class Metrics:
         )
         self.tokens = Counter("chatsessions_tokens", "Tokens used", ["kind"],
                               registry=self.registry)
+        self.sweeps = Counter(
+            "chatsessions_sweeps",
+            "Periodic sweeps run (by the one process holding the sweep lock)",
+            registry=self.registry)
 
     def turn_ok(self, answer: Message) -> None:
         self.turns.labels("ok").inc()
@@ -33,4 +53,14 @@ class Metrics:
         self.turns.labels("failed").inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics, or with several workers all of theirs."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def process_exiting(self) -> None:
+        """A worker stops: its live gauges (none yet) stop counting; its counters stay."""
+        if multiprocess_dir() is not None:
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

@@ -23,6 +23,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
 
+    async def lead_sweeps(self) -> bool:
+        """Whether this process is the one, of all sharing the database, to run periodic
+        sweeps: it holds the role (taking it if free) until it exits or loses its
+        connection."""
+
     async def create_chat(
         self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> Chat | None:
@@ -82,7 +87,8 @@ class Store(Protocol):
         self, user: Message, error: str, partial: Message | None = None, *,
         lease_owner: str | None = None,
     ) -> None:
-        """Mark ``user`` failed; keep a partial streamed answer as a failed message."""
+        """Mark ``user`` failed and keep a partial streamed answer as a failed message,
+        unless ``user`` is no longer pending (its answer was stored after all)."""
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = None

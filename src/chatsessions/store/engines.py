@@ -13,13 +13,19 @@ the two thread hops around it cost about as much again. If another connection ho
 lock, the write queues on the writer thread, which waits for it. That connection never
 checkpoints on its own (a checkpoint syncs the database file); the writer thread does it
 every ``CHECKPOINT_EVERY`` inline commits, while further writes queue behind it.
+
+Every call's failure passes through its database's ``Outage`` (``faults``): a server that
+cannot be reached or a connection that died becomes ``DatabaseUnavailable``, logged once
+per outage, and connections older than the last such failure are replaced before use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -33,10 +39,13 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from chatsessions.store.faults import Outage, unavailable
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_ID = 0x63686174  # "chat": serializes schema upgrades across replicas
+_SWEEP_LOCK_ID = 0x73776570  # "swep": held by the one process that runs periodic sweeps
 #: inline commits between two WAL checkpoints (a turn's commit adds about 6 pages)
 CHECKPOINT_EVERY = 100
 #: seconds before a pooled PostgreSQL connection is replaced (SQLAlchemy's pool_recycle)
@@ -45,6 +54,8 @@ IDLE_RECYCLE_S = 300
 
 class Database(Protocol):
     dialect: str
+    #: failures that mean the database is unreachable become ``DatabaseUnavailable`` here
+    outage: Outage
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in a write transaction; commit if it returns."""
@@ -53,6 +64,11 @@ class Database(Protocol):
         """``write`` for a transaction of a few statements, which may run at once."""
 
     async def read(self, fn: Callable[[Connection], T]) -> T: ...
+
+    async def lead_sweeps(self) -> bool:
+        """Hold (or take, if free) the lock that makes this process the one of all sharing
+        the database to run periodic sweeps; whether it holds it. Held until the process
+        exits or loses its connection, so another takes over only then."""
 
     async def dispose(self) -> None: ...
 
@@ -85,30 +101,68 @@ class AsyncDatabase:
     def __init__(self, engine: AsyncEngine, idle_limit: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.outage = Outage()
         #: driver connections kept checked out for ``driver``: (pool connection, asyncpg
         #: connection, when it was put aside)
         self._idle: list[tuple[AsyncConnection, Any, float]] = []
         self._idle_limit = idle_limit
+        #: the connection holding the sweep lock (a session advisory lock), if we hold it
+        self._sweeper: tuple[AsyncConnection, Any] | None = None
+        event.listen(engine.sync_engine, "checkout", self._check_out)
+
+    def _check_out(self, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        """Replace a pooled connection the server has closed, or one older than the last
+        failure (a restart killed it, whether or not we have heard yet), before it is
+        used: the first request after an outage then gets a fresh one. No round trip,
+        unlike SQLAlchemy's ``pool_pre_ping``."""
+        if (record.starttime < self.outage.last_failure
+                or dbapi_conn.driver_connection.is_closed()):
+            raise sa.exc.DisconnectionError("connection older than the last failure")
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            async with self.engine.begin() as conn:
+                result = await conn.run_sync(fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     write_now = write
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            async with self.engine.connect() as conn:
+                result = await conn.run_sync(fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     async def driver(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn`` on a bare asyncpg connection, outside any transaction block (so each
         statement commits on its own). Such connections are kept aside between calls: a
         pool checkout and its reset cost as much as a one-row statement's round trip."""
-        pooled, raw = await self._take()
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            pooled, raw = await self._take()
+        except Exception as exc:
+            outage.check(exc)
+            raise
         try:
             result = await fn(raw)
         except BaseException as exc:
-            if isinstance(exc, asyncpg.PostgresError) and not raw.is_closed():
+            lost = isinstance(exc, Exception) and unavailable(exc) is not None
+            if isinstance(exc, asyncpg.PostgresError) and not lost and not raw.is_closed():
                 await self._keep(pooled, raw)  # the server refused a statement: still usable
             else:  # cancelled or broken mid-statement: never reuse it
                 await _discard(pooled)
@@ -118,17 +172,49 @@ class AsyncDatabase:
                     idle, self._idle = self._idle, []
                     for other, _raw, _since in idle:
                         await _discard(other)
+            if lost:
+                outage.check(exc)
             raise
         await self._keep(pooled, raw)
+        if outage.since is not None:
+            outage.succeeded(epoch)
         return result
+
+    async def lead_sweeps(self) -> bool:
+        """PostgreSQL's session advisory lock, on a connection kept for it: across workers
+        and replicas, and released by the server when the holder dies."""
+        if self._sweeper is not None:
+            if not self._sweeper[1].is_closed():
+                return True
+            await _discard(self._sweeper[0])
+            self._sweeper = None
+        try:
+            pooled = await self.engine.connect()
+        except Exception as exc:
+            self.outage.check(exc)
+            raise
+        try:
+            raw: Any = (await pooled.get_raw_connection()).driver_connection
+            held = bool(await raw.fetchval("SELECT pg_try_advisory_lock($1)", _SWEEP_LOCK_ID))
+        except Exception as exc:
+            await _discard(pooled)
+            self.outage.check(exc)
+            raise
+        if held:
+            self._sweeper = (pooled, raw)
+        else:
+            await pooled.close()
+        return held
 
     async def _take(self) -> tuple[AsyncConnection, Any]:
         """The connection put aside last, unless it idled longer than the pool would keep
-        a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions); else a
-        fresh checkout."""
+        a connection (``IDLE_RECYCLE_S``: servers and proxies drop idle sessions), the
+        server closed it, or it was put aside before the last failure (a restart killed
+        it); else a fresh checkout."""
         while self._idle:
             pooled, raw, since = self._idle.pop()
-            if time.monotonic() - since < IDLE_RECYCLE_S:
+            if (time.monotonic() - since < IDLE_RECYCLE_S and not raw.is_closed()
+                    and since > self.outage.last_failure_mono):
                 return pooled, raw
             await _discard(pooled)  # closed for real, not handed back to the pool
         pooled = await self.engine.connect()
@@ -141,6 +227,9 @@ class AsyncDatabase:
             await pooled.close()
 
     async def dispose(self) -> None:
+        if self._sweeper is not None:  # closed for real: the lock goes with the session
+            await _discard(self._sweeper[0])
+            self._sweeper = None
         idle, self._idle = self._idle, []
         for pooled, _raw, _since in idle:
             await pooled.close()
@@ -164,10 +253,15 @@ class ThreadedSQLite:
         self.reader = _sqlite_engine(url, synchronous, immediate=False, pool_size=2)
         self.inline = _sqlite_engine(url, synchronous, immediate=True, pool_size=1,
                                      busy_timeout_ms=0)
+        #: a lock file beside the database, held by the process that runs periodic sweeps
+        self._sweep_lock_path = (None if not url.database or url.database == ":memory:"
+                                 else Path(f"{Path(url.database).expanduser()}.sweeps.lock"))
+        self._sweep_lock: int | None = None
         self._writer = _OneConnection(self.writer, housekeeping)  # on the writer thread only
         self._inline = _OneConnection(self.inline)  # used on the event loop only
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="chatsessions-write")
         self._read_threads = ThreadPoolExecutor(2, thread_name_prefix="chatsessions-read")
+        self.outage = Outage()
         self._inline_commits = 0
         #: jobs (writes, checkpoints) on the writer thread; inline writes wait for none
         self._on_thread = 0
@@ -175,7 +269,16 @@ class ThreadedSQLite:
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        return await self._on_writer_thread(self._writer.run, fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result: T = await self._on_writer_thread(self._writer.run, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
 
     async def _on_writer_thread(self, call: Callable[..., T], *args: Any) -> T:
         self._on_thread += 1
@@ -199,6 +302,21 @@ class ThreadedSQLite:
 
     async def _now(self, inline: Callable[[Callable[[Any], T]], T],
                    on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result = await self._now_unchecked(inline, on_thread, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
+
+    async def _now_unchecked(
+        self, inline: Callable[[Callable[[Any], T]], T],
+        on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T],
+    ) -> T:
         # While the writer thread works (a long write, a checkpoint, a write waiting for
         # another process's lock), wait for it rather than queue behind it: the queue
         # drains, a checkpoint sees no new frames and completes (so the next write can
@@ -222,10 +340,40 @@ class ThreadedSQLite:
         return result
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_threads, _in_transaction, self.reader, fn)
+        outage = self.outage
+        epoch = outage.epoch
+        try:
+            result: T = await asyncio.get_running_loop().run_in_executor(
+                self._read_threads, _in_transaction, self.reader, fn)
+        except Exception as exc:
+            outage.check(exc)
+            raise
+        if outage.since is not None:
+            outage.succeeded(epoch)
+        return result
+
+    async def lead_sweeps(self) -> bool:
+        """An exclusive ``flock`` on a file beside the database: every process using the
+        file is on this host, and the lock goes with the process."""
+        if self._sweep_lock is not None or self._sweep_lock_path is None:
+            return True
+        try:
+            fd = os.open(self._sweep_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self.outage.check(exc)
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._sweep_lock = fd
+        return True
 
     async def dispose(self) -> None:
+        if self._sweep_lock is not None:
+            os.close(self._sweep_lock)  # releases the lock
+            self._sweep_lock = None
         if self._checkpoint is not None:
             await asyncio.gather(self._checkpoint, return_exceptions=True)
         loop = asyncio.get_running_loop()

@@ -42,6 +42,9 @@ class MemoryStore:
     async def ping(self) -> None:
         pass
 
+    async def lead_sweeps(self) -> bool:
+        return True  # nobody else can see this store
+
     async def create_chat(
         self, chat: Chat, *, idempotency_key: str | None = None, request_hash: str | None = None
     ) -> Chat | None:

@@ -87,6 +87,9 @@ class SQLStore:
     async def ping(self) -> None:
         await self.db.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar())
 
+    async def lead_sweeps(self) -> bool:
+        return await self.db.lead_sweeps()
+
     # chats ---------------------------------------------------------------------------
 
     async def create_chat(
@@ -265,9 +268,9 @@ class SQLStore:
         lease_owner: str | None = None,
     ) -> None:
         def run(conn: Connection) -> None:
-            conn.execute(stmt.MARK_FAILED,
-                         {"p_chat": user.chat_id, "p_seq": user.seq, "p_error": error})
-            if partial is not None:
+            marked = conn.execute(stmt.MARK_FAILED, {"p_chat": user.chat_id,
+                                                     "p_seq": user.seq, "p_error": error})
+            if partial is not None and marked.rowcount:
                 seq = _next_seq(conn, user.chat_id, partial.created_at, release=lease_owner)
                 conn.execute(stmt.INSERT_MESSAGE, message_row(with_seq(partial, seq)))
             elif lease_owner is not None:

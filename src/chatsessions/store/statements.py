@@ -104,9 +104,12 @@ MARK_REPLACED = (
     .values(status=TurnStatus.REPLACED.value)
 )
 
+#: only a pending message: a turn whose answer was committed just as the connection died
+#: (its caller heard of a failure) keeps its answer
 MARK_FAILED = (
     messages.update()
-    .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"))
+    .where(_msg.chat_id == sa.bindparam("p_chat"), _msg.seq == sa.bindparam("p_seq"),
+           _msg.status == TurnStatus.PENDING.value)
     .values(status=TurnStatus.FAILED.value, error=sa.bindparam("p_error"))
 )
 

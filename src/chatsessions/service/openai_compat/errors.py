@@ -18,8 +18,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from chatsessions.errors import ChatBusy, ChatSessionsError, ContextTooLong
-from chatsessions.service.errors import ServiceError, status_of
+from chatsessions.errors import ChatSessionsError, ContextTooLong
+from chatsessions.service.errors import ServiceError, retry_headers, status_of
 
 log = logging.getLogger("chatsessions.service.openai")
 
@@ -54,7 +54,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: _documented("rate limit of the API key reached"),
     500: _documented("unexpected error"),
     502: _documented("the model backend failed; the input is kept"),
-    503: _documented("the model backend is unavailable"),
+    503: _documented("the model backend or the database is unavailable (Retry-After)"),
     504: _documented("the model backend did not answer in time"),
 }
 
@@ -110,12 +110,9 @@ def from_domain(exc: ChatSessionsError) -> OpenAIError:
     status = status_of(exc)
     if status == 422:
         status = 400
-    headers = {}
-    if isinstance(exc, ChatBusy):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     code = "context_length_exceeded" if isinstance(exc, ContextTooLong) else exc.type
     return OpenAIError(status, str(exc), type_=SERVER if status >= 500 else INVALID, code=code,
-                       headers=headers)
+                       headers=retry_headers(exc))
 
 
 def from_validation(exc: RequestValidationError) -> OpenAIError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from chatsessions import DatabaseUnavailable
 from chatsessions.service.errors import ServiceError
 from chatsessions.service.schemas import ErrorBody, Health
 
@@ -15,6 +16,9 @@ router = APIRouter(tags=["operations"])
 async def healthz(request: Request) -> Health:
     try:
         await request.app.state.sessions.ping()
+    except DatabaseUnavailable as exc:
+        raise ServiceError(503, exc.type, f"database unavailable: {exc.reason}",
+                           {"Retry-After": str(max(1, round(exc.retry_after)))}) from None
     except Exception as exc:
         raise ServiceError(
             503, "unavailable", f"database check failed: {type(exc).__name__}") from None
