@@ -109,7 +109,7 @@ async def test_a_hot_server_overflows_to_the_next_on_the_ring(
         fake.delay = delay
     await asyncio.gather(*(chats.send_message(c, f"chat-{n} burst") for n, c in enumerate(ids)))
     home = fake_at(fakes, hot.url)
-    assert max_overlap(home, delay) <= 5  # ceil(1.25 * 12 / 3)
+    assert max_overlap(home, delay) <= 6  # ceil(1.25 * 11 / 3) + the call placed
     moved = [n for n in range(12) if not served(home, f"chat-{n} ")]
     assert moved
     for n in moved:  # each to the next server on its own walk of the ring

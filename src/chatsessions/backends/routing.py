@@ -7,7 +7,7 @@ we know the chat id of every call, so each chat gets a home on a hash ring (the 
 home in every process and replica, since the ring depends only on the endpoint list).
 
 Consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018): an
-endpoint already holding ``ceil(c * average)`` calls in flight passes the new call to the
+endpoint holding more than ``ceil(c * average)`` calls in flight passes the new call to the
 next endpoint on the ring, so one hot chat or an unlucky hash cannot pile calls onto a
 server. An endpoint that refused a connection, or kept failing, rests for a cooldown and
 its chats are served by the next endpoint; the ring itself never changes, so they go
@@ -110,15 +110,15 @@ class Router:
         resting = [e for e in walk if not e.healthy(now)]
         if len(healthy) > 1:
             bound = self.bound(healthy)
-            within = next((e for e in healthy if e.in_flight < bound), healthy[0])
+            within = next((e for e in healthy if e.in_flight <= bound), healthy[0])
             healthy.remove(within)
             healthy.insert(0, within)
         return healthy + resting
 
     def bound(self, endpoints: Sequence[Endpoint]) -> int:
-        """The most calls one endpoint may hold once this call is placed:
-        ``ceil(c * (calls in flight + 1) / endpoints)``."""
-        total = sum(e.in_flight for e in endpoints) + 1
+        """The most calls an endpoint may hold and still take one more:
+        ``ceil(c * average calls in flight)``; one holding more passes the call on."""
+        total = sum(e.in_flight for e in endpoints)
         return math.ceil(self.load_factor * total / len(endpoints))
 
     def succeeded(self, endpoint: Endpoint) -> None:
