@@ -44,7 +44,7 @@ SIZES: dict[str, dict[str, tuple[int, ...]]] = {
              "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
              "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50),
-             "routing": (48, 8, 12, 2)},
+             "routing": (48, 8, 3, 2)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
               "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
               "scale_memory": (100,), "embedded": (2, 3, 1), "graph": (2, 12),
