@@ -18,7 +18,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import embedded, flat, graph, lookups, overhead, peer, placement, report, scale, service
+from bench import (
+    embedded,
+    flat,
+    graph,
+    lookups,
+    overhead,
+    peer,
+    placement,
+    report,
+    routing,
+    scale,
+    service,
+)
 from bench.harness import fake_model_process, machine_info, pg_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,16 +38,17 @@ _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 
 #: (chats, turns[, passes]) per benchmark and mode; service: (clients, rounds, turns per
 #: round); scale: the ladder of turns in flight; scale_memory: (chats,); lookups: (chats,
-#: messages per chat, turns)
+#: messages per chat, turns); routing: (chats, turns, turns in flight, passes)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
              "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
-             "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50)},
+             "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50),
+             "routing": (48, 8, 3, 2)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
               "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
               "scale_memory": (100,), "embedded": (2, 3, 1), "graph": (2, 12),
-              "lookups": (2000, 4, 5)},
+              "lookups": (2000, 4, 5), "routing": (6, 2, 3, 1)},
 }
 
 
@@ -66,6 +79,7 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
         benches["service"] = service.run(workdir, pg_service, *sizes["service"], log)
         benches["scale"] = scale.run(workdir, sizes["scale"], *sizes["scale_memory"], log)
         benches["embedded"] = embedded.run(workdir, *sizes["embedded"], log)
+        benches["routing"] = routing.run(*sizes["routing"], log)
     data["duration_s"] = time.perf_counter() - clock
     return data
 

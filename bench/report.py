@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib
 
-from bench import lookups
+from bench import lookups, routing
 from bench.harness import median
 
 matplotlib.use("Agg")  # no display; must precede pyplot
@@ -20,6 +20,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 HOW = {
     "lookups": lookups.__doc__ or "",
+    "routing": routing.__doc__ or "",
     "overhead": """\
 The tutorial's baseline keeps `chat_id -> list of messages` in a dict and calls the
 official `openai.OpenAI` client; ours sends the same turns through `ChatSessions`
@@ -284,7 +285,8 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
             out += [*_scale_table(bench), ""]
             continue
         table = {"flat": _flat_table, "graph": _graph_table, "service": _service_table,
-                 "embedded": _embedded_table, "lookups": lookups.table}.get(key, _sides_table)
+                 "embedded": _embedded_table, "lookups": lookups.table,
+                 "routing": routing.table}.get(key, _sides_table)
         out += [*table(bench["results"]), ""]
     out += ["## Choices", "", choices(data), ""]
     return "\n".join(out)

@@ -37,7 +37,7 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
     assert set(data["benchmarks"]) == {"overhead", "flat", "graph", "peer", "service",
-                                       "scale", "embedded", "lookups"}
+                                       "scale", "embedded", "lookups", "routing"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:
@@ -61,7 +61,9 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
 
     page = (tmp_path / "benchmarks.md").read_text()
     assert "| `overhead_sqlite_sync` |" in page
-    for name in ("service_sqlite_rate", "scale_wall_over_model_latency",
+    routed = data["benchmarks"]["routing"]["results"]
+    assert routed["affinity"]["prompt_tokens"] == routed["round_robin"]["prompt_tokens"]
+    for name in ("service_sqlite_rate", "scale_wall_over_model_latency", "routing_ttft_affinity",
                  "scale_wall_vs_proxy_httpx", "embedded_ttft_cache_on"):
         assert f"| `{name}` |" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")

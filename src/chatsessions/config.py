@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
 
@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("openai_base_url", "OPENAI_BASE_URL")
     )
+    openai_base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="several OpenAI-compatible servers of the same model, comma-separated: "
+        "each chat is sent to its own (a stable hash of its id, bounded by load), so "
+        "their prefix caches keep its history; overrides OPENAI_BASE_URL")
+    openai_routing: Literal["affinity", "round_robin"] = Field(
+        default="affinity", description="how calls are spread over openai_base_urls: by "
+        "chat (affinity) or in turn (round_robin, what a plain balancer does)")
+    endpoint_cooldown: float = Field(
+        default=5.0, gt=0, description="seconds an unreachable or failing endpoint of "
+        "openai_base_urls rests while its chats are served by the next one")
     openai_api_key: str | None = Field(
         default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY")
     )
@@ -111,6 +122,28 @@ class Settings(BaseSettings):
             if not (prompt >= 0 and completion >= 0):
                 raise ValueError(f"prices for {model} must be non-negative numbers")
         return value
+
+    @field_validator("openai_base_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("openai_base_urls")
+    @classmethod
+    def _distinct_urls(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("an endpoint is listed twice in openai_base_urls")
+        return value
+
+    @property
+    def openai_endpoints(self) -> list[str]:
+        """The OpenAI-compatible servers to spread calls over; none means the official
+        API (or whatever the client's own environment points it at)."""
+        if self.openai_base_urls:
+            return list(self.openai_base_urls)
+        return [self.openai_base_url] if self.openai_base_url else []
 
     @field_validator("backend")
     @classmethod

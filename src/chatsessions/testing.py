@@ -137,6 +137,8 @@ class RecordedRequest:
     params: dict[str, Any] = field(default_factory=dict)
     fault: str | None = None
     at: float = 0.0
+    #: prompt tokens found in the simulated prefix cache (0 when it is off)
+    cached_tokens: int = 0
 
 
 class _ConnectionCut(Exception):
@@ -208,6 +210,13 @@ class FakeLLMServer:
     ``/_fake/reset``. Faults come from the :meth:`inject` queue first, then at random with
     probability :attr:`fault_rate` from :attr:`random_faults`. :attr:`delay` seconds pass
     before every chat answer. ``max_tokens`` cuts the answer to that many words.
+
+    With ``prefix_cache`` (seconds per token) it behaves like a model server with a prefix
+    cache: the first token waits for the prompt tokens it has not seen, read one prompt at
+    a time as a GPU would. It keeps the last prompt of each conversation (the messages up
+    to the first user message name it), at most ``prefix_cache_size`` of them; a prompt's
+    tokens that extend the kept one are cached, the rest are read again. Usage reports the
+    cached ones as ``prompt_tokens_details.cached_tokens``, as OpenAI does.
     """
 
     def __init__(
@@ -219,9 +228,15 @@ class FakeLLMServer:
         delay: float = 0.0,
         fault_rate: float = 0.0,
         seed: int = 0,
+        prefix_cache: float = 0.0,
+        prefix_cache_size: int = 1024,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0 or delay < 0:
             raise ValueError("need delay >= 0 and fault_rate within [0, 1]")
+        if prefix_cache < 0 or prefix_cache_size < 1:
+            raise ValueError("need prefix_cache >= 0 and prefix_cache_size >= 1")
+        self.prefix_cache = prefix_cache
+        self._prefixes = _PrefixCache(prefix_cache_size)
         self.host, self.port, self.model, self.seed = host, port, model, seed
         self.delay, self.fault_rate = delay, fault_rate
         self.random_faults: list[Fault] = list(_RANDOM_FAULTS)
@@ -235,6 +250,7 @@ class FakeLLMServer:
         self._running: tuple[uvicorn.Server, threading.Thread, socket.socket] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._prefill: asyncio.Lock | None = None
         self.app = Starlette(
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
@@ -307,7 +323,7 @@ class FakeLLMServer:
         server.should_exit = True
         thread.join(timeout=10.0)
         sock.close()
-        self._running = self._loop = self._stopping = None
+        self._running = self._loop = self._stopping = self._prefill = None
 
     def __enter__(self) -> FakeLLMServer:
         return self.start()
@@ -320,6 +336,11 @@ class FakeLLMServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         yield
+
+    def _prefill_lock(self) -> asyncio.Lock:
+        if self._prefill is None:  # made on the server's own loop
+            self._prefill = asyncio.Lock()
+        return self._prefill
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep that ends early when the server stops, so shutdown never waits on it."""
@@ -351,6 +372,7 @@ class FakeLLMServer:
             self._rng.seed(self.seed)
             self.delay, self.fault_rate = self._initial
             self.random_faults = list(_RANDOM_FAULTS)
+            self._prefixes.clear()
 
     def chat_histories(self) -> list[list[dict[str, Any]]]:
         """The messages of each recorded chat request, in arrival order."""
@@ -422,15 +444,22 @@ class FakeLLMServer:
         fault = self._next_fault()
         with self._lock:
             scripted = self._scripted.popleft() if self._scripted else None
+            tokens = _prompt_tokens(messages)
+            cached = self._prefixes.seen(messages, tokens) if self.prefix_cache else 0
         answer = self.answer_for(messages) if scripted is None else scripted
         if scripted is None:
             answer = formatted_answer(messages, body.get("response_format"), answer) or answer
         name = fault.name if fault is not None else None
-        record = RecordedRequest(messages, model, stream, params, name, time.monotonic())
+        record = RecordedRequest(messages, model, stream, params, name, time.monotonic(),
+                                 cached)
         with self._lock:
             self.requests.append(record)
 
-        await self._sleep(self.delay)
+        if self.prefix_cache:
+            async with self._prefill_lock():  # one prompt read at a time
+                await self._sleep(self.delay + (len(tokens) - cached) * self.prefix_cache)
+        else:
+            await self._sleep(self.delay)
         if fault is not None and fault.kind == "status":
             return _fault_error(fault)
         if fault is not None and (fault.kind == "timeout" or (fault.kind == "stall"
@@ -451,7 +480,10 @@ class FakeLLMServer:
         prompt = sum(len(_text(m.get("content")).split()) + 4 for m in messages)
         done = len(answer.split()) + sum(
             len(c["function"]["arguments"].split()) + 1 for c in calls or ())
-        usage = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": done,
+                                 "total_tokens": prompt + done}
+        if self.prefix_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
         head = {"id": f"chatcmpl-fake-{next(self._ids)}", "created": int(time.time())}
         head["model"] = model
 
@@ -498,6 +530,43 @@ class FakeLLMServer:
             return _error(400, str(exc), "invalid_request_error", "invalid_value")
         self.delay, self.fault_rate = delay, fault_rate
         return JSONResponse({"delay": delay, "fault_rate": fault_rate})
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> list[str]:
+    """The prompt as the fake counts it: a role marker, then the words of each message."""
+    tokens: list[str] = []
+    for message in messages:
+        tokens.append(f"<{message.get('role')}>")
+        tokens.extend(_text(message.get("content")).split())
+    return tokens
+
+
+class _PrefixCache:
+    """The last prompt of each conversation, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._prompts: dict[str, list[str]] = {}
+
+    def clear(self) -> None:
+        self._prompts.clear()
+
+    def seen(self, messages: list[dict[str, Any]], tokens: list[str]) -> int:
+        """How many leading ``tokens`` this conversation's kept prompt already had; keep
+        ``tokens`` as its prompt now."""
+        first_user = next((i for i, m in enumerate(messages) if m.get("role") == "user"),
+                          len(messages) - 1)
+        key = digest(messages[:first_user + 1])
+        kept = self._prompts.pop(key, [])
+        common = 0
+        for mine, theirs in zip(tokens, kept, strict=False):
+            if mine != theirs:
+                break
+            common += 1
+        self._prompts[key] = tokens
+        while len(self._prompts) > self.size:
+            del self._prompts[next(iter(self._prompts))]
+        return common
 
 
 def _fault_from_json(body: dict[str, Any]) -> Fault:
@@ -558,6 +627,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="chance of a random fault")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prefix-cache", type=float, default=0.0,
+                        help="seconds per prompt token not in the simulated prefix cache")
+    parser.add_argument("--prefix-cache-size", type=int, default=1024,
+                        help="conversations whose last prompt the simulated cache keeps")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

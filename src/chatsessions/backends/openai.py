@@ -20,11 +20,35 @@ import openai
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from chatsessions.backends.base import ChatMessages, Completion, StreamItem, ToolCallDelta
+from chatsessions.backends.base import (
+    ChatMessages,
+    Completion,
+    StreamItem,
+    ToolCallDelta,
+    conversation,
+)
+from chatsessions.backends.routing import Endpoint, Router
 from chatsessions.backends.tokens import context_window_for, count_message_tokens
 from chatsessions.config import Settings
 from chatsessions.errors import BackendError, BackendTimeout
 from chatsessions.types import GenerationParams, ResponseFormat, ToolCall, ToolOptions, Usage
+
+
+class _Server:
+    """One endpoint's clients: ``client`` retries as configured; ``first_try`` does not,
+    for an endpoint that has others behind it to fail over to at once."""
+
+    def __init__(self, url: str | None, api_key: str, settings: Settings) -> None:
+        self.client = openai.AsyncOpenAI(
+            base_url=url,
+            api_key=api_key,
+            timeout=settings.request_timeout,
+            max_retries=settings.max_retries,
+            http_client=openai.DefaultAioHttpClient(),
+        )
+        self.first_try = self.client.with_options(max_retries=0)  # shares the connections
+        # The full address, so the client need not join it onto its base URL each call.
+        self.address = str(self.client.base_url.join("chat/completions"))
 
 
 class OpenAIBackend:
@@ -34,26 +58,53 @@ class OpenAIBackend:
         self.default_model = settings.model
         self._window_override = settings.context_window
         self._default_max_tokens = settings.max_output_tokens
+        urls = settings.openai_endpoints
         # A self-hosted server usually needs no key, but the client insists on one.
-        api_key = settings.openai_api_key or ("none" if settings.openai_base_url else None)
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.openai_base_url,
-            api_key=api_key,
-            timeout=settings.request_timeout,
-            max_retries=settings.max_retries,
-            http_client=openai.DefaultAioHttpClient(),
-        ) if api_key else None
-        # The full address, so the client need not join it onto its base URL each call.
-        self._endpoint = (str(self._client.base_url.join("chat/completions"))
-                          if self._client is not None else "")
+        api_key = settings.openai_api_key or ("none" if urls else None)
+        targets: list[str | None] = [*urls] or [None]  # None: the official API
+        self._servers = [_Server(url, api_key, settings) for url in targets] if api_key else []
+        self.router = Router(
+            [server.address for server in self._servers] or ["-"],
+            policy=settings.openai_routing, failures_to_rest=settings.circuit_failures,
+            cooldown=settings.endpoint_cooldown)
+        self._by_address = {server.address: server for server in self._servers}
 
-    def _require_client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
+    def _require_servers(self) -> None:
+        if not self._servers:
             raise BackendError(
                 "the openai backend needs OPENAI_API_KEY (or OPENAI_BASE_URL for a "
                 "self-hosted server)"
             )
-        return self._client
+
+    async def _post(self, messages: ChatMessages, body: dict[str, Any],
+                    **options: Any) -> tuple[Any, Endpoint]:
+        """Send one request to the first endpoint of the router's order that takes it.
+        An endpoint that cannot be reached or answers with a server error hands the call
+        to the next at once; the last one left retries as configured. The endpoint's
+        in-flight count is the caller's to release (a stream holds it until it ends)."""
+        order = (self.router.order(route_key(messages)) if len(self._servers) > 1
+                 else self.router.endpoints)
+        for attempt, endpoint in enumerate(order):
+            server = self._by_address[endpoint.url]
+            last = attempt == len(order) - 1
+            endpoint.in_flight += 1
+            try:
+                response = await (server.client if last else server.first_try).post(
+                    server.address, body=body, **options)
+            except openai.APIError as exc:
+                endpoint.in_flight -= 1
+                unreachable = isinstance(exc, openai.APIConnectionError)
+                if unreachable or _server_side(exc):
+                    self.router.failed(endpoint, unreachable=unreachable)
+                    if not last:
+                        continue
+                raise translate_error(exc) from exc
+            except BaseException:
+                endpoint.in_flight -= 1
+                raise
+            self.router.succeeded(endpoint)
+            return response, endpoint
+        raise AssertionError("the router gave no endpoint")  # pragma: no cover
 
     def _request(
         self, messages: ChatMessages, params: GenerationParams, model: str,
@@ -73,32 +124,37 @@ class OpenAIBackend:
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
         tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> Completion:
-        client = self._require_client()
-        try:
-            # The plain JSON: building the SDK's response models costs about 0.15 ms a
-            # call, for the four fields we read.
-            body = self._request(messages, params, model, tools, response_format)
-            response = await client.post(self._endpoint, body=body, cast_to=object)
-        except openai.APIError as exc:
-            raise translate_error(exc) from exc
+        self._require_servers()
+        # The plain JSON: building the SDK's response models costs about 0.15 ms a
+        # call, for the four fields we read.
+        response, endpoint = await self._post(
+            messages, self._request(messages, params, model, tools, response_format),
+            cast_to=object)
+        endpoint.in_flight -= 1
         return completion_of(response, model)
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
         tools: ToolOptions | None = None, response_format: ResponseFormat | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
-        client = self._require_client()
+        self._require_servers()
         parts: list[str] = []
         calls = _CallAssembly()
         usage = Usage()
         finish: str | None = None
         served_model = model
+        body = {**self._request(messages, params, model, tools, response_format),
+                "stream": True, "stream_options": {"include_usage": True}}
         try:
-            body = {**self._request(messages, params, model, tools, response_format),
-                    "stream": True,
-                    "stream_options": {"include_usage": True}}
-            stream = await client.post(self._endpoint, body=body, cast_to=ChatCompletion,
-                                       stream=True, stream_cls=AsyncStream[ChatCompletionChunk])
+            stream, endpoint = await self._post(
+                messages, body, cast_to=ChatCompletion, stream=True,
+                stream_cls=AsyncStream[ChatCompletionChunk])
+        except BackendError:
+            raise
+        except Exception as exc:  # a transport error the client did not wrap
+            raise BackendError(f"cannot reach the model backend: {type(exc).__name__}"
+                               ) from exc
+        try:
             async with stream:
                 async for chunk in stream:
                     served_model = chunk.model or served_model
@@ -127,6 +183,8 @@ class OpenAIBackend:
             raise BackendError(
                 f"the model's stream broke off: {type(exc).__name__}", partial="".join(parts)
             ) from exc
+        finally:
+            endpoint.in_flight -= 1
         if finish is None:
             raise BackendError("the model's stream ended before it finished",
                                partial="".join(parts))
@@ -139,8 +197,8 @@ class OpenAIBackend:
         return self._window_override or context_window_for(model)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        for server in self._servers:
+            await server.client.close()
 
 
 class _CallAssembly:
@@ -177,6 +235,27 @@ def _new_call_id() -> str:
 
 def _with_id(call: ToolCall) -> ToolCall:
     return call if call.id else replace(call, id=_new_call_id())
+
+
+def route_key(messages: ChatMessages) -> str:
+    """What places a call on the ring: the chat's id during a turn; otherwise (titles,
+    summaries, stateless completions) the messages up to the first user message, which a
+    client resending a growing history keeps the same from call to call."""
+    chat_id = conversation.get()
+    if chat_id is not None:
+        return chat_id
+    head = []
+    for message in messages:
+        head.append(f"{message.get('role')}\x00{message.get('content')}")
+        if message.get("role") == "user":
+            break
+    return "\x01".join(head)
+
+
+def _server_side(exc: openai.APIError) -> bool:
+    """A status that another server of the same model may well not give."""
+    code = getattr(exc, "status_code", None)
+    return isinstance(code, int) and (code >= 500 or code in (408, 429))
 
 
 def completion_of(response: object, model: str) -> Completion:
