@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is an implementation detail.
 """
 
 from chatsessions.config import Settings
+from chatsessions.engine.tools import ToolSpec
 from chatsessions.errors import (
     BackendError,
     BackendTimeout,
@@ -33,6 +34,7 @@ from chatsessions.types import (
     SearchHit,
     Tool,
     ToolCall,
+    ToolCallDelta,
     ToolOptions,
     TurnStatus,
     Usage,
@@ -67,7 +69,9 @@ __all__ = [
     "Settings",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
     "ToolOptions",
+    "ToolSpec",
     "TurnInterrupted",
     "TurnStatus",
     "Usage",

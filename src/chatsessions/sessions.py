@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -20,6 +20,12 @@ from chatsessions.engine.model_call import final
 from chatsessions.engine.regenerate import run_regenerate
 from chatsessions.engine.runtime import Runtime
 from chatsessions.engine.titles import TITLE_GRACE
+from chatsessions.engine.tools import (
+    ToolSpec,
+    check_chat_message,
+    check_pairing,
+    tool_options,
+)
 from chatsessions.engine.turn import TurnOptions, run_turn
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.keys import AsyncApiKeys
@@ -33,6 +39,8 @@ from chatsessions.types import (
     Role,
     SearchHit,
     StreamItem,
+    ToolCallDelta,
+    ToolOptions,
     TurnStatus,
     UsageReport,
     utcnow,
@@ -536,44 +544,62 @@ class AsyncChatSessions:
 
     async def complete(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         backend: str | None = None,
         params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> Completion:
-        """A stateless completion of ``messages`` (``{"role", "content"}`` dicts: the
-        whole conversation, as OpenAI's chat completions take it). Nothing is read or
-        stored, but the call goes through the circuit breaker and the deadline as a
-        turn's does. ``backend`` defaults to the configured one, ``model`` to its own."""
-        return await final(self._complete(messages, model, backend, params, streaming=False))
+        """A stateless completion of ``messages`` (OpenAI's chat shape: the whole
+        conversation, as its chat completions take it, with assistant ``tool_calls`` and
+        ``role: tool`` outputs). Nothing is read or stored, but the call goes through the
+        circuit breaker and the deadline as a turn's does. ``backend`` defaults to the
+        configured one, ``model`` to its own. ``tools`` (definitions; functions are only
+        described, not run), ``tool_choice`` and ``parallel_tool_calls`` are offered to
+        the model; the calls it makes are the Completion's ``tool_calls``."""
+        return await final(self._complete(messages, model, backend, params,
+                                          tool_options(tools, tool_choice,
+                                                       parallel_tool_calls),
+                                          streaming=False))
 
     async def stream_complete(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         backend: str | None = None,
         params: GenerationParams | dict[str, Any] | None = None,
-    ) -> AsyncGenerator[str | Completion, None]:
-        """:meth:`complete`, yielding text deltas, then the Completion."""
-        run = self._complete(messages, model, backend, params, streaming=True)
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> AsyncGenerator[str | ToolCallDelta | Completion, None]:
+        """:meth:`complete`, yielding text deltas and tool-call pieces, then the
+        Completion."""
+        run = self._complete(messages, model, backend, params,
+                             tool_options(tools, tool_choice, parallel_tool_calls),
+                             streaming=True)
         async with aclosing(run):
             async for item in run:
-                if isinstance(item, (str, Completion)):  # no tools offered: no call pieces
-                    yield item
+                yield item
 
     def _complete(
-        self, messages: Sequence[dict[str, str]], model: str | None, backend: str | None,
-        params: GenerationParams | dict[str, Any] | None, *, streaming: bool,
+        self, messages: Sequence[Mapping[str, Any]], model: str | None, backend: str | None,
+        params: GenerationParams | dict[str, Any] | None, tools: ToolOptions | None, *,
+        streaming: bool,
     ) -> AsyncGenerator[StreamItem, None]:
         checked = check_params(params)
-        shown = [_completion_message(item, self.settings.max_message_chars)
+        if isinstance(messages, (str, bytes, Mapping)):
+            raise InvalidInput("messages must be a list of messages")
+        shown = [check_chat_message(item, self.settings.max_message_chars)
                  for item in messages]
+        check_pairing(shown)
         models = self._runtime.models
         chosen = models.backend(backend)
         return models.call(chosen, shown, checked, model or chosen.default_model,
-                           streaming=streaming)
+                           streaming=streaming, tools=tools)
 
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
@@ -747,16 +773,6 @@ def _added_role(role: Role | str) -> Role:
     if role not in (Role.USER, Role.ASSISTANT):
         raise InvalidInput(f"only user and assistant messages can be added, not {role}")
     return Role(role)
-
-
-def _completion_message(item: Any, max_chars: int) -> dict[str, str]:
-    """One ``{"role", "content"}`` message of a stateless completion, checked."""
-    if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant"):
-        raise InvalidInput("each message must be an object with a role of system, user "
-                           "or assistant")
-    content = check_text(item.get("content"), field="message content", max_chars=max_chars,
-                         allow_empty=True)
-    return {"role": item["role"], "content": content}
 
 
 def request_hash(chat: Chat) -> str:

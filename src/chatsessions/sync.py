@@ -13,13 +13,14 @@ import atexit
 import concurrent.futures.thread  # noqa: F401  (its exit hook first: see _close_at_exit)
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.titles import TITLE_GRACE
+from chatsessions.engine.tools import ToolSpec
 from chatsessions.keys import ApiKeys
 from chatsessions.sessions import _UNSET, AsyncChatSessions
 from chatsessions.store import Store
@@ -31,6 +32,7 @@ from chatsessions.types import (
     Message,
     Role,
     SearchHit,
+    ToolCallDelta,
     UsageReport,
 )
 
@@ -321,26 +323,34 @@ class ChatSessions:
     @_twin(AsyncChatSessions.complete)
     def complete(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         backend: str | None = None,
         params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> Completion:
-        return self._runner.call(self.aio.complete(messages, model=model, backend=backend,
-                                                   params=params))
+        return self._runner.call(self.aio.complete(
+            messages, model=model, backend=backend, params=params, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls))
 
     @_twin(AsyncChatSessions.stream_complete)
     def stream_complete(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         *,
         model: str | None = None,
         backend: str | None = None,
         params: GenerationParams | dict[str, Any] | None = None,
-    ) -> Iterator[str | Completion]:
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+    ) -> Iterator[str | ToolCallDelta | Completion]:
         return self._runner.iterate(self.aio.stream_complete(
-            messages, model=model, backend=backend, params=params))
+            messages, model=model, backend=backend, params=params, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls))
 
     @_twin(AsyncChatSessions.edit_message)
     def edit_message(
