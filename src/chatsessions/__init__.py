@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is an implementation detail.
 """
 
 from chatsessions.config import Settings
+from chatsessions.engine.tools import ToolSpec
 from chatsessions.errors import (
     BackendError,
     BackendTimeout,
@@ -16,6 +17,7 @@ from chatsessions.errors import (
     ContextTooLong,
     DatabaseUnavailable,
     InvalidInput,
+    ToolCallsPending,
     TurnInterrupted,
 )
 from chatsessions.keys import ApiKeys, AsyncApiKeys
@@ -34,6 +36,7 @@ from chatsessions.types import (
     SearchHit,
     Tool,
     ToolCall,
+    ToolCallDelta,
     ToolOptions,
     TurnStatus,
     Usage,
@@ -69,7 +72,10 @@ __all__ = [
     "Settings",
     "Tool",
     "ToolCall",
+    "ToolCallDelta",
+    "ToolCallsPending",
     "ToolOptions",
+    "ToolSpec",
     "TurnInterrupted",
     "TurnStatus",
     "Usage",

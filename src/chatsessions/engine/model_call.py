@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import Any
 
 from chatsessions.backends import Backend, make_backend
 from chatsessions.backends.base import ChatMessages, conversation
 from chatsessions.config import Settings
 from chatsessions.engine.circuit import CircuitBreaker
 from chatsessions.errors import BackendError, BackendTimeout
-from chatsessions.types import Completion, GenerationParams, StreamItem
+from chatsessions.types import Completion, GenerationParams, StreamItem, ToolOptions
 
 
 class ModelCalls:
@@ -63,8 +64,11 @@ class ModelCalls:
         *,
         streaming: bool,
         chat_id: str | None = None,
+        tools: ToolOptions | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
-        """Ask ``backend``: yield text deltas (when ``streaming``), then the Completion.
+        """Ask ``backend``: yield text deltas and tool-call pieces (when ``streaming``),
+        then the Completion. ``tools``: the functions the model may call (None or no
+        tools: the backend is asked exactly as before tools existed).
 
         ``chat_id`` names the conversation the call continues (None for a one-off call, so
         a backend keeping per-chat state leaves the chat's alone). Raises
@@ -78,14 +82,17 @@ class ModelCalls:
         end = asyncio.get_running_loop().time() + self.deadline
         parts: list[str] = []
         token = conversation.set(chat_id)
+        # only asked of backends when there is something to offer: a backend written
+        # before tools existed keeps working
+        offered: dict[str, Any] = {"tools": tools} if tools is not None and tools.tools else {}
         try:
             try:
                 completion: Completion | None = None
                 if not streaming:
                     async with asyncio.timeout_at(end):  # no task per call, unlike wait_for
-                        completion = await backend.complete(messages, params, model)
+                        completion = await backend.complete(messages, params, model, **offered)
                 else:
-                    deltas = backend.stream(messages, params, model)
+                    deltas = backend.stream(messages, params, model, **offered)
                     async with aclosing(deltas):
                         while True:
                             try:
@@ -126,10 +133,11 @@ class ModelCalls:
         model: str,
         *,
         chat_id: str | None = None,
+        tools: ToolOptions | None = None,
     ) -> Completion:
         """:meth:`call` without streaming: the Completion."""
         return await final(self.call(backend, messages, params, model, streaming=False,
-                                     chat_id=chat_id))
+                                     chat_id=chat_id, tools=tools))
 
 
 async def final(calls: AsyncGenerator[StreamItem, None]) -> Completion:

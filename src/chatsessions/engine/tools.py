@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
 from chatsessions.errors import InvalidInput
-from chatsessions.types import TOOL_NAME, Tool, ToolCall
+from chatsessions.types import TOOL_NAME, Tool, ToolCall, ToolOptions
 from chatsessions.validation import check_text
 
 #: OpenAI's limit on the tools of one request.
@@ -31,6 +31,7 @@ MAX_SCHEMA_BYTES = 65_536
 #: What a tool's output may hold; longer outputs are cut (the model sees that they were).
 MAX_OUTPUT_CHARS = 100_000
 
+#: What a caller may offer as a tool: a definition, a dict, or a Python function.
 ToolSpec = Tool | Mapping[str, Any] | Callable[..., Any]
 
 #: ``name: text`` / ``name (type): text`` lines of a Google-style ``Args:`` section, and
@@ -52,6 +53,8 @@ def check_tools(specs: Iterable[ToolSpec] | None, *, field: str = "tools") -> tu
         where = f"{field}.{index}"
         if isinstance(spec, Tool):
             tool = spec
+        elif isinstance(spec, FunctionTool):
+            tool = spec.tool
         elif isinstance(spec, Mapping):
             tool = _tool_of_dict(spec, where)
         elif callable(spec):
@@ -215,3 +218,114 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
             if entry:
                 params[entry.group(1).lstrip("*")] = entry.group(2).strip()
     return "\n".join(summary).strip(), params
+
+
+def check_tool_choice(choice: Any, tools: tuple[Tool, ...]) -> str | None:
+    """``auto``, ``none``, ``required`` or the name of one of ``tools``; None: the
+    provider's default."""
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice  # type: ignore[no-any-return]
+    if isinstance(choice, Mapping):  # OpenAI's {"type": "function", "function": {"name"}}
+        inner = choice.get("function", choice)
+        choice = inner.get("name") if isinstance(inner, Mapping) else None
+    if not isinstance(choice, str) or choice not in {tool.name for tool in tools}:
+        raise InvalidInput('tool_choice must be "auto", "none", "required" or the name of '
+                           "one of the tools offered")
+    return choice
+
+
+def tool_options(specs: Iterable[ToolSpec] | None, choice: Any = None,
+                 parallel: bool | None = None) -> ToolOptions | None:
+    """The checked options of one call; None when nothing about tools was said."""
+    if specs is None and choice is None and parallel is None:
+        return None
+    tools = check_tools(specs)
+    if parallel is not None and not isinstance(parallel, bool):
+        raise InvalidInput("parallel_tool_calls must be true or false")
+    return ToolOptions(tools, check_tool_choice(choice, tools), parallel)
+
+
+def functions_of(specs: Iterable[ToolSpec] | None) -> dict[str, FunctionTool]:
+    """The Python functions among ``specs``, by tool name: what the loop can run."""
+    if specs is None or isinstance(specs, (str, bytes, Mapping)):
+        return {}
+    found: dict[str, FunctionTool] = {}
+    for spec in specs:
+        if isinstance(spec, FunctionTool):
+            found[spec.tool.name] = spec
+        elif callable(spec) and not isinstance(spec, (Tool, Mapping)):
+            function = FunctionTool.from_function(spec)
+            found[function.tool.name] = function
+    return found
+
+
+def check_chat_message(item: Any, max_chars: int) -> dict[str, Any]:
+    """One message of a stateless completion (OpenAI's chat shape), checked: system, user
+    and assistant text, an assistant's ``tool_calls`` (content may then be null), and a
+    tool output with its ``tool_call_id``. Returned as the plain dict backends take."""
+    role = item.get("role") if isinstance(item, Mapping) else None
+    if role not in ("system", "user", "assistant", "tool"):
+        raise InvalidInput("each message must be an object with a role of system, user, "
+                           "assistant or tool")
+    content = item.get("content")
+    calls = item.get("tool_calls") if role == "assistant" else None
+    if calls:
+        if content is not None:
+            content = check_text(content, field="message content", max_chars=max_chars,
+                                 allow_empty=True)
+        return {"role": role, "content": content,
+                "tool_calls": [call.as_openai() for call in check_calls(calls)]}
+    content = check_text(content, field="message content", max_chars=max_chars,
+                         allow_empty=True)
+    if role != "tool":
+        return {"role": role, "content": content}
+    call_id = item.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise InvalidInput("a tool message needs the tool_call_id of the call it answers")
+    return {"role": role, "content": content, "tool_call_id": call_id}
+
+
+def check_calls(calls: Any) -> tuple[ToolCall, ...]:
+    """An assistant message's ``tool_calls`` as given by a caller: each with an id and a
+    valid function name, ids unique."""
+    if not isinstance(calls, (list, tuple)):
+        raise InvalidInput("tool_calls must be a list")
+    checked: list[ToolCall] = []
+    for index, raw in enumerate(calls):
+        if isinstance(raw, ToolCall):
+            call = raw
+        else:
+            try:
+                call = ToolCall.from_openai(raw)
+            except (AttributeError, KeyError, TypeError):
+                raise InvalidInput(f"tool_calls.{index} must be an object with a function "
+                                   "name and arguments") from None
+        if not call.id or not TOOL_NAME.match(call.name):
+            raise InvalidInput(f"tool_calls.{index} needs an id and a valid function name")
+        checked.append(call)
+    if len({call.id for call in checked}) != len(checked):
+        raise InvalidInput("two tool calls have the same id")
+    return tuple(checked)
+
+
+def check_pairing(messages: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a history that would show the model a call without its output or an output
+    without its call (OpenAI refuses both; a model shown them answers nonsense)."""
+    waiting: list[str] = []
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in waiting:
+                raise InvalidInput(f"the tool output for {call_id!r} answers no call of the "
+                                   "assistant message before it")
+            waiting.remove(call_id)
+            continue
+        if waiting:
+            raise InvalidInput("the assistant's tool calls " + ", ".join(waiting)
+                               + " have no output before the next message")
+        if role == "assistant":
+            waiting = [call["id"] for call in message.get("tool_calls") or ()]
+    if waiting:
+        raise InvalidInput("the assistant's tool calls " + ", ".join(waiting)
+                           + " have no output")

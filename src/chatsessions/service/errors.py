@@ -21,6 +21,7 @@ from chatsessions.errors import (
     ChatSessionsError,
     DatabaseUnavailable,
     InvalidInput,
+    ToolCallsPending,
     TurnInterrupted,
 )
 from chatsessions.service.schemas import PATTERN_HINTS
@@ -33,6 +34,7 @@ STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (InvalidInput, 422),
     (ChatBusy, 409),
     (ChatMoved, 409),
+    (ToolCallsPending, 409),
     (TurnInterrupted, 409),
     (DatabaseUnavailable, 503),
     (BackendTimeout, 504),

@@ -49,7 +49,15 @@ from chatsessions.service.openai_compat.streaming import (
     response_events,
 )
 from chatsessions.sessions import AsyncChatSessions
-from chatsessions.types import Chat, Completion, GenerationParams, Message, Role, TurnStatus
+from chatsessions.types import (
+    Chat,
+    Completion,
+    GenerationParams,
+    Message,
+    Role,
+    ToolCallDelta,
+    TurnStatus,
+)
 from chatsessions.validation import check_params, check_text
 
 router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
@@ -250,12 +258,14 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
     return answer
 
 
-async def _counted(turn: AsyncIterator[str | Message],
+async def _counted(turn: AsyncIterator[str | ToolCallDelta | Message],
                    metrics: Metrics) -> AsyncIterator[str | Message]:
     """A streamed turn's items, its outcome counted as ``/chats`` counts turns."""
     async with aclosing(turn):  # type: ignore[type-var]
         try:
             async for item in turn:
+                if isinstance(item, ToolCallDelta):
+                    continue  # no tools are offered here
                 if isinstance(item, Message):
                     metrics.turn_ok(item)
                 yield item
