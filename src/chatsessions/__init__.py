@@ -15,10 +15,12 @@ from chatsessions.errors import (
     ChatSessionsError,
     ContextTooLong,
     InvalidInput,
+    RunNotFound,
     TurnInterrupted,
 )
 from chatsessions.keys import ApiKeys, AsyncApiKeys
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
+from chatsessions.runs import AsyncRuns, Runs, Step
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
 from chatsessions.types import (
@@ -30,6 +32,8 @@ from chatsessions.types import (
     Message,
     ModelUsage,
     Role,
+    Run,
+    RunStatus,
     SearchHit,
     Tool,
     ToolCall,
@@ -45,6 +49,7 @@ __all__ = [
     "ApiKeys",
     "AsyncApiKeys",
     "AsyncChatSessions",
+    "AsyncRuns",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -63,8 +68,13 @@ __all__ = [
     "Message",
     "ModelUsage",
     "Role",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "Runs",
     "SearchHit",
     "Settings",
+    "Step",
     "Tool",
     "ToolCall",
     "ToolOptions",

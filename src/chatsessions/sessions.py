@@ -23,6 +23,7 @@ from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.turn import TurnOptions, run_turn
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.keys import AsyncApiKeys
+from chatsessions.runs import AsyncRuns
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
@@ -581,6 +582,7 @@ class AsyncChatSessions:
         every tenant) with their messages. Returns turns failed."""
         store = await self._ready()
         failed = await store.recover_pending(alive=self._runtime.owner)
+        await store.fail_abandoned_runs(utcnow())
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)
         for chat_id in await store.delete_expired(utcnow()):
@@ -696,6 +698,12 @@ class AsyncChatSessions:
     def keys(self) -> AsyncApiKeys:
         """API keys as a resource (every tenant's): create, list, revoke, verify."""
         return AsyncApiKeys(self._ready)
+
+    @property
+    def runs(self) -> AsyncRuns:
+        """Turns that outlive their caller: detached streams that can be followed again,
+        and turns run in the background (see :mod:`chatsessions.runs`)."""
+        return AsyncRuns(self)
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = 100

@@ -21,6 +21,7 @@ from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.keys import ApiKeys
+from chatsessions.runs import Runs
 from chatsessions.sessions import _UNSET, AsyncChatSessions
 from chatsessions.store import Store
 from chatsessions.types import (
@@ -396,6 +397,11 @@ class ChatSessions:
     def keys(self) -> ApiKeys:
         """API keys as a resource (every tenant's): create, list, revoke, verify."""
         return ApiKeys(self.aio.keys, self._runner.call)
+
+    @property
+    @_twin(AsyncChatSessions.runs.fget)  # type: ignore[attr-defined]
+    def runs(self) -> Runs:
+        return Runs(self.aio.runs, self._runner)
 
     @_twin(AsyncChatSessions.messages)
     def messages(

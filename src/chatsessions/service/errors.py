@@ -20,6 +20,7 @@ from chatsessions.errors import (
     ChatNotFound,
     ChatSessionsError,
     InvalidInput,
+    RunNotFound,
     TurnInterrupted,
 )
 from chatsessions.service.schemas import PATTERN_HINTS
@@ -28,6 +29,7 @@ log = logging.getLogger("chatsessions.service")
 
 STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (ChatNotFound, 404),
+    (RunNotFound, 404),
     (ChatExists, 409),
     (InvalidInput, 422),
     (ChatBusy, 409),
