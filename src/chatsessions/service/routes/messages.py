@@ -15,6 +15,7 @@ from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.errors import error_body
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
+from chatsessions.service.routes.turn_events import stream_steps
 from chatsessions.service.schemas import ErrorBody, MessageCreate, MessageList, MessagePublic
 
 T = TypeVar("T")
@@ -37,7 +38,8 @@ TURN_ERRORS: dict[int | str, dict[str, Any]] = {
     **TURN_ERRORS,
     200: {"content": {"text/event-stream": {}},
           "description": "the stored assistant message, or with `stream`: SSE events "
-                         "`delta` {content}, then `done` (the message) or `error`"},
+                         "`delta` {content}, then `done` (the message) or `error`, each "
+                         "with an id `<seq>:<n>` to resume from (see the turn's events)"},
 })
 async def send_message(
     chat_id: str,
@@ -49,8 +51,8 @@ async def send_message(
 ) -> Any:
     """Send a user message with the whole history; get the assistant's answer."""
     metrics: Metrics = request.app.state.metrics
-    if sse.wants_stream(accept, body.stream):
-        return await stream_response(sessions.stream(
+    if sse.wants_stream(accept, body.stream):  # resumable: see turn_events.py
+        return await stream_steps(sessions.runs.stream(
             chat_id, body.content, params=body.params, idempotency_key=idempotency_key),
             metrics)
     return counted(metrics, await run_counted(metrics, sessions.send(
