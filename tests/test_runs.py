@@ -173,3 +173,21 @@ async def test_a_run_whose_process_died_ends_failed(
     assert run.error
     assert "interrupted" in run.error
     assert not await store.update_run("gone1", "dead/1", RunStatus.COMPLETED)  # not revived
+
+
+def test_the_sync_facade_runs_in_the_background_too(
+    settings_kwargs: dict[str, object],
+) -> None:
+    from chatsessions import ChatSessions
+
+    with ChatSessions(**settings_kwargs) as chats:  # type: ignore[arg-type]
+        chat_id = chats.create_chat()
+        steps = chats.runs.stream(chat_id, "hello")
+        first = next(iter(steps))
+        rest = list(chats.runs.follow(chat_id, first.seq, after=first.index))
+        assert isinstance(rest[-1].item, Message)
+        run = chats.runs.start(chat_id, "again")
+        read = list(chats.runs.follow_run(run.id))
+        assert isinstance(read[-1].item, Message)
+        assert chats.runs.get(run.id).status is RunStatus.COMPLETED
+        assert chats.runs.cancel(run.id).status is RunStatus.COMPLETED

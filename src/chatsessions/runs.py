@@ -147,6 +147,7 @@ class AsyncRuns:
             if log is not None:
                 async for step in log.follow(after):
                     yield step
+                await background.settled(run.id)  # read after the end: the run says so
                 return
             await asyncio.sleep(STORAGE_POLL)
             run = await self.get(run_id)
@@ -154,6 +155,7 @@ class AsyncRuns:
             raise BackendError(run.error or f"the run ended {run.status.value}")
         async for step in self.follow(run.chat_id, run.seq, after=after):
             yield step
+        await background.settled(run.id)
 
     # -------------------------------------------------------------------------------
 
