@@ -24,6 +24,7 @@ from chatsessions import (
 )
 from chatsessions.keys import ApiKeys, AsyncApiKeys
 from chatsessions.prompts import DEMO_CHATS
+from chatsessions.runs import AsyncRuns, Runs
 from chatsessions.testing import FakeLLMServer, Fault
 from tests.procs import service_env
 
@@ -151,6 +152,7 @@ def test_every_async_method_has_an_exact_sync_twin() -> None:
     assert drift(AsyncChatSessions, ChatSessions) == []
     # the keys resource too (its sync side is built by the facade, from the async one)
     assert drift(AsyncApiKeys, ApiKeys, constructor=False) == []
+    assert drift(AsyncRuns, Runs, constructor=False) == []
 
 
 def test_the_twin_check_sees_drift() -> None:

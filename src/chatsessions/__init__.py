@@ -17,11 +17,13 @@ from chatsessions.errors import (
     ContextTooLong,
     DatabaseUnavailable,
     InvalidInput,
+    RunNotFound,
     ToolCallsPending,
     TurnInterrupted,
 )
 from chatsessions.keys import ApiKeys, AsyncApiKeys
 from chatsessions.prompts import DEFAULT_SYSTEM_PROMPT
+from chatsessions.runs import AsyncRuns, Runs, Step
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.sync import ChatSessions
 from chatsessions.types import (
@@ -33,6 +35,8 @@ from chatsessions.types import (
     Message,
     ModelUsage,
     Role,
+    Run,
+    RunStatus,
     SearchHit,
     Tool,
     ToolCall,
@@ -49,6 +53,7 @@ __all__ = [
     "ApiKeys",
     "AsyncApiKeys",
     "AsyncChatSessions",
+    "AsyncRuns",
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
@@ -68,8 +73,13 @@ __all__ = [
     "Message",
     "ModelUsage",
     "Role",
+    "Run",
+    "RunNotFound",
+    "RunStatus",
+    "Runs",
     "SearchHit",
     "Settings",
+    "Step",
     "Tool",
     "ToolCall",
     "ToolCallDelta",

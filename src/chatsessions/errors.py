@@ -24,6 +24,12 @@ class ChatNotFound(ChatSessionsError, ValueError):
         self.chat_id = chat_id
 
 
+class RunNotFound(ChatSessionsError, LookupError):
+    """No such background run, or no turn's events where asked (or another tenant's)."""
+
+    type = "not_found"
+
+
 class InvalidInput(ChatSessionsError, ValueError):
     """The caller sent something we refuse to store: empty, oversized, bad parameters."""
 

@@ -34,6 +34,7 @@ from chatsessions.engine.tools import (
 from chatsessions.engine.turn import TurnOptions, pending_calls, run_turn
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.keys import AsyncApiKeys
+from chatsessions.runs import AsyncRuns
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
@@ -834,6 +835,7 @@ class AsyncChatSessions:
         store = await self._ready()
         await self._runtime.leases.release_leaked()  # a database outage's leftovers
         failed = await store.recover_pending(alive=self._runtime.owner)
+        await store.fail_abandoned_runs(utcnow())
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)
         for chat_id in await store.delete_expired(utcnow()):
@@ -958,6 +960,12 @@ class AsyncChatSessions:
     def keys(self) -> AsyncApiKeys:
         """API keys as a resource (every tenant's): create, list, revoke, verify."""
         return AsyncApiKeys(self._ready)
+
+    @property
+    def runs(self) -> AsyncRuns:
+        """Turns that outlive their caller: detached streams that can be followed again,
+        and turns run in the background (see :mod:`chatsessions.runs`)."""
+        return AsyncRuns(self)
 
     async def messages(
         self, chat_id: str, *, after_seq: int = 0, limit: int | None = 100

@@ -22,6 +22,7 @@ from chatsessions.config import Settings
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.keys import ApiKeys
+from chatsessions.runs import Runs
 from chatsessions.sessions import _UNSET, AsyncChatSessions
 from chatsessions.store import Store
 from chatsessions.types import (
@@ -484,6 +485,11 @@ class ChatSessions:
     def keys(self) -> ApiKeys:
         """API keys as a resource (every tenant's): create, list, revoke, verify."""
         return ApiKeys(self.aio.keys, self._runner.call)
+
+    @property
+    @_twin(AsyncChatSessions.runs.fget)  # type: ignore[attr-defined]
+    def runs(self) -> Runs:
+        return Runs(self.aio.runs, self._runner)
 
     @_twin(AsyncChatSessions.messages)
     def messages(

@@ -9,13 +9,15 @@ import uuid
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
+from chatsessions.engine.background import BackgroundRuns
 from chatsessions.engine.cache import History, HistoryCache
 from chatsessions.engine.leases import TurnLeases
+from chatsessions.engine.live import LiveTurns
 from chatsessions.engine.model_call import ModelCalls
 from chatsessions.engine.titles import TitleWriter
 from chatsessions.engine.tools import FunctionTool
 from chatsessions.store import Store, open_store
-from chatsessions.types import Chat, TurnStatus
+from chatsessions.types import Chat, TurnStatus, utcnow
 
 
 class Runtime:
@@ -37,6 +39,8 @@ class Runtime:
         #: Python functions given as a chat's tools, by chat id and tool name: only their
         #: definitions are stored, so they run only in the process that was given them
         self.functions: dict[str, dict[str, FunctionTool]] = {}
+        self.live = LiveTurns()
+        self.background = BackgroundRuns(self.store, self.live, self.owner, settings.lease_ttl)
         self._opened = False
         self._open_lock = asyncio.Lock()
 
@@ -49,13 +53,17 @@ class Runtime:
         async with self._open_lock:
             if not self._opened:
                 await self.store.open()
-                await self.store.recover_pending(await self.dead_owners())
+                dead = await self.dead_owners()
+                await self.store.recover_pending(dead)
+                await self.store.fail_abandoned_runs(utcnow(), dead)
                 self._opened = True
 
     async def close(self, title_grace: float) -> None:
         """Wait up to ``title_grace`` seconds for titles being written (cancel the rest),
         then close the backends and the store. Opening again starts afresh."""
         await self.titles.drain(title_grace)
+        await self.live.close()  # turns still running detached fail as interrupted
+        await self.background.close()
         async with self._open_lock:
             await self.models.aclose()
             await self.store.close()

@@ -24,6 +24,7 @@ from chatsessions.service.routes import (
     search,
     tools,
     transfer,
+    turn_events,
     usage,
 )
 
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(chats.router)
     app.include_router(messages.router)
     app.include_router(tools.router)
+    app.include_router(turn_events.router)
     app.include_router(branching.router)
     app.include_router(search.router)
     app.include_router(usage.router)

@@ -21,6 +21,7 @@ from chatsessions.errors import (
     ChatSessionsError,
     DatabaseUnavailable,
     InvalidInput,
+    RunNotFound,
     ToolCallsPending,
     TurnInterrupted,
 )
@@ -30,6 +31,7 @@ log = logging.getLogger("chatsessions.service")
 
 STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (ChatNotFound, 404),
+    (RunNotFound, 404),
     (ChatExists, 409),
     (InvalidInput, 422),
     (ChatBusy, 409),

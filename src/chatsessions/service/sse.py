@@ -6,9 +6,11 @@ import json
 from typing import Any
 
 
-def event(name: str, data: Any) -> bytes:
+def event(name: str, data: Any, id_: str | None = None) -> bytes:
+    """One event; ``id_`` is what a client sends back as ``Last-Event-ID`` to resume."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return f"event: {name}\ndata: {payload}\n\n".encode()
+    head = f"id: {id_}\n" if id_ is not None else ""
+    return f"{head}event: {name}\ndata: {payload}\n\n".encode()
 
 
 def wants_stream(accept: str | None, flag: bool) -> bool:

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from chatsessions.types import ApiKey, Chat, ContentPart, Message, ModelUsage, SearchHit
+from chatsessions.types import (
+    ApiKey,
+    Chat,
+    ContentPart,
+    Message,
+    ModelUsage,
+    Run,
+    RunStatus,
+    SearchHit,
+)
 
 
 class Store(Protocol):
@@ -180,6 +189,29 @@ class Store(Protocol):
     async def import_chat(self, chat: Chat, rows: list[Message]) -> Chat:
         """Insert ``chat`` and its messages exactly as given (seqs, statuses, timestamps,
         counters), in one transaction; :class:`ChatExists` if the id is taken."""
+
+
+    # runs: turns run in the background -------------------------------------------------
+
+    async def create_run(self, run: Run) -> None: ...
+
+    async def get_run(self, run_id: str, tenant_id: str) -> Run | None: ...
+
+    async def update_run(self, run_id: str, owner: str, status: RunStatus, *,
+                         seq: int | None = None, error: str | None = None) -> bool:
+        """Move an unfinished run of ``owner`` on; False if it is finished or not its."""
+
+    async def renew_run(self, run_id: str, owner: str, until: datetime) -> bool | None:
+        """Extend an unfinished run's expiry and say whether a cancel was asked for (None:
+        the run is finished or not ``owner``'s any more)."""
+
+    async def cancel_run(self, run_id: str, tenant_id: str) -> Run | None:
+        """Ask an unfinished run to stop (its owner sees it when it next renews)."""
+
+    async def fail_abandoned_runs(self, now: datetime, owners: Sequence[str] = (),
+                                  run_id: str | None = None) -> int:
+        """Fail unfinished runs expired by ``now`` or owned by dead ``owners`` (only
+        ``run_id`` if given); return how many."""
 
 
 def open_store(url: str, **options: Any) -> Store:

@@ -19,6 +19,8 @@ from chatsessions.types import (
     Message,
     ModelUsage,
     Role,
+    Run,
+    RunStatus,
     SearchHit,
     TurnStatus,
     utcnow,
@@ -32,6 +34,7 @@ class MemoryStore:
         self._keys: dict[str, ApiKey] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._chat_keys: dict[tuple[str, str], tuple[str, str | None]] = {}
+        self._runs: dict[str, Run] = {}
 
     async def open(self) -> None:
         pass
@@ -367,3 +370,54 @@ class MemoryStore:
         self._chats[chat.id] = chat
         self._messages[chat.id] = [replace(m, chat_id=chat.id) for m in rows]
         return chat
+
+    # runs -------------------------------------------------------------------------------
+
+    async def create_run(self, run: Run) -> None:
+        self._runs[run.id] = run
+
+    async def get_run(self, run_id: str, tenant_id: str) -> Run | None:
+        run = self._runs.get(run_id)
+        return run if run is not None and run.tenant_id == tenant_id else None
+
+    def _unfinished(self, run_id: str, owner: str | None = None) -> Run | None:
+        run = self._runs.get(run_id)
+        if run is None or run.status.finished or (owner is not None and run.owner != owner):
+            return None
+        return run
+
+    async def update_run(self, run_id: str, owner: str, status: RunStatus, *,
+                         seq: int | None = None, error: str | None = None) -> bool:
+        run = self._unfinished(run_id, owner)
+        if run is None:
+            return False
+        self._runs[run_id] = replace(run, status=status, seq=run.seq if seq is None else seq,
+                                     error=run.error if error is None else error,
+                                     updated_at=utcnow())
+        return True
+
+    async def renew_run(self, run_id: str, owner: str, until: datetime) -> bool | None:
+        run = self._unfinished(run_id, owner)
+        if run is None:
+            return None
+        self._runs[run_id] = replace(run, expires_at=until)
+        return run.cancel_requested
+
+    async def cancel_run(self, run_id: str, tenant_id: str) -> Run | None:
+        run = await self.get_run(run_id, tenant_id)
+        if run is not None and not run.status.finished:
+            run = self._runs[run_id] = replace(run, cancel_requested=True, updated_at=utcnow())
+        return run
+
+    async def fail_abandoned_runs(self, now: datetime, owners: Sequence[str] = (),
+                                  run_id: str | None = None) -> int:
+        failed = 0
+        for run in list(self._runs.values()):
+            if run.status.finished or (run_id is not None and run.id != run_id):
+                continue
+            if (run.expires_at is not None and run.expires_at < now) or run.owner in owners:
+                self._runs[run.id] = replace(run, status=RunStatus.FAILED, updated_at=now,
+                                             error="interrupted: the process running this "
+                                                   "response stopped")
+                failed += 1
+        return failed

@@ -91,3 +91,23 @@ usage_counters = sa.Table(
     sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
     sa.Column("completion_tokens", sa.BigInteger, nullable=False),
 )
+
+#: Turns run in the background: where each stands, readable by every replica. The
+#: owner renews ``expires_at`` while it works and reads ``cancel_requested`` in the same
+#: statement, so a cancel asked of any replica reaches the one running the turn.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("chat_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("seq", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("owner", sa.String(64)),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Column("metadata", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+)

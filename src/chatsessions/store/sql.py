@@ -31,6 +31,7 @@ from chatsessions.store.rows import (
     tools_value,
     with_seq,
 )
+from chatsessions.store.runs import SQLRuns
 from chatsessions.store.schema import api_keys, chats, messages
 from chatsessions.store.turn_writes import TurnWrites, turn_writes
 from chatsessions.types import (
@@ -48,7 +49,7 @@ from chatsessions.types import (
 INTERRUPTED = "interrupted: the service stopped during this turn"
 
 
-class SQLStore:
+class SQLStore(SQLRuns):
     def __init__(self, url: str, *, synchronous: str = "NORMAL", pool_size: int = 20) -> None:
         self.url = url
         self._synchronous = synchronous

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from chatsessions.service.openai_compat import (
+    background,
     chat_completions,
     conversations,
     models,
@@ -32,6 +33,6 @@ async def unknown(path: str, request: Request) -> Any:
 
 
 router = APIRouter(prefix="/v1")
-for _resource in (models, chat_completions, conversations, responses):
+for _resource in (models, chat_completions, conversations, background, responses):
     router.include_router(_resource.router)
 router.include_router(_fallback)  # last: only what no route above matches

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
+from chatsessions.service.openai_compat import background
 from chatsessions.service.openai_compat.chat_completions import aclose
 from chatsessions.service.openai_compat.conversations import get_conversation
 from chatsessions.service.openai_compat.errors import (
@@ -30,7 +31,6 @@ from chatsessions.service.openai_compat.errors import (
     OpenAIRoute,
     bad_request,
     not_found,
-    unsupported,
 )
 from chatsessions.service.openai_compat.items import (
     ITEM_ID,
@@ -38,7 +38,6 @@ from chatsessions.service.openai_compat.items import (
     output_message,
     page,
     parse_input,
-    parse_response_id,
     response_id_for,
 )
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
@@ -123,6 +122,9 @@ async def create_response(body: ResponseCreate, request: Request,
         return await _unstored(body, turn, sessions, created)
     metrics: Metrics = request.app.state.metrics
     chat_id, expected = await _target(body, turn, sessions)
+    if body.background:
+        return await background.start(body, sessions, chat_id, turn.text, turn.params,
+                                      turn.instructions, expected, created)
     if not body.stream:
         try:
             answer = await _send(sessions, chat_id, turn, expected, metrics)
@@ -133,20 +135,19 @@ async def create_response(body: ResponseCreate, request: Request,
         return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
                                       "completed", output, answer, None))
 
-    stream = _counted(sessions.stream(chat_id, turn.text, params=turn.params,
-                                      system_prompt=turn.instructions,
-                                      if_message_count=expected), metrics)
+    items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
+                                system_prompt=turn.instructions, if_message_count=expected)
+    stream = _counted(items, metrics)
     try:
         try:
             first = await anext(stream)  # failures before any output get their own status
         except ChatMoved:
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            stream = _counted(sessions.stream(chat_id, turn.text, params=turn.params,
-                                              system_prompt=turn.instructions), metrics)
+            items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
+                                        system_prompt=turn.instructions)
+            stream = _counted(items, metrics)
             first = await anext(stream)
-        # The turn holds the chat now: its user message is the chat's last one so far.
-        seq = first.seq if isinstance(first, Message) else (
-            await sessions.get_chat(chat_id)).message_count + 1
+        seq = items.seq
     except BaseException:
         await aclose(stream)
         raise
@@ -156,12 +157,18 @@ async def create_response(body: ResponseCreate, request: Request,
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-@router.get("/{response_id}")
+@router.get("/{response_id}", responses=json_or_events(
+    "the Response, or with `stream`: its events after `starting_after`, then live ones"))
 async def retrieve_response(response_id: str, request: Request,
-                            sessions: SessionsDep) -> dict[str, Any]:
-    """A stored response, rebuilt from its chat's messages."""
-    if request.query_params.get("stream", "false").lower() != "false":
-        raise unsupported("stream", "Streaming a stored response again is not supported")
+                            sessions: SessionsDep) -> Any:
+    """A stored response, rebuilt from its chat's messages; a background one as it stands;
+    with ``stream=true``: its events again, from ``starting_after`` on."""
+    query = request.query_params
+    if query.get("stream", "false").lower() != "false":
+        return await background.resume(sessions, response_id,
+                                       background.starting_after(query.get("starting_after")))
+    if (run_id := background.run_id_of(response_id)) is not None:
+        return await background.retrieve(sessions, run_id)
     found = await find_response(sessions, response_id, "response_id")
     answer = found.answer
     ok = answer.status is TurnStatus.OK
@@ -192,7 +199,7 @@ async def list_input_items(
 
 async def find_response(sessions: AsyncChatSessions, id_: str, param: str) -> Found:
     """The stored response ``id_`` of the caller's tenant, or a 404."""
-    parsed = parse_response_id(id_)
+    parsed = await background.resolve(sessions, id_)
     missing = not_found(f"Response with id '{id_}' not found.", param)
     if parsed is None:
         raise missing

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from chatsessions.service.openai_compat.errors import unsupported
+from chatsessions.service.openai_compat.errors import bad_request, unsupported
 from chatsessions.service.openai_compat.items import TEXT_PARTS
 from chatsessions.service.schemas import CONTENT_PATTERN, LABEL_PATTERN, TEXT_PATTERN
 from chatsessions.types import Chat, Usage
@@ -138,7 +138,7 @@ class ResponseCreate(_Request):
         {"enum": ["auto", "none"]})] = None
     include: Annotated[list[str] | None, WithJsonSchema(
         {"type": "array", "maxItems": 0})] = None
-    background: Annotated[bool | None, WithJsonSchema({"const": False})] = None
+    background: bool | None = None
 
     def refuse_unsupported(self) -> None:
         self.refuse_unknown()
@@ -148,8 +148,7 @@ class ResponseCreate(_Request):
             raise unsupported("tool_choice", "Tool choice is not supported")
         if self.include:
             raise unsupported("include", "Extra output ('include') is not supported")
-        if self.background:
-            raise unsupported("background", "Background responses are not supported")
+        _refuse_unstored_background(self)
         text_format = (self.text or {}).get("format")
         if text_format is not None and (
                 not isinstance(text_format, dict) or text_format.get("type") != "text"):
@@ -214,12 +213,18 @@ def response_usage(usage: Usage) -> dict[str, Any]:
     }
 
 
+def _refuse_unstored_background(body: ResponseCreate) -> None:
+    if body.background and body.store is False:
+        raise bad_request("Background responses are stored: 'store' must not be false.",
+                          "background")
+
+
 def response_object(
     *,
     id_: str,
     created_at: float,
     model: str,
-    status: Literal["completed", "failed", "in_progress"],
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"],
     output: list[dict[str, Any]],
     usage: Usage | None = None,
     request: ResponseCreate | None = None,
@@ -232,7 +237,8 @@ def response_object(
     request = request or ResponseCreate(input="")
     return {
         "id": id_, "object": "response", "created_at": created_at, "status": status,
-        "completed_at": completed_at, "background": False, "error": error,
+        "completed_at": completed_at, "background": bool(request.background),
+        "error": error,
         "incomplete_details": None, "instructions": request.instructions,
         "max_output_tokens": request.max_output_tokens, "model": model, "output": output,
         "parallel_tool_calls": False,

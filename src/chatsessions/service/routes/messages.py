@@ -15,6 +15,7 @@ from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.errors import error_body
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.routes.chats import NOT_FOUND
+from chatsessions.service.routes.turn_events import stream_steps
 from chatsessions.service.schemas import ErrorBody, MessageCreate, MessageList, MessagePublic
 
 T = TypeVar("T")
@@ -41,7 +42,10 @@ TURN_ERRORS: dict[int | str, dict[str, Any]] = {
           "description": "the stored assistant message (it may hold `tool_calls`: the "
                          "chat then waits for POST .../tool-results), or with `stream`: "
                          "SSE events `delta` {content} and `tool_call.delta` {index, id, "
-                         "name, arguments}, then `done` (the message) or `error`"},
+                         "name, arguments}, `tool_call` and `tool_result` (the stored "
+                         "messages of a tool round), then `done` (the message) or `error`, "
+                         "each with an id `<seq>:<n>` to resume from (see the turn's "
+                         "events)"},
 })
 async def send_message(
     chat_id: str,
@@ -57,9 +61,9 @@ async def send_message(
     options: dict[str, Any] = {
         "params": body.params, "idempotency_key": idempotency_key, "tools": tools,
         "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls}
-    if sse.wants_stream(accept, body.stream):
-        return await stream_response(sessions.stream(chat_id, body.content, **options),
-                                     metrics)
+    if sse.wants_stream(accept, body.stream):  # resumable: see turn_events.py
+        return await stream_steps(sessions.runs.stream(chat_id, body.content, **options),
+                                  metrics)
     return counted(metrics, await run_counted(metrics, sessions.send(
         chat_id, body.content, **options)))
 

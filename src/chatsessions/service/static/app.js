@@ -61,15 +61,16 @@
   // rules: CR, LF or CRLF end a line, a blank line ends an event.
   async function readEvents(res, onEvent) {
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "", event = "message", data = [];
+    let buf = "", event = "message", data = [], lastId = null;
     const line = (text) => {
       if (text === "") {
-        if (data.length) onEvent(event, data.join("\n"));
+        if (data.length) onEvent(event, data.join("\n"), lastId);
         [event, data] = ["message", []];
       } else if (!text.startsWith(":")) {
         const [, field, value] = text.match(/^([^:]*):? ?(.*)$/s);
         if (field === "event") event = value;
         else if (field === "data") data.push(value);
+        else if (field === "id") lastId = value;
       }
     };
     for (let chunk; !(chunk = await reader.read()).done;) {
@@ -418,8 +419,10 @@
       body: JSON.stringify(stream.action ? { stream: true } : { content: stream.user, stream: true }),
     });
     if (!res.ok) return toError(res);
-    let outcome = new Error("the connection closed before the answer was complete");
-    await readEvents(res, (event, data) => {
+    const dropped = new Error("the connection closed before the answer was complete");
+    let outcome = dropped, lastId = null;
+    const onEvent = (event, data, eventId) => {
+      if (eventId) lastId = eventId;
       if (event === "delta") {
         stream.text += JSON.parse(data).content || "";
         if (state.selected === id) paintLive();
@@ -429,8 +432,28 @@
         const { type = "error", message = "the turn failed" } = JSON.parse(data).error || {};
         outcome = new ApiError(0, type, message);
       }
-    });
+    };
+    await readEvents(res, onEvent).catch(() => {});
+    for (let tries = 0; outcome === dropped && lastId && tries < 5; tries++) {
+      outcome = (await resumeTurn(id, lastId, onEvent)) || outcome;
+    }
     return outcome;
+  }
+
+  // A dropped turn stream goes on from its last event id ("<seq>:<n>"): the turn itself
+  // kept running on the server. Returns an error if the server refuses, else null.
+  async function resumeTurn(id, lastId, onEvent) {
+    const seq = lastId.split(":")[0];
+    try {
+      const res = await fetch(`${chatPath(id)}/messages/${encodeURIComponent(seq)}/events`, {
+        headers: headers({ Accept: "text/event-stream", "Last-Event-ID": lastId }),
+      });
+      if (!res.ok) return toError(res);
+      await readEvents(res, onEvent);
+    } catch {
+      await new Promise((done) => setTimeout(done, 500));  // offline a moment: try again
+    }
+    return null;
   }
 
   async function send(text) {
