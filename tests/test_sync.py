@@ -244,6 +244,22 @@ def test_every_sync_method_works(chats: ChatSessions, fake_llm: FakeLLMServer) -
         lib.send(chat_id, "lost twice")
     assert isinstance(list(lib.stream_retry(chat_id))[-1], Message)
 
+    # tool calls: waiting, outputs (plain and streamed), cancelled
+    order = {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}}}}
+    (call,) = lib.send(chat_id, "order 42?", tools=[order]).tool_calls or ()
+    assert lib.pending_tool_calls(chat_id) == [call]
+    assert "42: shipped" in lib.send_tool_results(chat_id, {call.id: "42: shipped"}).content
+    *_, waiting = list(lib.stream(chat_id, "order 43?", tools=[order]))
+    assert isinstance(waiting, Message)
+    (call,) = waiting.tool_calls or ()
+    *_, told = list(lib.stream_tool_results(chat_id, {call.id: "43: lost"}))
+    assert isinstance(told, Message)
+    assert "43: lost" in told.content
+    lib.send(chat_id, "order 44?", tools=[order])
+    assert [c.name for c in lib.cancel_tool_calls(chat_id)] == ["lookup"]
+    lib.send(chat_id, "never mind")
+
     # answers again, edits, forks
     replaced = lib.history(chat_id)[-1]
     regenerated = lib.regenerate(chat_id)

@@ -16,6 +16,7 @@ from chatsessions.errors import (
     ChatSessionsError,
     ContextTooLong,
     InvalidInput,
+    ToolCallsPending,
     TurnInterrupted,
 )
 from chatsessions.keys import ApiKeys, AsyncApiKeys
@@ -70,6 +71,7 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCallsPending",
     "ToolOptions",
     "ToolSpec",
     "TurnInterrupted",

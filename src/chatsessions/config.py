@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         default=512, ge=1, description="tokens reserved for the answer when none is set"
     )
     max_message_chars: int = Field(default=32_000, ge=1)
+    max_tool_rounds: int = Field(
+        default=8, ge=0, description="times one send runs Python-function tools before "
+        "the model must answer in text")
     busy_timeout: float = Field(default=30.0, ge=0, description="max wait for a busy chat")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="history cache size")

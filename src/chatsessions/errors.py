@@ -74,6 +74,22 @@ class ChatMoved(ChatSessionsError):
         self.chat_id = chat_id
 
 
+class ToolCallsPending(ChatSessionsError):
+    """The chat's last answer called tools whose outputs have not come yet: a new user
+    message would show the model calls without their outputs. Submit the outputs
+    (``send_tool_results``) or cancel the calls (``cancel_tool_calls``) first."""
+
+    type = "tool_calls_pending"
+
+    def __init__(self, chat_id: str, call_ids: list[str]) -> None:
+        super().__init__(
+            f"Chat {chat_id} is waiting for the outputs of tool calls {', '.join(call_ids)}: "
+            "submit them (send_tool_results, POST /chats/{id}/tool-results) or cancel the "
+            "calls (cancel_tool_calls) before sending a new message")
+        self.chat_id = chat_id
+        self.call_ids = call_ids
+
+
 class BackendError(ChatSessionsError):
     """The model call failed; the user's message is kept and the turn is marked failed."""
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,13 +21,17 @@ from chatsessions.engine.model_call import final
 from chatsessions.engine.regenerate import run_regenerate
 from chatsessions.engine.runtime import Runtime
 from chatsessions.engine.titles import TITLE_GRACE
+from chatsessions.engine.tool_round import RoundOptions, cancel_calls, run_tool_round
 from chatsessions.engine.tools import (
+    FunctionTool,
     ToolSpec,
     check_chat_message,
     check_pairing,
+    check_tools,
+    functions_of,
     tool_options,
 )
-from chatsessions.engine.turn import TurnOptions, run_turn
+from chatsessions.engine.turn import TurnOptions, pending_calls, run_turn
 from chatsessions.errors import BackendError, ChatNotFound, ChatSessionsError, InvalidInput
 from chatsessions.keys import AsyncApiKeys
 from chatsessions.store import Store
@@ -39,6 +44,7 @@ from chatsessions.types import (
     Role,
     SearchHit,
     StreamItem,
+    ToolCall,
     ToolCallDelta,
     ToolOptions,
     TurnStatus,
@@ -137,11 +143,16 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
         context_policy: ContextPolicy | str = ContextPolicy.TRIM,
+        tools: Sequence[ToolSpec] | None = None,
     ) -> str:
         """Start a chat whose history begins with the system prompt; return its id.
 
         ``context_policy`` says what happens once the chat outgrows the model's window:
         ``trim`` the oldest turns, ``summarize`` them, or refuse (``none``).
+
+        ``tools`` are offered to the model on every turn: definitions (:class:`Tool`, or
+        dicts in OpenAI's shape) and Python functions, which :meth:`send` runs itself
+        (their definitions are stored; the functions stay with this object).
 
         Repeating a call with the same ``idempotency_key`` returns the same chat instead of
         creating another; the same key with different arguments is refused.
@@ -163,7 +174,9 @@ class AsyncChatSessions:
             metadata=check_metadata(metadata),
             expires_at=check_when(expires_at, field="expires_at"),
             context_policy=check_context_policy(context_policy),
+            tools=check_tools(tools),
         )
+        self._remember(chat.id, tools)
         if idempotency_key is None:
             await store.create_chat(chat)
             return chat.id
@@ -221,8 +234,10 @@ class AsyncChatSessions:
         metadata: dict[str, Any] = _UNSET,
         expires_at: datetime | None = _UNSET,
         context_policy: ContextPolicy | str = _UNSET,
+        tools: Sequence[ToolSpec] | None = _UNSET,
     ) -> Chat:
-        """Change the fields given; ``title=None`` and ``expires_at=None`` clear them."""
+        """Change the fields given; ``title=None``, ``expires_at=None`` and ``tools=None``
+        clear them (``tools`` as for :meth:`create_chat`)."""
         store = await self._ready()
         changes: dict[str, Any] = {}
         if title is not _UNSET:
@@ -240,12 +255,23 @@ class AsyncChatSessions:
             changes["expires_at"] = check_when(expires_at, field="expires_at")
         if context_policy is not _UNSET:
             changes["context_policy"] = check_context_policy(context_policy)
+        if tools is not _UNSET:
+            changes["tools"] = check_tools(tools)
         if not changes:
             return await self.get_chat(chat_id)
         chat = await store.update_chat(chat_id, self.tenant_id, changes)
         if chat is None:
             raise ChatNotFound(chat_id)
+        if tools is not _UNSET:
+            self._runtime.functions.pop(chat_id, None)
+            self._remember(chat_id, tools)
         return chat
+
+    def _remember(self, chat_id: str, tools: Sequence[ToolSpec] | None) -> None:
+        """Keep the Python functions among a chat's tools, for :meth:`send` to run."""
+        functions = functions_of(tools)
+        if functions:
+            self._runtime.functions[chat_id] = functions
 
     async def delete_chat(self, chat_id: str) -> None:
         """Delete the chat and every message of it, for real."""
@@ -253,6 +279,7 @@ class AsyncChatSessions:
         if not await store.delete_chat(chat_id, self.tenant_id):
             raise ChatNotFound(chat_id)
         self._runtime.cache.discard(chat_id)
+        self._runtime.functions.pop(chat_id, None)
 
     async def archive_chat(self, chat_id: str) -> Chat:
         """Hide the chat from :meth:`list_chats` (unless asked for); it stays usable."""
@@ -294,16 +321,29 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> Message:
         """Run one turn and return the stored assistant message (with usage).
 
         ``system_prompt`` answers this turn under another prompt (the chat keeps its own);
         ``if_message_count`` runs the turn only if the chat still holds that many messages
         when its turn comes, else raises :class:`ChatMoved` having stored nothing.
+
+        ``tools`` (replacing the chat's for this call), ``tool_choice`` and
+        ``parallel_tool_calls`` are offered to the model. When it calls Python functions
+        given as tools (here or on the chat), they are run and their outputs sent back,
+        up to ``max_tool_rounds`` times (default ``Settings.max_tool_rounds``; after the
+        last the model must answer in text), every call and output stored. When it calls
+        a tool that is only a definition, the answer returned holds ``tool_calls`` and the
+        chat waits for :meth:`send_tool_results` (or :meth:`cancel_tool_calls`); a new
+        message meanwhile raises :class:`ToolCallsPending`.
         """
-        return await _stored(self._turn(chat_id, text, TurnOptions(
+        return await _stored(self._converse(chat_id, text, TurnOptions(
             check_params(params), idempotency_key, system_prompt, if_message_count),
-            streaming=False))
+            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=False))
 
     async def send_message(
         self,
@@ -314,12 +354,18 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> str:
         """The tutorial's call: send ``text`` with the whole history, return the answer
-        (options as for :meth:`send`)."""
+        (options as for :meth:`send`; Python functions among ``tools`` are run)."""
         return (await self.send(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count)).content
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds)).content
 
     async def stream(
         self,
@@ -330,12 +376,17 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
-    ) -> AsyncGenerator[str | Message, None]:
-        """Yield text deltas as they arrive, then the stored assistant message (options as
-        for :meth:`send`)."""
-        turn = self._turn(chat_id, text, TurnOptions(
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        """Yield text deltas and tool-call pieces as they arrive, each stored answer that
+        calls tools and each stored tool output (as Messages), then the stored final
+        assistant message, last (options as for :meth:`send`)."""
+        turn = self._converse(chat_id, text, TurnOptions(
             check_params(params), idempotency_key, system_prompt, if_message_count),
-            streaming=True)
+            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=True)
         async with aclosing(turn):
             async for item in turn:
                 yield item
@@ -349,15 +400,168 @@ class AsyncChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield only the answer's text deltas (options as for :meth:`send`)."""
         stream = self.stream(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count)
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds)
         async with aclosing(stream):
             async for item in stream:
                 if isinstance(item, str):
                     yield item
+
+    # tool calls -----------------------------------------------------------------------
+
+    async def send_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> Message:
+        """Store the outputs of the calls the chat is waiting for (``{call_id: output}``,
+        every pending call at once) and ask the model again; return its stored answer,
+        which may call tools again (Python functions among the tools are run, as in
+        :meth:`send`). Unknown ids and missing outputs raise :class:`InvalidInput` naming
+        them; a repeated ``idempotency_key`` returns the stored answer."""
+        return await _stored(self._tool_results(
+            chat_id, results, params, tools, tool_choice, parallel_tool_calls,
+            idempotency_key, max_tool_rounds, streaming=False))
+
+    async def stream_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        """:meth:`send_tool_results`, yielding as :meth:`stream` does (deltas and call
+        pieces, then the stored outputs, then the stored answer, last: the outputs are
+        written with the answer)."""
+        run = self._tool_results(chat_id, results, params, tools, tool_choice,
+                                 parallel_tool_calls, idempotency_key, max_tool_rounds,
+                                 streaming=True)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    async def pending_tool_calls(self, chat_id: str) -> list[ToolCall]:
+        """The calls of the chat's last answer still without an output (empty: none)."""
+        chat = await self.get_chat(chat_id)
+        history = await self._runtime.settled_history(chat)
+        return pending_calls(history.messages)
+
+    async def cancel_tool_calls(
+        self, chat_id: str, call_ids: Sequence[str] | None = None
+    ) -> list[ToolCall]:
+        """Give the pending calls ``call_ids`` (default: all) the output ``"error:
+        cancelled by the caller"``, so the chat can go on with a new message; return them.
+        The model is not asked (its next answer comes with the next message)."""
+        if call_ids is not None and (isinstance(call_ids, str) or not all(
+                isinstance(i, str) for i in call_ids)):
+            raise InvalidInput("call_ids must be a list of tool call ids")
+        await self._ready()
+        return await cancel_calls(self._runtime, self.tenant_id, chat_id,
+                                  None if call_ids is None else list(call_ids))
+
+    def _tool_results(
+        self, chat_id: str, results: Mapping[str, str],
+        params: GenerationParams | dict[str, Any] | None, tools: Sequence[ToolSpec] | None,
+        tool_choice: str | None, parallel_tool_calls: bool | None,
+        idempotency_key: str | None, max_tool_rounds: int | None, *, streaming: bool,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        if not isinstance(results, Mapping) or not results:
+            raise InvalidInput("results must map each pending tool call's id to its output")
+        limit = self.settings.max_message_chars
+        checked = {check_label(call_id, field="tool_call_id", max_chars=200):
+                   check_text(output, field="tool output", max_chars=limit, allow_empty=True)
+                   for call_id, output in results.items()}
+        if idempotency_key is not None:
+            check_text(idempotency_key, field="idempotency key", max_chars=200)
+        loop = self._loop(chat_id, tools, tool_choice, parallel_tool_calls, max_tool_rounds)
+        options = RoundOptions(check_params(params), idempotency_key, loop.tools)
+        return self._run_loop(chat_id, loop, self._round(chat_id, checked, options,
+                                                         streaming), streaming)
+
+    async def _round(self, chat_id: str, results: Mapping[str, str] | None,
+                     options: RoundOptions, streaming: bool
+                     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        await self._ready()
+        run = run_tool_round(self._runtime, self.tenant_id, chat_id, results, options,
+                             streaming=streaming)
+        async with aclosing(run):
+            async for item in run:
+                yield item
+
+    def _loop(self, chat_id: str, tools: Sequence[ToolSpec] | None, tool_choice: str | None,
+              parallel: bool | None, max_rounds: int | None) -> _Loop:
+        if max_rounds is not None and (not isinstance(max_rounds, int) or max_rounds < 0):
+            raise InvalidInput("max_tool_rounds must be 0 or more")
+        functions = {**self._runtime.functions.get(chat_id, {}), **functions_of(tools)}
+        return _Loop(tool_options(tools, tool_choice, parallel), functions,
+                     self.settings.max_tool_rounds if max_rounds is None else max_rounds)
+
+    def _converse(
+        self, chat_id: str, text: str, options: TurnOptions, tools: Sequence[ToolSpec] | None,
+        tool_choice: str | None, parallel: bool | None, max_rounds: int | None, *,
+        streaming: bool,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        loop = self._loop(chat_id, tools, tool_choice, parallel, max_rounds)
+        turn = self._turn(chat_id, text, replace(options, tools=loop.tools),
+                          streaming=streaming)
+        if not loop.functions:
+            return turn
+        return self._run_loop(chat_id, loop, turn, streaming,
+                              replayable=options.idempotency_key is not None)
+
+    async def _run_loop(
+        self, chat_id: str, loop: _Loop, first: AsyncGenerator[str | ToolCallDelta | Message,
+                                                               None],
+        streaming: bool, *, replayable: bool = False,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        """Yield what ``first`` yields; while its answer calls only Python functions we
+        hold, run them and yield the next round's items too."""
+        run, rounds = first, 0
+        while True:
+            answer: Message | None = None
+            async with aclosing(run):
+                async for item in run:
+                    if isinstance(item, Message) and item.role is Role.ASSISTANT:
+                        answer = item
+                    yield item
+            calls = answer.tool_calls if answer is not None else None
+            if (not calls or rounds >= loop.max_rounds
+                    or any(call.name not in loop.functions for call in calls)):
+                return
+            if replayable and rounds == 0:  # a replayed answer: run nothing twice
+                waiting = await self.pending_tool_calls(chat_id)
+                if {c.id for c in waiting} != {c.id for c in calls}:
+                    return
+            outputs = await asyncio.gather(*(loop.functions[call.name].run(call)
+                                             for call in calls))
+            rounds += 1
+            tools = loop.tools
+            if rounds >= loop.max_rounds:  # the last round: the model must answer in text
+                tools = replace(tools or ToolOptions(), choice="none")
+            run = self._round(chat_id, {c.id: out for c, out in zip(calls, outputs,
+                                                                   strict=True)},
+                              RoundOptions(None, None, tools), streaming)
 
     async def retry(
         self,
@@ -368,7 +572,11 @@ class AsyncChatSessions:
         system_prompt: str | None = None,
     ) -> Message:
         """Ask again the last user message if its turn failed (options as for :meth:`send`).
-        If another turn gets in first, :class:`ChatMoved` is raised and nothing is stored."""
+        If another turn gets in first, :class:`ChatMoved` is raised and nothing is stored.
+        After a failed tool round (outputs stored, no answer), asks again from them."""
+        if await self._after_outputs(chat_id):
+            return await _stored(self._round(
+                chat_id, None, RoundOptions(check_params(params), idempotency_key), False))
         text, count = await self._failed_turn(chat_id)
         return await self.send(chat_id, text, params=params, idempotency_key=idempotency_key,
                                system_prompt=system_prompt, if_message_count=count)
@@ -380,14 +588,29 @@ class AsyncChatSessions:
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
-    ) -> AsyncGenerator[str | Message, None]:
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """:meth:`retry`, yielding text deltas, then the stored answer."""
+        if await self._after_outputs(chat_id):
+            run = self._round(chat_id, None, RoundOptions(check_params(params),
+                                                          idempotency_key), True)
+            async with aclosing(run):
+                async for item in run:
+                    yield item
+            return
         text, count = await self._failed_turn(chat_id)
         stream = self.stream(chat_id, text, params=params, idempotency_key=idempotency_key,
                              system_prompt=system_prompt, if_message_count=count)
         async with aclosing(stream):
             async for item in stream:
                 yield item
+
+    async def _after_outputs(self, chat_id: str) -> bool:
+        """Whether the chat's last message is a tool output still without an answer."""
+        chat = await self.get_chat(chat_id)
+        history = await self._runtime.settled_history(chat)
+        last = next((m for m in reversed(history.messages) if m.role is not Role.SYSTEM),
+                    None)
+        return last is not None and last.role is Role.TOOL
 
     async def _failed_turn(self, chat_id: str) -> tuple[str, int]:
         """The failed last user message's text, and the chat's message count."""
@@ -407,12 +630,15 @@ class AsyncChatSessions:
         The earlier answer is kept with status ``replaced`` (see :meth:`history`); the model
         sees the history without it. If the model fails, nothing changes and the
         :class:`BackendError` is raised; with nothing to regenerate, :class:`InvalidInput`.
+        An answer to tool outputs is asked again from the same outputs (the calls and
+        outputs stay); an answer that called tools (still waiting) is replaced by a new
+        answer to its question, which may call tools again.
         """
         return await _stored(await self._regeneration(chat_id, params, streaming=False))
 
     async def stream_regenerate(
         self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
-    ) -> AsyncGenerator[str | Message, None]:
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """:meth:`regenerate`, yielding text deltas, then the stored new answer."""
         run = await self._regeneration(chat_id, params, streaming=True)
         async with aclosing(run):
@@ -422,7 +648,7 @@ class AsyncChatSessions:
     async def _regeneration(
         self, chat_id: str, params: GenerationParams | dict[str, Any] | None, *,
         streaming: bool,
-    ) -> AsyncGenerator[str | Message, None]:
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         checked = check_params(params)
         await self._ready()
         return run_regenerate(self._runtime, self.tenant_id, chat_id, checked,
@@ -461,7 +687,7 @@ class AsyncChatSessions:
         options: TurnOptions,
         *,
         streaming: bool,
-    ) -> AsyncGenerator[str | Message, None]:
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
         if options.idempotency_key is not None:
             check_text(options.idempotency_key, field="idempotency key", max_chars=200)
@@ -758,7 +984,7 @@ class AsyncChatSessions:
         return export_markdown(chat, await self.history(chat_id, include_failed=True))
 
 
-async def _stored(turn: AsyncGenerator[str | Message, None]) -> Message:
+async def _stored(turn: AsyncGenerator[str | ToolCallDelta | Message, None]) -> Message:
     """Run a turn that yields no deltas to its end: the stored answer it yields last."""
     answer: Message | None = None
     async with aclosing(turn):
@@ -775,10 +1001,21 @@ def _added_role(role: Role | str) -> Role:
     return Role(role)
 
 
+@dataclass(frozen=True, slots=True)
+class _Loop:
+    """One send's tools: what is offered, the functions it may run, how many times."""
+
+    tools: ToolOptions | None
+    functions: dict[str, FunctionTool]
+    max_rounds: int
+
+
 def request_hash(chat: Chat) -> str:
     """What makes two chat creations "the same request" for idempotency."""
-    fields = [chat.system_prompt, chat.title, chat.backend, chat.model, chat.params,
-              chat.metadata]
+    fields: list[Any] = [chat.system_prompt, chat.title, chat.backend, chat.model,
+                         chat.params, chat.metadata]
     if chat.context_policy is not ContextPolicy.TRIM:  # hashes stored before it stay valid
         fields.append(chat.context_policy.value)
+    if chat.tools:
+        fields.append([tool.to_dict() for tool in chat.tools])
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

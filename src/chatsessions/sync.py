@@ -32,6 +32,7 @@ from chatsessions.types import (
     Message,
     Role,
     SearchHit,
+    ToolCall,
     ToolCallDelta,
     UsageReport,
 )
@@ -129,11 +130,12 @@ class ChatSessions:
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
         context_policy: ContextPolicy | str = ContextPolicy.TRIM,
+        tools: Sequence[ToolSpec] | None = None,
     ) -> str:
         return self._runner.call(self.aio.create_chat(
             system_prompt, model=model, backend=backend, params=params, title=title,
             metadata=metadata, chat_id=chat_id, idempotency_key=idempotency_key,
-            expires_at=expires_at, context_policy=context_policy))
+            expires_at=expires_at, context_policy=context_policy, tools=tools))
 
     @_twin(AsyncChatSessions.get_chat)
     def get_chat(self, chat_id: str) -> Chat:
@@ -166,10 +168,12 @@ class ChatSessions:
         metadata: dict[str, Any] = _UNSET,
         expires_at: datetime | None = _UNSET,
         context_policy: ContextPolicy | str = _UNSET,
+        tools: Sequence[ToolSpec] | None = _UNSET,
     ) -> Chat:
         return self._runner.call(self.aio.update_chat(
             chat_id, title=title, system_prompt=system_prompt, model=model, params=params,
-            metadata=metadata, expires_at=expires_at, context_policy=context_policy))
+            metadata=metadata, expires_at=expires_at, context_policy=context_policy,
+            tools=tools))
 
     @_twin(AsyncChatSessions.delete_chat)
     def delete_chat(self, chat_id: str) -> None:
@@ -200,10 +204,16 @@ class ChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> Message:
         return self._runner.call(self.aio.send(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count))
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds))
 
     @_twin(AsyncChatSessions.send_message)
     def send_message(
@@ -215,10 +225,16 @@ class ChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> str:
         return self._runner.call(self.aio.send_message(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count))
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds))
 
     @_twin(AsyncChatSessions.stream)
     def stream(
@@ -230,10 +246,16 @@ class ChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
-    ) -> Iterator[str | Message]:
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count))
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds))
 
     @_twin(AsyncChatSessions.stream_message)
     def stream_message(
@@ -245,10 +267,62 @@ class ChatSessions:
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        max_tool_rounds: int | None = None,
     ) -> Iterator[str]:
         return self._runner.iterate(self.aio.stream_message(
             chat_id, text, params=params, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, if_message_count=if_message_count))
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            max_tool_rounds=max_tool_rounds))
+
+    @_twin(AsyncChatSessions.send_tool_results)
+    def send_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> Message:
+        return self._runner.call(self.aio.send_tool_results(
+            chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
+            max_tool_rounds=max_tool_rounds))
+
+    @_twin(AsyncChatSessions.stream_tool_results)
+    def stream_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        max_tool_rounds: int | None = None,
+    ) -> Iterator[str | ToolCallDelta | Message]:
+        return self._runner.iterate(self.aio.stream_tool_results(
+            chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
+            max_tool_rounds=max_tool_rounds))
+
+    @_twin(AsyncChatSessions.pending_tool_calls)
+    def pending_tool_calls(self, chat_id: str) -> list[ToolCall]:
+        return self._runner.call(self.aio.pending_tool_calls(chat_id))
+
+    @_twin(AsyncChatSessions.cancel_tool_calls)
+    def cancel_tool_calls(
+        self, chat_id: str, call_ids: Sequence[str] | None = None
+    ) -> list[ToolCall]:
+        return self._runner.call(self.aio.cancel_tool_calls(chat_id, call_ids))
 
     @_twin(AsyncChatSessions.retry)
     def retry(
@@ -271,7 +345,7 @@ class ChatSessions:
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
-    ) -> Iterator[str | Message]:
+    ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream_retry(
             chat_id, params=params, idempotency_key=idempotency_key,
             system_prompt=system_prompt))
@@ -285,7 +359,7 @@ class ChatSessions:
     @_twin(AsyncChatSessions.stream_regenerate)
     def stream_regenerate(
         self, chat_id: str, *, params: GenerationParams | dict[str, Any] | None = None
-    ) -> Iterator[str | Message]:
+    ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream_regenerate(chat_id, params=params))
 
     @_twin(AsyncChatSessions.answer)

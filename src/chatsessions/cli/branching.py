@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from chatsessions import BackendError, Message
+from chatsessions import BackendError, Message, ToolCallDelta
 from chatsessions.cli.common import console, err_console, open_sessions
 
 app = typer.Typer()
@@ -16,7 +16,7 @@ app = typer.Typer()
 Stream = Annotated[bool, typer.Option(help="print the answer as it arrives")]
 
 
-def _print_answer(items: Iterator[str | Message]) -> None:
+def _print_answer(items: Iterator[str | ToolCallDelta | Message]) -> None:
     for item in items:
         if isinstance(item, str):
             console.out(item, end="", highlight=False)

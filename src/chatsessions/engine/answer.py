@@ -100,7 +100,8 @@ def _as_asked(history: History, chat_id: str, up_to_seq: int | None,
     kept = history.messages[:count]
     asked = History(last_seq=history.last_seq, messages=kept, tokens=history.tokens[:count],
                     shown=history.shown[:count],
-                    summaries=sum(m.role is Role.SYSTEM for m in kept))
+                    summaries=sum(m.role is Role.SYSTEM for m in kept),
+                    tool_rows=history.tool_rows)
     asked.add([Message(chat_id, history.last_seq + n, role, content)
                for n, (role, content) in enumerate(prior, 1)])
     return asked

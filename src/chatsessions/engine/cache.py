@@ -8,6 +8,7 @@ written, and evicts least-recently-used chats beyond a byte budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatsessions._lru import ByteLRU
 from chatsessions.types import Chat, Message, Role, TurnStatus
@@ -23,10 +24,12 @@ class History:
     tokens: list[int | None] = field(default_factory=list)
     #: each message as the model is shown it (``as_openai``), built once: a turn that
     #: sends the whole history copies this list instead of building a dict per message
-    shown: list[dict[str, str]] = field(default_factory=list)
+    shown: list[dict[str, Any]] = field(default_factory=list)
     nbytes: int = 0
     #: summaries (role system) among ``messages``: none lets a turn take the history whole
     summaries: int = 0
+    #: tool calls and outputs among ``messages``: none lets a turn skip pairing them
+    tool_rows: int = 0
     #: the chat row as this process's last turn left it: the next turn presumes it
     #: unchanged and starts with one write instead of two (``Store.begin_turn``)
     chat: Chat | None = None
@@ -48,6 +51,7 @@ class History:
                 self.tokens.append(None)
                 self.shown.append(message.as_openai())
                 self.summaries += message.role is Role.SYSTEM
+                self.tool_rows += message.tool_calls is not None or message.role is Role.TOOL
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes += size
                 added += size
@@ -60,6 +64,7 @@ class History:
             if message.seq == seq:
                 del self.messages[index], self.tokens[index], self.shown[index]
                 self.summaries -= message.role is Role.SYSTEM
+                self.tool_rows -= message.tool_calls is not None or message.role is Role.TOOL
                 size = len(message.content) + _PER_MESSAGE_BYTES
                 self.nbytes -= size
                 return size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from chatsessions.backends import Backend
 from chatsessions.backends.base import ChatMessages
@@ -29,22 +30,28 @@ ANSWER_PRIMER_TOKENS = 3
 def trim_start(history: Sequence[Message], counts: Sequence[int], budget: int) -> int:
     """Index of the first history message to send so the total fits ``budget`` tokens.
 
-    ``history`` is the chat's ok messages ending with the new user message. Only whole
-    turns are dropped: the kept part always starts at a user message, and the new user
-    message is always kept (if it alone is too big, that is the caller's error).
+    ``history`` is the chat's ok messages ending with the turn in progress: the new user
+    message, or, in a tool round, the user message with the calls and outputs after it.
+    Only whole turns are dropped: the kept part always starts at a user message, so an
+    answer's tool calls and their outputs are kept or dropped together; the turn in
+    progress is always kept (if it alone is too big, that is the caller's error).
     """
     if not history:
         return 0
-    if counts[-1] > budget:
+    last = len(history) - 1
+    while last > 0 and history[last].role is not Role.USER:
+        last -= 1
+    current = counts[-1] if last == len(history) - 1 else sum(counts[last:])
+    if current > budget:
         raise ContextTooLong(
-            f"the message takes {counts[-1]} tokens but only {max(budget, 0)} fit in the "
+            f"the message takes {current} tokens but only {max(budget, 0)} fit in the "
             "model's context window next to the system prompt and the reserved answer"
         )
     if history[0].role is Role.USER and sum(counts) <= budget:
         return 0  # everything fits: no need to walk it
-    total = 0
-    start = len(history) - 1
-    for index in range(len(history) - 1, -1, -1):
+    total = current
+    start = last
+    for index in range(last - 1, -1, -1):
         total += counts[index]
         if total > budget:
             break
@@ -113,13 +120,13 @@ class Context:
     #: and their dicts as the model is shown them
     turns: list[Message]
     counts: list[int]
-    views: list[dict[str, str]]
+    views: list[dict[str, Any]]
     summary: dict[str, str] | None = None
     summary_tokens: int = 0
     refresh: Refresh | None = None
 
     @property
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self) -> list[dict[str, Any]]:
         head = [self.system] if self.summary is None else [self.system, self.summary]
         return [*head, *self.views]
 
@@ -152,12 +159,13 @@ class Context:
 def plan_context(
     chat: Chat,
     history: History,
-    text: str,
+    text: str | None,
     backend: Backend,
     params: GenerationParams,
     *,
     max_output_tokens: int,
     summarize: bool = True,
+    outputs: Sequence[Message] = (),
 ) -> Context:
     """The context for a new message ``text``, as the chat's context policy says.
 
@@ -168,6 +176,10 @@ def plan_context(
     must take in (with ``summarize=False`` those turns are trimmed instead). Raises
     ContextTooLong before anything is stored. Summary rows are never sent as turns.
     ``max_output_tokens`` is the answer's reserve when ``params`` set none.
+
+    A tool round has no new text (``text=None``): ``outputs``, the tool outputs not yet
+    stored, follow the history instead. Whatever the history holds, the model is never
+    shown a tool call without its output or an output without its call (:func:`paired`).
     """
     model = chat.model
     reserve = params.max_tokens or max_output_tokens
@@ -180,26 +192,32 @@ def plan_context(
     latest = _latest_summary(history) if policy is ContextPolicy.SUMMARIZE else None
     previous = history.messages[latest] if latest is not None else None
     after = (previous.covers_seq or 0) if previous is not None else 0
-    new_tokens = backend.count_tokens("user", text, model)
+    new = [Message(chat.id, 0, Role.USER, text)] if text is not None else list(outputs)
+    new_views = [m.as_openai() for m in new]
+    new_counts = [shown_tokens(backend, view, model) for view in new_views]
     turns, counts, views = _recent_turns(history, after, backend, model, limit=None
                                          if policy is ContextPolicy.NONE
-                                         else budget - new_tokens)
-    turns.append(Message(chat.id, 0, Role.USER, text))
-    counts.append(new_tokens)
-    views.append({"role": Role.USER.value, "content": text})
+                                         else budget - sum(new_counts))
+    turns.extend(new)
+    counts.extend(new_counts)
+    views.extend(new_views)
     context = Context({"role": "system", "content": chat.system_prompt}, system_tokens,
                       budget, turns, counts, views)
+    if history.tool_rows or outputs:
+        context = paired(context)
     if policy is ContextPolicy.NONE:
         check_fits(counts, budget)
         return context
     if policy is ContextPolicy.TRIM:
-        return context.keep(trim_start(turns, counts, budget))
+        return context.keep(trim_start(context.turns, context.counts, budget))
     if previous is not None and latest is not None:
         context.summary = summary.shown(previous)
         context.summary_tokens = _count(history, latest, backend, model)
     if not summarize:
-        return context.keep(trim_start(turns, counts, budget - context.summary_tokens))
+        return context.keep(trim_start(context.turns, context.counts,
+                                       budget - context.summary_tokens))
     limit = summary.token_limit(budget)
+    turns, counts = context.turns, context.counts
     cut = summary_cut(turns, counts, budget, context.summary_tokens,
                       backend.count_tokens("system", summary.SHOWN_AS, model) + limit)
     if cut:
@@ -210,7 +228,7 @@ def plan_context(
 def build_context(
     chat: Chat,
     history: History,
-    text: str,
+    text: str | None,
     backend: Backend,
     params: GenerationParams,
     *,
@@ -219,6 +237,56 @@ def build_context(
     """The messages :func:`plan_context` shows the model, writing no new summary."""
     return plan_context(chat, history, text, backend, params,
                         max_output_tokens=max_output_tokens, summarize=False).messages
+
+
+def paired(context: Context) -> Context:
+    """The context without what would show the model a call without its output or an
+    output without its call: outputs that answer no call of the assistant message before
+    them are left out, and calls left without an output are taken off their message (the
+    message too, when it has no text). A well-formed history loses nothing; one left
+    uneven (a deleted output, an import) still gives the model a valid conversation."""
+    turns: list[Message] = []
+    counts: list[int] = []
+    views: list[dict[str, Any]] = []
+    waiting: dict[str, bool] = {}  # the calls of the last answer: answered yet?
+    asked = -1  # where that answer is in the kept lists
+    for message, count, view in zip(context.turns, context.counts, context.views,
+                                    strict=True):
+        if message.role is Role.TOOL:
+            if waiting.get(message.tool_call_id or "") is False:
+                waiting[message.tool_call_id or ""] = True
+                turns.append(message)
+                counts.append(count)
+                views.append(view)
+            continue
+        if waiting:
+            asked = _drop_unanswered(turns, counts, views, asked, waiting)
+        waiting = {}
+        if message.role is Role.ASSISTANT and message.tool_calls:
+            waiting = {call.id: False for call in message.tool_calls}
+            asked = len(turns)
+        turns.append(message)
+        counts.append(count)
+        views.append(view)
+    if waiting:
+        _drop_unanswered(turns, counts, views, asked, waiting)
+    context.turns, context.counts, context.views = turns, counts, views
+    return context
+
+
+def _drop_unanswered(turns: list[Message], counts: list[int], views: list[dict[str, Any]],
+                     asked: int, waiting: dict[str, bool]) -> int:
+    """Take the calls still waiting off the answer at ``asked``."""
+    if all(waiting.values()):
+        return asked
+    answer = turns[asked]
+    kept = tuple(call for call in answer.tool_calls or () if waiting[call.id])
+    answer = replace(answer, tool_calls=kept or None)
+    if not kept and not answer.content:
+        del turns[asked], counts[asked], views[asked]
+        return -1
+    turns[asked], views[asked] = answer, answer.as_openai()
+    return asked
 
 
 def _refresh(
@@ -248,7 +316,7 @@ def _refresh(
 
 def _recent_turns(
     history: History, after: int, backend: Backend, model: str, *, limit: int | None
-) -> tuple[list[Message], list[int], list[dict[str, str]]]:
+) -> tuple[list[Message], list[int], list[dict[str, Any]]]:
     """The history's turns after seq ``after`` (summaries left out) and their tokens, oldest
     first: all of them, or, with a ``limit``, the newest up to the first that takes their
     total past it, which is as far back as trimming can look. So a turn costs the same
@@ -265,7 +333,7 @@ def _recent_turns(
             return list(history.messages), list(counted), list(history.shown)
     turns: list[Message] = []
     counts: list[int] = []
-    views: list[dict[str, str]] = []
+    views: list[dict[str, Any]] = []
     total = 0
     for index in range(len(history.messages) - 1, -1, -1):
         message = history.messages[index]
@@ -287,10 +355,20 @@ def _count(history: History, index: int, backend: Backend, model: str) -> int:
     count = history.tokens[index]
     if count is None:
         message = history.messages[index]
-        shown = summary.shown(message) if message.role is Role.SYSTEM else message.as_openai()
-        count = history.tokens[index] = backend.count_tokens(
-            shown["role"], shown["content"], model)
+        shown = summary.shown(message) if message.role is Role.SYSTEM else history.shown[index]
+        count = history.tokens[index] = shown_tokens(backend, shown, model)
     return count
+
+
+def shown_tokens(backend: Backend, shown: dict[str, Any], model: str) -> int:
+    """The tokens of one message as the model is shown it: its text, and the name and
+    arguments of each call it makes (the provider serializes those into the prompt)."""
+    tokens = backend.count_tokens(shown["role"], shown["content"] or "", model)
+    for call in shown.get("tool_calls") or ():
+        function = call["function"]
+        tokens += backend.count_tokens("tool", function["name"] + function["arguments"],
+                                       model)
+    return tokens
 
 
 def _latest_summary(history: History) -> int | None:

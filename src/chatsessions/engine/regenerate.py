@@ -16,9 +16,9 @@ from contextlib import aclosing
 from chatsessions.engine.cache import History
 from chatsessions.engine.context import build_context
 from chatsessions.engine.runtime import Runtime
-from chatsessions.engine.turn import answer_message
+from chatsessions.engine.turn import answer_message, offered
 from chatsessions.errors import InvalidInput
-from chatsessions.types import Completion, GenerationParams, Message, Role
+from chatsessions.types import Completion, GenerationParams, Message, Role, ToolCallDelta
 
 
 async def run_regenerate(
@@ -28,8 +28,11 @@ async def run_regenerate(
     params: GenerationParams | None,
     *,
     streaming: bool,
-) -> AsyncGenerator[str | Message, None]:
-    """Yield text deltas (when streaming), then the stored new answer."""
+) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+    """Yield text deltas (when streaming), then the stored new answer. The answer to
+    tool outputs is asked again from the same outputs; an answer that called tools is
+    replaced by a new answer to its question, which may call tools again (the calls
+    replaced had no outputs yet, or the answer would not be the last message)."""
     settings = runtime.settings
     async with runtime.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
         chat = lease.chat
@@ -39,25 +42,30 @@ async def run_regenerate(
         backend = runtime.models.backend(chat.backend)
         gen_params = GenerationParams.model_validate(chat.params).merged(params)
         # The history without the question and its answer (a summary written during that
-        # turn stays); token counts are copied back to the cached entry.
-        kept = [i for i in range(len(history.messages) - 1) if i != asked]
+        # turn stays); token counts are copied back to the cached entry. An answer to
+        # tool outputs is asked again from them: the calls and outputs stay.
+        after_tools = question.role is Role.TOOL
+        kept = [i for i in range(len(history.messages) - 1) if after_tools or i != asked]
         earlier = History(last_seq=old.seq, messages=[history.messages[i] for i in kept],
                           tokens=[history.tokens[i] for i in kept],
-                          shown=[history.shown[i] for i in kept])
-        context = build_context(chat, earlier, question.content, backend, gen_params,
+                          shown=[history.shown[i] for i in kept],
+                          tool_rows=history.tool_rows)
+        context = build_context(chat, earlier, None if after_tools else question.content,
+                                backend, gen_params,
                                 max_output_tokens=settings.max_output_tokens)
         for index, count in zip(kept, earlier.tokens, strict=True):
             history.tokens[index] = count
 
         started = time.perf_counter()
         completion: Completion | None = None
-        async with aclosing(runtime.models.call(backend, context, gen_params, chat.model,
-                                             streaming=streaming, chat_id=chat.id)) as calls:
+        async with aclosing(runtime.models.call(
+                backend, context, gen_params, chat.model, streaming=streaming,
+                chat_id=chat.id, tools=offered(chat, None))) as calls:
             async for item in calls:  # a failure here changes nothing: it just raises
-                if isinstance(item, str):
-                    yield item
-                elif isinstance(item, Completion):
+                if isinstance(item, Completion):
                     completion = item
+                else:
+                    yield item
         assert completion is not None  # a call ends with its Completion or raises
         answer = answer_message(chat.id, completion, started,
                                 context_messages=len(context), replaces_seq=old.seq)
@@ -83,7 +91,7 @@ def last_exchange(history: History) -> int:
     asked = len(shown) - 2
     while asked >= 0 and shown[asked].role is Role.SYSTEM:
         asked -= 1
-    if asked < 0 or shown[asked].role is not Role.USER:
+    if asked < 0 or shown[asked].role not in (Role.USER, Role.TOOL):
         raise InvalidInput(
             "nothing to regenerate: the last answer does not follow a user message")
     return asked

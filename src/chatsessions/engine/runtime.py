@@ -13,6 +13,7 @@ from chatsessions.engine.cache import History, HistoryCache
 from chatsessions.engine.leases import TurnLeases
 from chatsessions.engine.model_call import ModelCalls
 from chatsessions.engine.titles import TitleWriter
+from chatsessions.engine.tools import FunctionTool
 from chatsessions.store import Store, open_store
 from chatsessions.types import Chat, TurnStatus
 
@@ -33,6 +34,9 @@ class Runtime:
         self.owner = f"{self.replica}/{os.getpid()}"
         self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
         self.titles = TitleWriter(self.store, self.models, enabled=settings.auto_title)
+        #: Python functions given as a chat's tools, by chat id and tool name: only their
+        #: definitions are stored, so they run only in the process that was given them
+        self.functions: dict[str, dict[str, FunctionTool]] = {}
         self._opened = False
         self._open_lock = asyncio.Lock()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,8 +16,18 @@ from chatsessions.engine.cache import History
 from chatsessions.engine.context import plan_context
 from chatsessions.engine.leases import Lease
 from chatsessions.engine.runtime import Runtime
-from chatsessions.errors import BackendError, ChatMoved, InvalidInput
-from chatsessions.types import Completion, GenerationParams, Message, Role, TurnStatus
+from chatsessions.errors import BackendError, ChatMoved, InvalidInput, ToolCallsPending
+from chatsessions.types import (
+    Chat,
+    Completion,
+    GenerationParams,
+    Message,
+    Role,
+    ToolCall,
+    ToolCallDelta,
+    ToolOptions,
+    TurnStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +40,8 @@ class TurnOptions:
     system_prompt: str | None = None
     #: run only if the chat still holds exactly this many messages when its turn comes
     if_message_count: int | None = None
+    #: this call's tools (its tools replace the chat's; None: the chat's)
+    tools: ToolOptions | None = None
 
 
 async def run_turn(
@@ -40,8 +52,10 @@ async def run_turn(
     options: TurnOptions,
     *,
     streaming: bool,
-) -> AsyncGenerator[str | Message, None]:
-    """Yield text deltas (when streaming), then the stored assistant message."""
+) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+    """Yield text deltas and tool-call pieces (when streaming), then the stored assistant
+    message. An answer that calls tools is stored like any other: it ends the model call
+    and the chat then waits for the calls' outputs (``tool_round.py``)."""
     settings = runtime.settings
     store = runtime.store
     idempotency_key = options.idempotency_key
@@ -71,6 +85,12 @@ async def run_turn(
             backend = runtime.models.backend(chat.backend)
             gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
             history = await runtime.visible_history(chat)
+            waiting = pending_calls(history.messages)
+            if waiting:  # cached rows: judged again by the stored chat before refusing
+                if not lease.taken:
+                    await runtime.leases.take(lease)
+                    continue
+                raise ToolCallsPending(chat.id, [call.id for call in waiting])
             try:
                 context = plan_context(chat, history, text, backend, gen_params,
                                        max_output_tokens=settings.max_output_tokens)
@@ -98,12 +118,12 @@ async def run_turn(
             completion: Completion | None = None
             async with aclosing(runtime.models.call(
                     backend, shown, gen_params, chat.model, streaming=streaming,
-                    chat_id=chat.id)) as calls:
+                    chat_id=chat.id, tools=offered(chat, options.tools))) as calls:
                 async for item in calls:
-                    if isinstance(item, str):
-                        yield item
-                    elif isinstance(item, Completion):
+                    if isinstance(item, Completion):
                         completion = item
+                    else:
+                        yield item
             assert completion is not None  # a call ends with its Completion or raises
             # 6. Store the answer; the same write ends the turn and releases the lease.
             answer = answer_message(chat.id, completion, started,
@@ -145,8 +165,31 @@ def answer_message(chat_id: str, completion: Completion, started: float,
         chat_id=chat_id, seq=0, role=Role.ASSISTANT, content=completion.text.strip(),
         model=completion.model, prompt_tokens=completion.usage.prompt_tokens,
         completion_tokens=completion.usage.completion_tokens,
-        latency_ms=int((time.perf_counter() - started) * 1000), **fields,
+        latency_ms=int((time.perf_counter() - started) * 1000),
+        tool_calls=completion.tool_calls or None, **fields,
     )
+
+
+def offered(chat: Chat, tools: ToolOptions | None) -> ToolOptions | None:
+    """What a model call on ``chat`` offers: the call's tools, else the chat's."""
+    if tools is None:
+        return ToolOptions(chat.tools) if chat.tools else None
+    return ToolOptions(chat.tools).merged(tools)
+
+
+def pending_calls(history: Sequence[Message]) -> list[ToolCall]:
+    """The calls of the last answer still without an output (outputs follow their
+    answer; summaries between are skipped). Looks back only past the last answer."""
+    answered: set[str] = set()
+    for index in range(len(history) - 1, -1, -1):
+        message = history[index]
+        if message.role is Role.TOOL:
+            answered.add(message.tool_call_id or "")
+        elif message.role is Role.ASSISTANT:
+            return [call for call in message.tool_calls or () if call.id not in answered]
+        elif message.role is Role.USER:
+            return []
+    return []
 
 
 async def _replay(runtime: Runtime, earlier: Message, text: str) -> Message:

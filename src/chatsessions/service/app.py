@@ -16,7 +16,16 @@ from chatsessions.service import errors, openai_compat, pages
 from chatsessions.service.auth import Authenticator
 from chatsessions.service.limits import BodySizeLimit
 from chatsessions.service.metrics import Metrics
-from chatsessions.service.routes import branching, chats, health, messages, search, transfer, usage
+from chatsessions.service.routes import (
+    branching,
+    chats,
+    health,
+    messages,
+    search,
+    tools,
+    transfer,
+    usage,
+)
 
 log = logging.getLogger("chatsessions.service")
 
@@ -67,6 +76,7 @@ def create_app(
     app.include_router(transfer.router)
     app.include_router(chats.router)
     app.include_router(messages.router)
+    app.include_router(tools.router)
     app.include_router(branching.router)
     app.include_router(search.router)
     app.include_router(usage.router)

@@ -20,6 +20,7 @@ from chatsessions.errors import (
     ChatNotFound,
     ChatSessionsError,
     InvalidInput,
+    ToolCallsPending,
     TurnInterrupted,
 )
 from chatsessions.service.schemas import PATTERN_HINTS
@@ -32,6 +33,7 @@ STATUS: list[tuple[type[ChatSessionsError], int]] = [
     (InvalidInput, 422),
     (ChatBusy, 409),
     (ChatMoved, 409),
+    (ToolCallsPending, 409),
     (TurnInterrupted, 409),
     (BackendTimeout, 504),
     (BackendUnavailable, 503),

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints
 
-from chatsessions.types import Chat, GenerationParams, Message, SearchHit, UsageReport
+from chatsessions.types import (
+    Chat,
+    GenerationParams,
+    Message,
+    SearchHit,
+    Tool,
+    ToolCall,
+    UsageReport,
+)
 
 LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 TEXT_PATTERN = r"^[^\x00]*$"
@@ -53,6 +61,95 @@ CONTEXT_POLICY_HELP = (
     "none sends everything and refuses a turn that does not fit (422 context_too_long)")
 
 
+ToolChoice = Annotated[str, StringConstraints(max_length=64, pattern=LABEL_PATTERN)]
+TOOL_CHOICE_HELP = ('"auto", "none", "required" or the name of one of the tools')
+
+
+class FunctionDefinition(BaseModel):
+    """A function the model may call: OpenAI's ``function`` object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: Annotated[str, StringConstraints(max_length=10_000)] = ""
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description='a JSON schema of "type": "object" for the arguments')
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    """A tool in OpenAI's shape: ``{"type": "function", "function": {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+    def spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def of(cls, tool: Tool) -> ToolDefinition:
+        return cls(function=FunctionDefinition(name=tool.name, description=tool.description,
+                                               parameters=dict(tool.parameters)))
+
+
+Tools = Annotated[list[ToolDefinition], Field(max_length=128)]
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="JSON text exactly as the model wrote it")
+
+
+class ToolCallPublic(BaseModel):
+    """A call an answer made, in OpenAI's chat shape."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ToolCallPublic:
+        return cls(id=call.id, function=FunctionCall(name=call.name,
+                                                     arguments=call.arguments))
+
+
+class ToolResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool_call_id: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                   pattern=LABEL_PATTERN)]
+    output: Text = Field(description="what the tool returned, as the model should see it")
+
+
+class ToolResultsCreate(BaseModel):
+    """The outputs of every call the chat is waiting for, at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    results: Annotated[list[ToolResult], Field(min_length=1, max_length=128)]
+    params: GenerationParams | None = Field(
+        default=None, description="overrides the chat's params for this answer")
+    tools: Tools | None = Field(default=None, description="replace the chat's tools for "
+                                                          "this answer")
+    tool_choice: ToolChoice | None = Field(default=None, description=TOOL_CHOICE_HELP)
+    parallel_tool_calls: bool | None = None
+    stream: bool = Field(default=False, description="answer with Server-Sent Events")
+
+
+class ToolCallsCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(
+        default=None, description="the pending calls to cancel (default: all)")
+
+
+class PendingToolCalls(BaseModel):
+    data: list[ToolCallPublic]
+
+
 class ErrorDetail(BaseModel):
     type: str = Field(description="machine-readable kind, e.g. not_found, invalid_request")
     message: str = Field(description="what went wrong, for humans")
@@ -80,6 +177,8 @@ class ChatCreate(BaseModel):
         default=None, description="when the chat and its messages are deleted for good")
     context_policy: ContextPolicyName = Field(
         default="trim", description=CONTEXT_POLICY_HELP)
+    tools: Tools | None = Field(default=None, description="functions offered to the model "
+                                                          "on every turn")
 
 
 class ChatUpdate(BaseModel):
@@ -97,6 +196,7 @@ class ChatUpdate(BaseModel):
     metadata: Metadata = None  # type: ignore[assignment]
     context_policy: ContextPolicyName = Field(
         default=None, description=CONTEXT_POLICY_HELP)  # type: ignore[arg-type]
+    tools: Tools | None = Field(default=None, description="null or [] removes them")
 
 
 class ChatPublic(BaseModel):
@@ -118,6 +218,8 @@ class ChatPublic(BaseModel):
     forked_at_seq: int | None = Field(description="the parent's last seq copied into a fork")
     context_policy: Literal["trim", "summarize", "none"] = Field(
         description="what happens when the chat outgrows the model's context window")
+    tools: list[ToolDefinition] = Field(default_factory=list,
+                                        description="functions offered on every turn")
 
     @classmethod
     def of(cls, chat: Chat) -> ChatPublic:
@@ -130,6 +232,7 @@ class ChatPublic(BaseModel):
             updated_at=chat.updated_at, archived_at=chat.archived_at,
             expires_at=chat.expires_at, forked_at_seq=chat.forked_at_seq,
             context_policy=chat.context_policy.value,
+            tools=[ToolDefinition.of(tool) for tool in chat.tools],
         )
 
 
@@ -145,6 +248,10 @@ class MessageCreate(BaseModel):
     params: GenerationParams | None = Field(
         default=None, description="overrides the chat's params for this turn")
     stream: bool = Field(default=False, description="answer with Server-Sent Events")
+    tools: Tools | None = Field(default=None, description="replace the chat's tools for "
+                                                          "this turn")
+    tool_choice: ToolChoice | None = Field(default=None, description=TOOL_CHOICE_HELP)
+    parallel_tool_calls: bool | None = None
 
 
 class Usage(BaseModel):
@@ -175,6 +282,10 @@ class MessagePublic(BaseModel):
         description="summaries (role system): the last seq the summary stands for")
     replaces_seq: int | None = Field(
         description="regenerated answers: the seq of the answer this one replaced")
+    tool_calls: list[ToolCallPublic] | None = Field(
+        default=None, description="answers: the functions the model asked to run")
+    tool_call_id: str | None = Field(
+        default=None, description="tool outputs (role tool): the call this answers")
 
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
@@ -190,6 +301,9 @@ class MessagePublic(BaseModel):
             context_messages=message.context_messages,
             context_tokens=message.context_tokens, covers_seq=message.covers_seq,
             replaces_seq=message.replaces_seq,
+            tool_calls=None if message.tool_calls is None
+            else [ToolCallPublic.of(call) for call in message.tool_calls],
+            tool_call_id=message.tool_call_id,
         )
 
 

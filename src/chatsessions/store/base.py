@@ -126,8 +126,11 @@ class Store(Protocol):
 
     # history edits outside turns (conversation items, branches) -----------------------
 
-    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
-        """Append finished messages as they are, allocating their seqs, in one transaction."""
+    async def append_messages(self, chat_id: str, rows: list[Message], *,
+                              lease_owner: str | None = None) -> list[Message]:
+        """Append finished messages as they are, allocating their seqs, in one transaction
+        (a tool round's outputs and answer); with ``lease_owner``, the same transaction
+        releases the turn lease, as a turn's last write does."""
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
         """Really delete one message; its seq is never reused."""

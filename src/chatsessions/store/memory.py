@@ -252,11 +252,15 @@ class MemoryStore:
 
     # history edits outside turns (conversation items, branches) -----------------------
 
-    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+    async def append_messages(self, chat_id: str, rows: list[Message], *,
+                              lease_owner: str | None = None) -> list[Message]:
         if chat_id not in self._chats:
             raise ChatNotFound(chat_id)
-        return [self._append(replace(row, chat_id=chat_id), row.prompt_tokens,
-                             row.completion_tokens) for row in rows]
+        stored = [self._append(replace(row, chat_id=chat_id), row.prompt_tokens,
+                               row.completion_tokens) for row in rows]
+        if lease_owner is not None:
+            await self.release_lease(chat_id, lease_owner)
+        return stored
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
         rows = self._messages.get(chat_id, [])

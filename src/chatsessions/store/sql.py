@@ -403,20 +403,24 @@ class SQLStore:
 
     # history edits outside turns (conversation items, branches) -----------------------
 
-    async def append_messages(self, chat_id: str, rows: list[Message]) -> list[Message]:
+    async def append_messages(self, chat_id: str, rows: list[Message], *,
+                              lease_owner: str | None = None) -> list[Message]:
         dialect = self.dialect
 
         def run(conn: Connection) -> list[Message]:
             stored = []
-            for row in rows:
+            for index, row in enumerate(rows, 1):
                 seq = _next_seq(conn, chat_id, row.created_at, prompt_tokens=row.prompt_tokens,
-                                completion_tokens=row.completion_tokens)
+                                completion_tokens=row.completion_tokens,
+                                release=lease_owner if index == len(rows) else None)
                 stored.append(with_seq(row, seq))
                 conn.execute(stmt.INSERT_MESSAGE, message_row(stored[-1]))
             if usage.any_counted(stored):
                 conn.execute(usage.recount(dialect, sa.and_(
                     messages.c.chat_id == chat_id,
                     messages.c.seq.in_([m.seq for m in stored]))))
+            if lease_owner is not None and not rows:
+                _release(conn, chat_id, lease_owner)
             return stored
 
         return await self.db.write(run)

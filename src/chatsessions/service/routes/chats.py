@@ -46,6 +46,7 @@ async def create_chat(
         body.system_prompt, model=body.model, params=body.params, title=body.title,
         metadata=body.metadata, idempotency_key=idempotency_key, expires_at=body.expires_at,
         context_policy=body.context_policy,
+        tools=None if body.tools is None else [tool.spec() for tool in body.tools],
     )
     return ChatPublic.of(await sessions.get_chat(chat_id))
 

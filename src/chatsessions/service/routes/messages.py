@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from chatsessions import ChatSessionsError, Message
+from chatsessions import ChatSessionsError, Message, Role, ToolCallDelta
 from chatsessions.service import sse
 from chatsessions.service.deps import IdempotencyKey, SessionsDep
 from chatsessions.service.errors import error_body
@@ -23,7 +23,9 @@ router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
 
 TURN_ERRORS: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
-    409: {"model": ErrorBody, "description": "the chat is busy with another turn"},
+    409: {"model": ErrorBody, "description": "the chat is busy with another turn, or "
+                                             "waits for tool outputs (tool_calls_pending: "
+                                             "the message names the calls)"},
     422: {"model": ErrorBody, "description": "empty or oversized content, bad params, or "
                                              "too long for the context window "
                                              "(context_too_long; nothing is stored)"},
@@ -36,8 +38,10 @@ TURN_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("", response_model=MessagePublic, responses={
     **TURN_ERRORS,
     200: {"content": {"text/event-stream": {}},
-          "description": "the stored assistant message, or with `stream`: SSE events "
-                         "`delta` {content}, then `done` (the message) or `error`"},
+          "description": "the stored assistant message (it may hold `tool_calls`: the "
+                         "chat then waits for POST .../tool-results), or with `stream`: "
+                         "SSE events `delta` {content} and `tool_call.delta` {index, id, "
+                         "name, arguments}, then `done` (the message) or `error`"},
 })
 async def send_message(
     chat_id: str,
@@ -49,12 +53,15 @@ async def send_message(
 ) -> Any:
     """Send a user message with the whole history; get the assistant's answer."""
     metrics: Metrics = request.app.state.metrics
+    tools = None if body.tools is None else [tool.spec() for tool in body.tools]
+    options: dict[str, Any] = {
+        "params": body.params, "idempotency_key": idempotency_key, "tools": tools,
+        "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls}
     if sse.wants_stream(accept, body.stream):
-        return await stream_response(sessions.stream(
-            chat_id, body.content, params=body.params, idempotency_key=idempotency_key),
-            metrics)
+        return await stream_response(sessions.stream(chat_id, body.content, **options),
+                                     metrics)
     return counted(metrics, await run_counted(metrics, sessions.send(
-        chat_id, body.content, params=body.params, idempotency_key=idempotency_key)))
+        chat_id, body.content, **options)))
 
 
 async def run_counted(metrics: Metrics, call: Awaitable[T]) -> T:
@@ -76,7 +83,7 @@ def counted(metrics: Metrics, answer: Message) -> Response:
 
 
 async def stream_response(
-    turn: AsyncGenerator[str | Message, None], metrics: Metrics
+    turn: AsyncGenerator[str | ToolCallDelta | Message, None], metrics: Metrics
 ) -> StreamingResponse:
     """A turn as Server-Sent Events; errors before any output get their own status."""
     try:
@@ -90,19 +97,34 @@ async def stream_response(
 
 
 async def _events(
-    first: str | Message, turn: AsyncGenerator[str | Message, None], metrics: Metrics
+    first: str | ToolCallDelta | Message,
+    turn: AsyncGenerator[str | ToolCallDelta | Message, None], metrics: Metrics,
 ) -> AsyncIterator[bytes]:
-    """Deltas, then `done` with the stored message, or an `error` event: never a silent
-    close. If the client goes away, the turn is cancelled and recorded as failed."""
+    """Deltas and call pieces, each stored message before the last (`tool_call`: an
+    answer that calls tools, `tool_result`: a tool's output), then `done` with the last
+    stored message, or an `error` event: never a silent close. If the client goes away,
+    the turn is cancelled and recorded as failed."""
     async with aclosing(turn):
         item = first
         try:
             while True:
                 if isinstance(item, Message):
-                    metrics.turn_ok(item)
-                    yield sse.event("done", MessagePublic.of(item).model_dump(mode="json"))
-                    return
-                yield sse.event("delta", {"content": item})
+                    stored = MessagePublic.of(item).model_dump(mode="json")
+                    following = await anext(turn, None)
+                    if following is None:
+                        metrics.turn_ok(item)
+                        yield sse.event("done", stored)
+                        return
+                    kind = "tool_result" if item.role is Role.TOOL else "tool_call"
+                    yield sse.event(kind, stored)
+                    item = following
+                    continue
+                if isinstance(item, ToolCallDelta):
+                    yield sse.event("tool_call.delta", {
+                        "index": item.index, "id": item.id, "name": item.name,
+                        "arguments": item.arguments})
+                else:
+                    yield sse.event("delta", {"content": item})
                 item = await anext(turn)
         except ChatSessionsError as exc:
             metrics.turn_failed()
