@@ -906,16 +906,15 @@ class AsyncChatSessions:
         return self._runtime.models.backend(name)
 
     async def append_messages(
-        self, chat_id: str, messages: Sequence[tuple[Role, str]]
+        self, chat_id: str, messages: Sequence[tuple[Role, str] | Mapping[str, Any]]
     ) -> list[Message]:
-        """Add user/assistant messages to the history as they are, without asking the model
-        (imported history, a conversation's items). Taken in turn with the chat's turns."""
-        rows = []
-        for role, content in messages:
-            if role not in (Role.USER, Role.ASSISTANT):
-                raise InvalidInput(f"only user and assistant messages can be added, not {role}")
-            check_text(content, field="message", max_chars=self.settings.max_message_chars)
-            rows.append(Message(chat_id, 0, role, content))
+        """Add messages to the history as they are, without asking the model (imported
+        history, a conversation's items): ``(role, text)`` pairs of user and assistant
+        messages, or dicts in OpenAI's chat shape, which may also be an answer's
+        ``tool_calls`` or a ``role: tool`` output with its ``tool_call_id``. Taken in turn
+        with the chat's turns."""
+        limit = self.settings.max_message_chars
+        rows = [_appended(chat_id, item, limit) for item in messages]
         await self._ready()
         async with self._runtime.leases.hold(chat_id, self.tenant_id,
                                           self.settings.busy_timeout) as lease:
@@ -1008,6 +1007,25 @@ class _Loop:
     tools: ToolOptions | None
     functions: dict[str, FunctionTool]
     max_rounds: int
+
+
+def _appended(chat_id: str, item: tuple[Role, str] | Mapping[str, Any],
+              max_chars: int) -> Message:
+    """One message for :meth:`AsyncChatSessions.append_messages`, checked."""
+    if not isinstance(item, Mapping):
+        role, content = item
+        return Message(chat_id, 0, _added_role(role),
+                       check_text(content, field="message", max_chars=max_chars))
+    if item.get("role") not in ("user", "assistant", "tool"):
+        raise InvalidInput(f"only user, assistant and tool messages can be added, not "
+                           f"{item.get('role')}")
+    shown = check_chat_message(item, max_chars)
+    calls = shown.get("tool_calls")
+    if not calls and shown["role"] != "tool" and not shown["content"].strip():
+        raise InvalidInput("message must not be empty")
+    return Message(chat_id, 0, Role(shown["role"]), shown["content"] or "",
+                   tool_calls=tuple(ToolCall.from_openai(c) for c in calls) if calls else None,
+                   tool_call_id=shown.get("tool_call_id"))
 
 
 def request_hash(chat: Chat) -> str:

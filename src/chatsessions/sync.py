@@ -462,7 +462,7 @@ class ChatSessions:
 
     @_twin(AsyncChatSessions.append_messages)
     def append_messages(
-        self, chat_id: str, messages: Sequence[tuple[Role, str]]
+        self, chat_id: str, messages: Sequence[tuple[Role, str] | Mapping[str, Any]]
     ) -> list[Message]:
         return self._runner.call(self.aio.append_messages(chat_id, messages))
 
