@@ -74,6 +74,7 @@ def chat_of(response_id: str | None) -> str:
 
 def assert_answered_from_the_tool(final: str, fake_llm: FakeLLMServer, order: str) -> None:
     seen = fake_llm.chat_histories()[-1]
+    assert seen[0] == {"role": "system", "content": "You help with orders."}  # instructions
     assert seen[-1] == {"role": "tool", "tool_call_id": seen[-2]["tool_calls"][0]["id"],
                         "content": f"order {order}: in transit"}
     assert final == FakeLLMServer.answer_for(seen)
@@ -96,8 +97,6 @@ async def test_a_plain_run(agent: Agent, fake_llm: FakeLLMServer, http: httpx.Cl
     result = await Runner.run(agent, "Where is order 4417?", run_config=NO_TRACES)
     assert LOOKED_UP == ["4417"]
     assert_answered_from_the_tool(result.final_output, fake_llm, "4417")
-    assert fake_llm.chat_histories()[0][0] == {"role": "system",
-                                               "content": "You help with orders."}
     found = items(http, chat_of(result.last_response_id))
     assert shape(found) == ["user", "function_call", "function_call_output", "assistant"]
     assert_call_output_answer(found, "4417", result.final_output)

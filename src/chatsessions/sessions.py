@@ -429,15 +429,18 @@ class AsyncChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> Message:
         """Store the outputs of the calls the chat is waiting for (``{call_id: output}``,
         every pending call at once) and ask the model again; return its stored answer,
         which may call tools again (Python functions among the tools are run, as in
         :meth:`send`). Unknown ids and missing outputs raise :class:`InvalidInput` naming
-        them; a repeated ``idempotency_key`` returns the stored answer."""
+        them; a repeated ``idempotency_key`` returns the stored answer. ``system_prompt``
+        answers this round under another prompt (the chat keeps its own), as in
+        :meth:`send`."""
         return await _stored(self._tool_results(
             chat_id, results, params, tools, tool_choice, parallel_tool_calls,
-            idempotency_key, max_tool_rounds, streaming=False))
+            idempotency_key, max_tool_rounds, system_prompt, streaming=False))
 
     async def stream_tool_results(
         self,
@@ -450,13 +453,14 @@ class AsyncChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """:meth:`send_tool_results`, yielding as :meth:`stream` does (deltas and call
         pieces, then the stored outputs, then the stored answer, last: the outputs are
         written with the answer)."""
         run = self._tool_results(chat_id, results, params, tools, tool_choice,
                                  parallel_tool_calls, idempotency_key, max_tool_rounds,
-                                 streaming=True)
+                                 system_prompt, streaming=True)
         async with aclosing(run):
             async for item in run:
                 yield item
@@ -484,7 +488,8 @@ class AsyncChatSessions:
         self, chat_id: str, results: Mapping[str, str],
         params: GenerationParams | dict[str, Any] | None, tools: Sequence[ToolSpec] | None,
         tool_choice: str | None, parallel_tool_calls: bool | None,
-        idempotency_key: str | None, max_tool_rounds: int | None, *, streaming: bool,
+        idempotency_key: str | None, max_tool_rounds: int | None,
+        system_prompt: str | None, *, streaming: bool,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         if not isinstance(results, Mapping) or not results:
             raise InvalidInput("results must map each pending tool call's id to its output")
@@ -495,7 +500,9 @@ class AsyncChatSessions:
         if idempotency_key is not None:
             check_text(idempotency_key, field="idempotency key", max_chars=200)
         loop = self._loop(chat_id, tools, tool_choice, parallel_tool_calls, max_tool_rounds)
-        options = RoundOptions(check_params(params), idempotency_key, loop.tools)
+        options = RoundOptions(check_params(params), idempotency_key, loop.tools,
+                               None if system_prompt is None
+                               else self._check_system_prompt(system_prompt))
         return self._run_loop(chat_id, loop, self._round(chat_id, checked, options,
                                                          streaming), streaming)
 

@@ -271,10 +271,7 @@ async def _target(body: ResponseCreate, turn: Turn,
             return found.chat.id, seq
         chat_id = await sessions.fork_chat(found.chat.id, up_to_seq=seq)
     else:
-        # A tool round answers under the chat's own prompt: a chat started by outputs
-        # (the whole input replayed) takes the instructions as its prompt.
-        prompt = turn.instructions if turn.text is None else None
-        chat_id = await sessions.create_chat(prompt, model=body.model)
+        chat_id = await sessions.create_chat(model=body.model)
     await append_rows(sessions, chat_id, turn.prior)
     return chat_id, None
 
@@ -293,8 +290,9 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 expected: int | None, metrics: Metrics) -> Message:
     try:
         if turn.text is None:
-            answer = await sessions.send_tool_results(chat_id, turn.results,
-                                                      params=turn.params, **turn.tools)
+            answer = await sessions.send_tool_results(
+                chat_id, turn.results, params=turn.params, system_prompt=turn.instructions,
+                **turn.tools)
         else:
             answer = await sessions.send(
                 chat_id, turn.text, params=turn.params, system_prompt=turn.instructions,
@@ -313,7 +311,7 @@ def _stream(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
     """The streamed turn: text deltas and call pieces, then the stored answer."""
     if turn.text is None:
         return sessions.stream_tool_results(chat_id, turn.results, params=turn.params,
-                                            **turn.tools)
+                                            system_prompt=turn.instructions, **turn.tools)
     return sessions.stream(chat_id, turn.text, params=turn.params,
                            system_prompt=turn.instructions, if_message_count=expected,
                            **turn.tools)
