@@ -678,3 +678,49 @@ def test_a_summary_is_a_folded_block_after_the_messages_it_stands_for(
     console.wait_idle(9)
     expect(console.page.get_by_test_id("regenerate")).to_have_count(1)
     assert console.errors == []
+
+
+def test_tool_calls_and_outputs_are_folded_under_the_answer_they_led_to(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    v1 = f"{live_server.url}/v1"
+    tool = {"type": "function", "name": "order_status", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"]}}
+    asked = httpx.post(f"{v1}/responses", json={
+        "model": "fake-model", "input": "Orders 4417 and 4418?", "tools": [tool]}).json()
+    chat_id = asked["conversation"]["id"]
+    calls = [item for item in asked["output"] if item["type"] == "function_call"]
+    outputs = {calls[0]["call_id"]: "shipped " + XSS, calls[1]["call_id"]: "lost"}
+    answered = httpx.post(f"{v1}/responses", json={
+        "model": "fake-model", "conversation": chat_id, "tools": [tool],
+        "input": [{"type": "function_call_output", "call_id": call_id, "output": output}
+                  for call_id, output in outputs.items()]})
+    assert answered.is_success
+    waiting = httpx.post(f"{v1}/responses", json={
+        "model": "fake-model", "conversation": chat_id, "input": "And 9?", "tools": [tool]})
+    assert waiting.is_success
+
+    console.open()
+    console.select(chat_id)
+    # the conversation reads as question and answer; the calls are not messages
+    expect(console.page.get_by_test_id("message")).to_have_count(3)
+    assert [role for role, _ in console.history()] == ["user", "assistant", "user"]
+    answer = console.page.locator('[data-testid="message"][data-role="assistant"]')
+    fold = answer.get_by_test_id("tool-calls")
+    expect(fold.locator("summary")).to_have_text("2 tool calls: order_status, order_status")
+    expect(fold.get_by_test_id("tool-output").first).to_be_hidden()  # folded
+    fold.locator("summary").click()
+    rows = fold.get_by_test_id("tool-call")
+    expect(rows).to_have_count(2)
+    expect(rows.first.locator("code")).to_have_text('order_status({"order_id": "4417"})')
+    expect(rows.first.get_by_test_id("tool-output")).to_have_text("shipped " + XSS)  # text
+    expect(rows.nth(1).get_by_test_id("tool-output")).to_have_text("lost")
+    assert console.page.locator("img").count() == 0
+    # a call still waiting for its output is shown on its own, after the question
+    last = console.page.locator("article.msg").last
+    expect(last.get_by_test_id("tool-calls").locator("summary")).to_have_text(
+        "1 tool call: order_status")
+    last.locator("summary").click()
+    expect(last).to_contain_text("waiting for its output")
+    assert console.errors == []

@@ -97,13 +97,16 @@ def test_backend_failures(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
         ({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
          "messages[0].content[0].type"),
-        ({"messages": [{"role": "tool", "tool_call_id": "c", "content": "{}"}]},
-         "messages[0].role"),
+        # an output without its call, a call without its output: the model never sees them
+        ({"messages": [{"role": "tool", "tool_call_id": "c", "content": "{}"}]}, None),
         ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]},
-         "messages[0].tool_calls"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
-         "tools"),
+         None),
+        ({"messages": [{"role": "function", "name": "f", "content": "{}"}]},
+         "messages[0].role"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, None),
+        ({"tool_choice": "required"}, "tool_choice"),
         ({"n": 2}, "n"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),

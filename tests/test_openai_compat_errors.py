@@ -62,12 +62,14 @@ def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) 
         ({"input": [{"role": "user", "content": [
             {"type": "input_text", "text": "see"},
             {"type": "input_file", "file_id": "file-1"}]}]}, "input[0].content[1].type"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "{}"}]},
-         "input[0].type"),
+        # the output of a call the conversation never made
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "{}"}]}, None),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
-        ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": {}}]},
-         "tools"),
+        ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": {}}]}, None),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"input": "x", "tool_choice": "required"}, "tool_choice"),
+        ({"input": [{"type": "function_call", "call_id": "c", "name": "f",
+                     "arguments": "{}"}]}, "input"),
         ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
         ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
         ({"input": "x", "background": True, "store": False}, "background"),

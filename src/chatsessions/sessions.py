@@ -430,15 +430,18 @@ class AsyncChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> Message:
         """Store the outputs of the calls the chat is waiting for (``{call_id: output}``,
         every pending call at once) and ask the model again; return its stored answer,
         which may call tools again (Python functions among the tools are run, as in
         :meth:`send`). Unknown ids and missing outputs raise :class:`InvalidInput` naming
-        them; a repeated ``idempotency_key`` returns the stored answer."""
+        them; a repeated ``idempotency_key`` returns the stored answer. ``system_prompt``
+        answers this round under another prompt (the chat keeps its own), as in
+        :meth:`send`."""
         return await _stored(self._tool_results(
             chat_id, results, params, tools, tool_choice, parallel_tool_calls,
-            idempotency_key, max_tool_rounds, streaming=False))
+            idempotency_key, max_tool_rounds, system_prompt, streaming=False))
 
     async def stream_tool_results(
         self,
@@ -451,13 +454,14 @@ class AsyncChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """:meth:`send_tool_results`, yielding as :meth:`stream` does (deltas and call
         pieces, then the stored outputs, then the stored answer, last: the outputs are
         written with the answer)."""
         run = self._tool_results(chat_id, results, params, tools, tool_choice,
                                  parallel_tool_calls, idempotency_key, max_tool_rounds,
-                                 streaming=True)
+                                 system_prompt, streaming=True)
         async with aclosing(run):
             async for item in run:
                 yield item
@@ -485,7 +489,8 @@ class AsyncChatSessions:
         self, chat_id: str, results: Mapping[str, str],
         params: GenerationParams | dict[str, Any] | None, tools: Sequence[ToolSpec] | None,
         tool_choice: str | None, parallel_tool_calls: bool | None,
-        idempotency_key: str | None, max_tool_rounds: int | None, *, streaming: bool,
+        idempotency_key: str | None, max_tool_rounds: int | None,
+        system_prompt: str | None, *, streaming: bool,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         if not isinstance(results, Mapping) or not results:
             raise InvalidInput("results must map each pending tool call's id to its output")
@@ -496,7 +501,9 @@ class AsyncChatSessions:
         if idempotency_key is not None:
             check_text(idempotency_key, field="idempotency key", max_chars=200)
         loop = self._loop(chat_id, tools, tool_choice, parallel_tool_calls, max_tool_rounds)
-        options = RoundOptions(check_params(params), idempotency_key, loop.tools)
+        options = RoundOptions(check_params(params), idempotency_key, loop.tools,
+                               None if system_prompt is None
+                               else self._check_system_prompt(system_prompt))
         return self._run_loop(chat_id, loop, self._round(chat_id, checked, options,
                                                          streaming), streaming)
 
@@ -918,16 +925,15 @@ class AsyncChatSessions:
         return self._runtime.models.backend(name)
 
     async def append_messages(
-        self, chat_id: str, messages: Sequence[tuple[Role, str]]
+        self, chat_id: str, messages: Sequence[tuple[Role, str] | Mapping[str, Any]]
     ) -> list[Message]:
-        """Add user/assistant messages to the history as they are, without asking the model
-        (imported history, a conversation's items). Taken in turn with the chat's turns."""
-        rows = []
-        for role, content in messages:
-            if role not in (Role.USER, Role.ASSISTANT):
-                raise InvalidInput(f"only user and assistant messages can be added, not {role}")
-            check_text(content, field="message", max_chars=self.settings.max_message_chars)
-            rows.append(Message(chat_id, 0, role, content))
+        """Add messages to the history as they are, without asking the model (imported
+        history, a conversation's items): ``(role, text)`` pairs of user and assistant
+        messages, or dicts in OpenAI's chat shape, which may also be an answer's
+        ``tool_calls`` or a ``role: tool`` output with its ``tool_call_id``. Taken in turn
+        with the chat's turns."""
+        limit = self.settings.max_message_chars
+        rows = [_appended(chat_id, item, limit) for item in messages]
         await self._ready()
         async with self._runtime.leases.hold(chat_id, self.tenant_id,
                                           self.settings.busy_timeout) as lease:
@@ -1026,6 +1032,25 @@ class _Loop:
     tools: ToolOptions | None
     functions: dict[str, FunctionTool]
     max_rounds: int
+
+
+def _appended(chat_id: str, item: tuple[Role, str] | Mapping[str, Any],
+              max_chars: int) -> Message:
+    """One message for :meth:`AsyncChatSessions.append_messages`, checked."""
+    if not isinstance(item, Mapping):
+        role, content = item
+        return Message(chat_id, 0, _added_role(role),
+                       check_text(content, field="message", max_chars=max_chars))
+    if item.get("role") not in ("user", "assistant", "tool"):
+        raise InvalidInput(f"only user, assistant and tool messages can be added, not "
+                           f"{item.get('role')}")
+    shown = check_chat_message(item, max_chars)
+    calls = shown.get("tool_calls")
+    if not calls and shown["role"] != "tool" and not shown["content"].strip():
+        raise InvalidInput("message must not be empty")
+    return Message(chat_id, 0, Role(shown["role"]), shown["content"] or "",
+                   tool_calls=tuple(ToolCall.from_openai(c) for c in calls) if calls else None,
+                   tool_call_id=shown.get("tool_call_id"))
 
 
 def request_hash(chat: Chat) -> str:

@@ -291,11 +291,12 @@ class ChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> Message:
         return self._runner.call(self.aio.send_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            max_tool_rounds=max_tool_rounds))
+            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt))
 
     @_twin(AsyncChatSessions.stream_tool_results)
     def stream_tool_results(
@@ -309,11 +310,12 @@ class ChatSessions:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
+        system_prompt: str | None = None,
     ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            max_tool_rounds=max_tool_rounds))
+            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt))
 
     @_twin(AsyncChatSessions.pending_tool_calls)
     def pending_tool_calls(self, chat_id: str) -> list[ToolCall]:
@@ -467,7 +469,7 @@ class ChatSessions:
 
     @_twin(AsyncChatSessions.append_messages)
     def append_messages(
-        self, chat_id: str, messages: Sequence[tuple[Role, str]]
+        self, chat_id: str, messages: Sequence[tuple[Role, str] | Mapping[str, Any]]
     ) -> list[Message]:
         return self._runner.call(self.aio.append_messages(chat_id, messages))
 

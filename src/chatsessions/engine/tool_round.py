@@ -47,6 +47,8 @@ class RoundOptions:
     params: GenerationParams | None = None
     idempotency_key: str | None = None
     tools: ToolOptions | None = None
+    #: this round's prompt instead of the chat's (the chat keeps its own)
+    system_prompt: str | None = None
 
 
 async def run_tool_round(
@@ -78,7 +80,9 @@ async def run_tool_round(
         backend = runtime.models.backend(chat.backend)
         gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
         # Trimmed, not summarized: a summary waits for the next turn.
-        context = plan_context(chat, history, None, backend, gen_params,
+        prompted = chat if options.system_prompt is None else replace(
+            chat, system_prompt=options.system_prompt)
+        context = plan_context(prompted, history, None, backend, gen_params,
                                max_output_tokens=settings.max_output_tokens,
                                summarize=False, outputs=outputs)
         started = time.perf_counter()

@@ -1,8 +1,9 @@
 """An OpenAI-compatible API under /v1, so ``openai.OpenAI(base_url=.../v1)`` works unchanged.
 
 Models, stateless chat completions, and the Conversations + Responses subset with
-server-side state kept as ordinary chats (visible through ``/chats`` too). Text only:
-everything else is refused with a 400 in OpenAI's error format.
+server-side state kept as ordinary chats (visible through ``/chats`` too). Text and
+function tools (calls and their outputs, stored in the chat's history): everything else
+is refused with a 400 in OpenAI's error format.
 """
 
 from __future__ import annotations

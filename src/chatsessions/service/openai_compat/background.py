@@ -100,10 +100,8 @@ class Detached:
     def __aiter__(self) -> Detached:
         return self
 
-    async def __anext__(self) -> str | Message:
+    async def __anext__(self) -> str | ToolCallDelta | Message:
         step = await anext(self._steps)
-        while isinstance(step.item, ToolCallDelta):  # no tools are offered here
-            step = await anext(self._steps)
         self.seq = step.seq
         return step.item
 

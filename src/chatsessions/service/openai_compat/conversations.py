@@ -1,8 +1,9 @@
 """/v1/conversations and their items, stored as chats and messages.
 
 A conversation *is* a chat (same id, also served by ``/chats``): its metadata is the chat's
-metadata, its items are the chat's ok messages, and system or developer items given at
-creation become the chat's system prompt.
+metadata, its items are the chat's ok messages (an answer's tool calls and the tool
+outputs as ``function_call`` and ``function_call_output`` items), and system or developer
+items given at creation become the chat's system prompt.
 """
 
 from __future__ import annotations
@@ -11,22 +12,22 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from chatsessions import AsyncChatSessions, Chat, ChatNotFound, Message, Role, TurnStatus
+from chatsessions import AsyncChatSessions, Chat, ChatNotFound, Message, TurnStatus
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
     ERRORS,
     OpenAIRoute,
-    bad_request,
     not_found,
 )
 from chatsessions.service.openai_compat.items import (
     ITEM_ID,
-    InputMessage,
+    Row,
     item_list,
-    message_item,
+    message_items,
     page,
     parse_input,
     parse_item_id,
+    rows_of,
     split_system,
 )
 from chatsessions.service.openai_compat.schemas import (
@@ -49,18 +50,13 @@ async def get_conversation(sessions: AsyncChatSessions, conversation_id: str,
         raise not_found(f"Conversation with id '{conversation_id}' not found.", param) from None
 
 
-def checked(messages: list[InputMessage], param: str, start: int = 0) -> list[tuple[Role, str]]:
-    """User and assistant messages to store (their text is the library's to check, as it
-    does for every message); a system item is refused here, before anything is written
-    (``start``: the index of the first of them in the request, for error messages)."""
-    out = []
-    for index, message in enumerate(messages, start):
-        if message.role == "system":
-            raise bad_request("System and developer items are only accepted when the "
-                              "conversation is created (they become its system prompt).",
-                              f"{param}[{index}].role")
-        out.append((Role(message.role), message.text))
-    return out
+async def append_rows(sessions: AsyncChatSessions, chat_id: str,
+                      rows: list[Row]) -> list[Message]:
+    """Store ``rows`` as they are, without asking the model (their text, calls and ids
+    are the library's to check, as it does for every message)."""
+    if not rows:
+        return []
+    return await sessions.append_messages(chat_id, [row.as_chat() for row in rows])
 
 
 @router.post("")
@@ -68,14 +64,13 @@ async def create_conversation(body: ConversationCreate, sessions: SessionsDep) -
     """A new chat; leading system/developer items become its system prompt."""
     body.refuse_unknown()
     system_prompt, rest = split_system(parse_input(body.items or [], "items"), "items")
-    rows = checked(rest, "items", start=len(body.items or []) - len(rest))
+    rows = rows_of(rest, "items", start=len(body.items or []) - len(rest))
     chat_id = await sessions.create_chat(system_prompt, metadata=body.metadata)
-    if rows:
-        try:
-            await sessions.append_messages(chat_id, rows)
-        except BaseException:
-            await sessions.delete_chat(chat_id)
-            raise
+    try:
+        await append_rows(sessions, chat_id, rows)
+    except BaseException:
+        await sessions.delete_chat(chat_id)
+        raise
     return conversation_object(await sessions.get_chat(chat_id))
 
 
@@ -105,12 +100,13 @@ async def delete_conversation(conversation_id: str, sessions: SessionsDep) -> di
 @router.post("/{conversation_id}/items")
 async def create_items(conversation_id: str, body: ItemsCreate,
                        sessions: SessionsDep) -> dict[str, Any]:
-    """Append user/assistant messages as they are, without asking the model."""
+    """Append messages, function calls and their outputs as they are, without asking the
+    model."""
     body.refuse_unknown()
-    rows = checked(parse_input(body.items, "items"), "items")
+    rows = rows_of(parse_input(body.items, "items"), "items")
     await get_conversation(sessions, conversation_id)
-    added = await sessions.append_messages(conversation_id, rows) if rows else []
-    return item_list([message_item(m) for m in added])
+    added = await append_rows(sessions, conversation_id, rows)
+    return item_list([item for m in added for item in message_items(m)])
 
 
 @router.get("/{conversation_id}/items")
@@ -131,12 +127,14 @@ async def list_items(
 async def retrieve_item(conversation_id: str, item_id: str,
                         sessions: SessionsDep) -> dict[str, Any]:
     await get_conversation(sessions, conversation_id)
-    return message_item(await find_item(sessions, conversation_id, item_id))
+    message = await find_item(sessions, conversation_id, item_id)
+    return next(item for item in message_items(message) if item["id"] == item_id)
 
 
 @router.delete("/{conversation_id}/items/{item_id}")
 async def delete_item(conversation_id: str, item_id: str, sessions: SessionsDep) -> dict[str, Any]:
-    """Remove one message from the history; answers with the conversation."""
+    """Remove one message from the history (a function call's item: the whole answer
+    that made it); answers with the conversation."""
     await get_conversation(sessions, conversation_id)
     message = await find_item(sessions, conversation_id, item_id)
     if not await sessions.delete_message(conversation_id, message.seq):
@@ -153,7 +151,8 @@ async def find_item(sessions: AsyncChatSessions, chat_id: str, item_id: str) -> 
     seq = parse_item_id(item_id)
     if seq is not None and seq > 0:
         found = await sessions.get_message(chat_id, seq)
-        if found is not None and found.status is TurnStatus.OK:
+        if found is not None and found.status is TurnStatus.OK and any(
+                item["id"] == item_id for item in message_items(found)):
             return found
     raise _item_not_found(item_id)
 

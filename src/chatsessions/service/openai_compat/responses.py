@@ -7,6 +7,12 @@
 * neither: a new chat;
 * ``instructions`` (and system/developer input items) are the system prompt of this call
   only; ``store=false`` answers from the same context and keeps nothing.
+
+Function tools: ``tools`` are offered to the model for this call; an answer calling them
+is stored with its calls and answered by ``function_call`` output items. An input ending
+with ``function_call_output`` items hands in the outputs of the calls the chat waits for
+(:meth:`AsyncChatSessions.send_tool_results`); earlier ``function_call`` and output
+items in the input are stored as history, as messages are.
 """
 
 from __future__ import annotations
@@ -25,20 +31,25 @@ from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.openai_compat import background
 from chatsessions.service.openai_compat.chat_completions import aclose
-from chatsessions.service.openai_compat.conversations import get_conversation
+from chatsessions.service.openai_compat.conversations import append_rows, get_conversation
 from chatsessions.service.openai_compat.errors import (
     ERRORS,
     OpenAIRoute,
     bad_request,
     not_found,
+    unsupported,
 )
 from chatsessions.service.openai_compat.items import (
     ITEM_ID,
-    item_id,
-    output_message,
+    InputMessage,
+    InputOutput,
+    Row,
+    is_system,
+    output_items,
     page,
     parse_input,
     response_id_for,
+    rows_of,
 )
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
 from chatsessions.service.openai_compat.streaming import (
@@ -54,7 +65,7 @@ from chatsessions.types import (
     GenerationParams,
     Message,
     Role,
-    ToolCallDelta,
+    StreamItem,
     TurnStatus,
 )
 from chatsessions.validation import check_params, check_text
@@ -63,12 +74,22 @@ router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERROR
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """What one request asks: answer ``text`` after ``prior``, under ``instructions``."""
+    """What one request asks: after ``prior``, answer ``text`` (a user message) or the
+    tool ``results`` (call id -> output), under ``instructions``, offering ``tools``."""
 
     instructions: str | None
-    prior: list[tuple[Role, str]]
-    text: str
+    prior: list[Row]
+    text: str | None
+    results: dict[str, str]
     params: GenerationParams
+    tools: dict[str, Any]
+
+    @property
+    def simple_prior(self) -> list[tuple[Role, str]] | None:
+        """``prior`` as (role, text) pairs when it holds no tool call or output."""
+        if any(row.role == "tool" or row.calls for row in self.prior):
+            return None
+        return [(Role(row.role), row.text) for row in self.prior]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +112,34 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
         raise bad_request("'previous_response_id' cannot be used together with "
                           "'conversation'.", "previous_response_id")
     limit = sessions.settings.max_message_chars
-    messages = parse_input(body.input, "input")
-    system = [m.text for m in messages if m.role == "system"]
-    rest = [m for m in messages if m.role != "system"]
-    if not rest or rest[-1].role != "user":
-        raise bad_request("The last input message must be a user message: it is what the "
-                          "model answers.", "input")
-    prior = [(Role(m.role), check_text(m.text, field="input", max_chars=limit))
-             for m in rest[:-1]]
+    items = parse_input(body.input, "input")
+    system = [m.text for m in items if isinstance(m, InputMessage) and m.role == "system"]
+    rest = [m for m in items if not is_system(m)]
+    tools = body.tool_options()
+    outputs = 0
+    while outputs < len(rest) and isinstance(rest[len(rest) - 1 - outputs], InputOutput):
+        outputs += 1
+    last = rest[-1] if rest else None
+    text: str | None = None
+    results: dict[str, str] = {}
+    if outputs:
+        for item in rest[len(rest) - outputs:]:
+            assert isinstance(item, InputOutput)
+            if item.call_id in results:
+                raise bad_request(f"Two outputs for the call {item.call_id!r}.", "input")
+            results[item.call_id] = check_text(item.output, field="input", max_chars=limit,
+                                               allow_empty=True)
+        rest = rest[:len(rest) - outputs]
+    elif isinstance(last, InputMessage) and last.role == "user":
+        text = check_text(last.text, field="input", max_chars=limit)
+        rest = rest[:-1]
+    else:
+        raise bad_request("The input must end with a user message or with function call "
+                          "outputs: that is what the model answers.", "input")
+    prior = rows_of(rest, "input")
+    for row in prior:
+        check_text(row.text, field="input", max_chars=limit,
+                   allow_empty=row.role == "tool" or bool(row.calls))
     parts = [p for p in (body.instructions, *system) if p]
     instructions = "\n\n".join(parts) if parts else None
     if instructions is not None:
@@ -106,8 +147,7 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
     params = check_params({key: value for key, value in {
         "temperature": body.temperature, "top_p": body.top_p,
         "max_tokens": body.max_output_tokens}.items() if value is not None})
-    return Turn(instructions, prior, check_text(rest[-1].text, field="input", max_chars=limit),
-                params)
+    return Turn(instructions, prior, text, results, params, tools)
 
 
 @router.post("", responses=json_or_events(
@@ -120,9 +160,13 @@ async def create_response(body: ResponseCreate, request: Request,
     created = now()
     if body.store is False:
         return await _unstored(body, turn, sessions, created)
+    if body.background and (turn.text is None or turn.tools):  # before anything is stored
+        raise unsupported("background", "Background responses with tools or function call "
+                          "outputs are not supported")
     metrics: Metrics = request.app.state.metrics
     chat_id, expected = await _target(body, turn, sessions)
     if body.background:
+        assert turn.text is not None
         return await background.start(body, sessions, chat_id, turn.text, turn.params,
                                       turn.instructions, expected, created)
     if not body.stream:
@@ -131,28 +175,36 @@ async def create_response(body: ResponseCreate, request: Request,
         except ChatMoved:  # the chat went on after the previous response: branch off it
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
             answer = await _send(sessions, chat_id, turn, None, metrics)
-        output = [output_message(item_id(answer.seq), answer.content)]
+        output = output_items(answer.seq, answer.content, answer.tool_calls or ())
         return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
                                       "completed", output, answer, None))
 
-    items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
-                                system_prompt=turn.instructions, if_message_count=expected)
+    if turn.text is None:  # tool outputs: a tool round
+        items: AsyncIterator[StreamItem | Message] = _stream(sessions, chat_id, turn, expected)
+    else:  # a turn that goes on, and is stored, if the client goes away
+        items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
+                                    system_prompt=turn.instructions,
+                                    if_message_count=expected, **turn.tools)
     stream = _counted(items, metrics)
     try:
         try:
             first = await anext(stream)  # failures before any output get their own status
         except ChatMoved:
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
-                                        system_prompt=turn.instructions)
+            if turn.text is None:
+                items = _stream(sessions, chat_id, turn, None)
+            else:
+                items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
+                                            system_prompt=turn.instructions, **turn.tools)
             stream = _counted(items, metrics)
             first = await anext(stream)
-        seq = items.seq
+        seq = (items.seq if isinstance(items, background.Detached)
+               else await _answer_seq(sessions, chat_id, turn, first))
     except BaseException:
         await aclose(stream)
         raise
     id_ = response_id_for(chat_id, seq)
-    events = response_events(item_id(seq), first, stream, lambda *state: _response(
+    events = response_events(str(seq), first, stream, lambda *state: _response(
         body, id_, chat_id, created, *state))
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -177,7 +229,7 @@ async def retrieve_response(response_id: str, request: Request,
     return response_object(
         id_=response_id, created_at=float(int(answer.created_at.timestamp())),
         model=answer.model or found.chat.model, status="completed" if ok else "failed",
-        output=[output_message(item_id(answer.seq), answer.content)] if ok else [],
+        output=output_items(answer.seq, answer.content, answer.tool_calls or ()) if ok else [],
         usage=answer.usage if ok else None, conversation_id=found.chat.id,
         previous_response_id=previous, completed_at=float(int(answer.created_at.timestamp())),
         error=None if ok else {"code": "server_error", "message": answer.error or "failed"},
@@ -231,8 +283,7 @@ async def _target(body: ResponseCreate, turn: Turn,
     count it must still have when the turn starts (None: no such condition)."""
     if body.conversation_id:
         chat = await get_conversation(sessions, body.conversation_id, "conversation")
-        if turn.prior:
-            await sessions.append_messages(chat.id, turn.prior)
+        await append_rows(sessions, chat.id, turn.prior)
         return chat.id, None
     if body.previous_response_id:
         found = await find_response(sessions, body.previous_response_id,
@@ -246,16 +297,31 @@ async def _target(body: ResponseCreate, turn: Turn,
         chat_id = await sessions.fork_chat(found.chat.id, up_to_seq=seq)
     else:
         chat_id = await sessions.create_chat(model=body.model)
-    if turn.prior:
-        await sessions.append_messages(chat_id, turn.prior)
+    await append_rows(sessions, chat_id, turn.prior)
     return chat_id, None
+
+
+async def _answer_seq(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
+                      first: StreamItem | Message) -> int:
+    """The seq the streamed answer gets. The turn holds the chat now: a text turn's user
+    message is the chat's last one so far; a tool round stores its outputs (one per
+    result, in order) and the answer together at its end."""
+    if isinstance(first, Message):
+        return first.seq + (len(turn.results) if first.role is Role.TOOL else 0)
+    return (await sessions.get_chat(chat_id)).message_count + len(turn.results) + 1
 
 
 async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 expected: int | None, metrics: Metrics) -> Message:
     try:
-        answer = await sessions.send(chat_id, turn.text, params=turn.params,
-                                     system_prompt=turn.instructions, if_message_count=expected)
+        if turn.text is None:
+            answer = await sessions.send_tool_results(
+                chat_id, turn.results, params=turn.params, system_prompt=turn.instructions,
+                **turn.tools)
+        else:
+            answer = await sessions.send(
+                chat_id, turn.text, params=turn.params, system_prompt=turn.instructions,
+                if_message_count=expected, **turn.tools)
     except ChatMoved:
         raise
     except ChatSessionsError:
@@ -265,15 +331,24 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
     return answer
 
 
-async def _counted(turn: AsyncIterator[str | ToolCallDelta | Message],
-                   metrics: Metrics) -> AsyncIterator[str | Message]:
+def _stream(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
+            expected: int | None) -> AsyncIterator[StreamItem | Message]:
+    """The streamed turn: text deltas and call pieces, then the stored answer."""
+    if turn.text is None:
+        return sessions.stream_tool_results(chat_id, turn.results, params=turn.params,
+                                            system_prompt=turn.instructions, **turn.tools)
+    return sessions.stream(chat_id, turn.text, params=turn.params,
+                           system_prompt=turn.instructions, if_message_count=expected,
+                           **turn.tools)
+
+
+async def _counted(turn: AsyncIterator[StreamItem | Message],
+                   metrics: Metrics) -> AsyncIterator[StreamItem | Message]:
     """A streamed turn's items, its outcome counted as ``/chats`` counts turns."""
     async with aclosing(turn):  # type: ignore[type-var]
         try:
             async for item in turn:
-                if isinstance(item, ToolCallDelta):
-                    continue  # no tools are offered here
-                if isinstance(item, Message):
+                if isinstance(item, Message) and item.role is Role.ASSISTANT:
                     metrics.turn_ok(item)
                 yield item
         except ChatMoved:
@@ -300,6 +375,12 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
                     created: float) -> Response:
     """The answer the chat's next turn would give (same context policy, circuit breaker
     and deadline), kept nowhere: see :meth:`AsyncChatSessions.answer`."""
+    prior = turn.simple_prior
+    if turn.text is None or prior is None or turn.tools:
+        if body.conversation_id or body.previous_response_id:
+            raise unsupported("store", "Tools and tool outputs with 'store': false are only "
+                              "supported without 'conversation' and 'previous_response_id'")
+        return await _stateless(body, turn, sessions, created)
     chat_id: str | None = None
     up_to_seq: int | None = None
     if body.conversation_id:
@@ -309,13 +390,13 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
                                     "previous_response_id")
         chat_id, up_to_seq = found.chat.id, found.answer.seq
     options: dict[str, Any] = {
-        "params": turn.params, "system_prompt": turn.instructions, "prior": turn.prior,
+        "params": turn.params, "system_prompt": turn.instructions, "prior": prior,
         "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None}
-    id_, message_id = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+    id_, base = f"resp_{uuid.uuid4().hex}", uuid.uuid4().hex
 
     if not body.stream:
         answer = await sessions.answer(chat_id, turn.text, **options)
-        output = [output_message(message_id, answer.content)]
+        output = output_items(base, answer.content, ())
         return JSONResponse(_response(body, id_, None, created, "completed", output, answer,
                                       None))
     stream = sessions.stream_answer(chat_id, turn.text, **options)
@@ -324,6 +405,36 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
     except BaseException:
         await aclose(stream)
         raise
-    events = response_events(message_id, first, stream, lambda *state: _response(
+    events = response_events(base, first, stream, lambda *state: _response(
+        body, id_, None, created, *state))
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessions,
+                     created: float) -> Response:
+    """An unstored answer with tools, or after tool outputs: the input is the whole
+    conversation, completed as ``/v1/chat/completions`` would."""
+    messages: list[dict[str, Any]] = [] if turn.instructions is None else [
+        {"role": "system", "content": turn.instructions}]
+    messages += [row.as_chat() for row in turn.prior]
+    if turn.text is not None:
+        messages.append({"role": "user", "content": turn.text})
+    messages += [{"role": "tool", "content": output, "tool_call_id": call_id}
+                 for call_id, output in turn.results.items()]
+    base = uuid.uuid4().hex
+    id_ = f"resp_{base}"
+    options: dict[str, Any] = {"model": body.model, "params": turn.params, **turn.tools}
+    if not body.stream:
+        completion = await sessions.complete(messages, **options)
+        output = output_items(base, completion.text.strip(), completion.tool_calls)
+        return JSONResponse(_response(body, id_, None, created, "completed", output,
+                                      completion, None))
+    stream = sessions.stream_complete(messages, **options)
+    try:
+        first = await anext(stream)
+    except BaseException:
+        await aclose(stream)
+        raise
+    events = response_events(base, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)

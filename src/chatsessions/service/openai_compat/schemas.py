@@ -20,8 +20,8 @@ from chatsessions.types import Chat, Usage
 #: accepted and without effect here (routing hints, end-user ids, caching, service tiers)
 IGNORED = frozenset({
     "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
-    "service_tier", "parallel_tool_calls", "max_tool_calls", "store", "metadata",
-    "stream_options", "truncation", "n", "name",
+    "service_tier", "max_tool_calls", "store", "metadata", "stream_options", "truncation",
+    "n", "name", "prompt_cache_options",
 })
 
 # The published JSON schemas say exactly what is accepted; requests are still parsed
@@ -42,7 +42,7 @@ def _content(pattern: str) -> dict[str, Any]:
                       {"type": "array", "minItems": 1, "maxItems": MAX_PARTS, "items": part}]}
 
 
-def _messages(roles: list[str], pattern: str = NOT_BLANK, **limits: int) -> dict[str, Any]:
+def _messages(roles: list[str], pattern: str = NOT_BLANK, **limits: Any) -> dict[str, Any]:
     # Other keys (function_call, tool_calls, ...) are refused by name, so none is published.
     message = {"type": "object", "required": ["role", "content"], "additionalProperties": False,
                "properties": {"type": {"const": "message"}, "role": {"enum": roles},
@@ -58,6 +58,82 @@ Items = Annotated[list[Any], WithJsonSchema(_messages(
     ["user", "assistant"], maxItems=20,
     description="user and assistant messages (text only)"))]
 Metadata = Annotated[dict[str, Any], WithJsonSchema(METADATA)]
+
+
+# tools --------------------------------------------------------------------------------
+
+# Published: what is always accepted. Also accepted, but beyond what a schema can say:
+# up to 128 tools with distinct names, any object schema as parameters, and a tool_choice
+# of "required" or naming one of the tools offered.
+_FUNCTION = {
+    "name": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+    "description": {"type": "string", "maxLength": 10_000, "pattern": NO_NUL},
+    "parameters": {"type": "object", "required": ["type"], "additionalProperties": False,
+                   "properties": {"type": {"const": "object"},
+                                  "properties": {"type": "object", "maxProperties": 0}}},
+    "strict": {"type": ["boolean", "null"]}}
+_MORE = "function tools (up to 128, distinct names; other tool types are refused)"
+#: Responses' flat function tools; other tool types (web search, files...) are refused
+RESPONSE_TOOLS = {"type": "array", "maxItems": 1, "description": _MORE, "items": {
+    "type": "object", "required": ["type", "name"], "additionalProperties": False,
+    "properties": {"type": {"const": "function"}, **_FUNCTION}}}
+#: chat completions' function tools: the definition under ``function``
+CHAT_TOOLS = {"type": "array", "maxItems": 1, "description": _MORE, "items": {
+    "type": "object", "required": ["type", "function"], "additionalProperties": False,
+    "properties": {"type": {"const": "function"}, "function": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": _FUNCTION}}}}
+
+
+#: a named choice is accepted when it names a tool offered: no schema says that
+TOOL_CHOICE = {"enum": ["auto", "none"],
+               "description": '"auto", "none", "required", or {"type": "function", ...} '
+                              "naming one of the tools offered"}
+
+
+def function_tools(tools: list[Any] | None, *, flat: bool) -> list[dict[str, Any]] | None:
+    """The function definitions of ``tools`` as the library reads them; any other tool
+    type is refused by name (400), as a feature this server does not offer."""
+    if tools is None:
+        return None
+    out = []
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise bad_request("Each tool must be an object with a 'type'.", where)
+        if tool.get("type") != "function":
+            raise unsupported(f"{where}.type",
+                              f"Tools of type {tool.get('type')!r} are not supported")
+        inner = tool if flat else tool.get("function")
+        if not isinstance(inner, dict):
+            raise bad_request("A function tool needs its definition under 'function'.",
+                              f"{where}.function")
+        out.append({key: inner[key] for key in ("name", "description", "parameters")
+                    if inner.get(key) is not None})
+    return out
+
+
+def tool_keywords(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any] | None,
+                  parallel: bool | None) -> dict[str, Any]:
+    """``tools``/``tool_choice``/``parallel_tool_calls`` for the library, as given: a named
+    choice, in either API's shape, becomes the tool's name."""
+    if isinstance(choice, dict):
+        if choice.get("type") != "function":
+            raise unsupported("tool_choice", f"Tool choice of type {choice.get('type')!r} "
+                              "is not supported")
+        inner = choice.get("function", choice)
+        choice = inner.get("name") if isinstance(inner, dict) else None
+        if not isinstance(choice, str):
+            raise bad_request("A function tool choice needs the function's 'name'.",
+                              "tool_choice")
+    if not tools and choice in ("auto", "none"):
+        choice = None  # nothing offered: nothing to choose from, as before tools
+    if not tools and choice is not None:
+        raise bad_request(f"tool_choice {choice!r} needs 'tools' to choose from.",
+                          "tool_choice")
+    return {key: value for key, value in {
+        "tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}.items()
+        if value is not None}
 
 
 def _closed(*ignored: str, **rules: Any) -> Callable[[dict[str, Any]], None]:
@@ -111,8 +187,8 @@ class ResponseCreate(_Request):
 
     model_config = ConfigDict(extra="allow", json_schema_extra=_closed(
         "user", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
-        "service_tier", "parallel_tool_calls", "max_tool_calls", "stream_options",
-        "truncation", **{"not": {"required": ["conversation", "previous_response_id"]}}))
+        "service_tier", "max_tool_calls", "stream_options", "truncation",
+        "prompt_cache_options", **{"not": {"required": ["conversation", "previous_response_id"]}}))
 
     model: Annotated[str | None, WithJsonSchema(
         {"type": "string", "maxLength": 200, "pattern": ONE_LINE})] = None
@@ -132,20 +208,16 @@ class ResponseCreate(_Request):
     text: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object", "properties": {
         "format": {"type": "object", "required": ["type"],
                    "properties": {"type": {"const": "text"}}}}})] = None
-    tools: Annotated[list[Any] | None, WithJsonSchema(
-        {"type": "array", "maxItems": 0})] = None
-    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(
-        {"enum": ["auto", "none"]})] = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(RESPONSE_TOOLS)] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
+    parallel_tool_calls: bool | None = None
     include: Annotated[list[str] | None, WithJsonSchema(
         {"type": "array", "maxItems": 0})] = None
     background: bool | None = None
 
     def refuse_unsupported(self) -> None:
         self.refuse_unknown()
-        if self.tools:
-            raise unsupported("tools", "Tools are not supported")
-        if self.tool_choice not in (None, "auto", "none"):
-            raise unsupported("tool_choice", "Tool choice is not supported")
+        function_tools(self.tools, flat=True)
         if self.include:
             raise unsupported("include", "Extra output ('include') is not supported")
         _refuse_unstored_background(self)
@@ -153,6 +225,11 @@ class ResponseCreate(_Request):
         if text_format is not None and (
                 not isinstance(text_format, dict) or text_format.get("type") != "text"):
             raise unsupported("text.format", "Structured output formats are not supported")
+
+    def tool_options(self) -> dict[str, Any]:
+        """The library's ``tools``/``tool_choice``/``parallel_tool_calls`` keywords."""
+        return tool_keywords(function_tools(self.tools, flat=True), self.tool_choice,
+                             self.parallel_tool_calls)
 
     @property
     def conversation_id(self) -> str | None:
@@ -163,12 +240,15 @@ class ResponseCreate(_Request):
 
 class ChatCompletionCreate(_Request):
     model_config = ConfigDict(extra="allow", json_schema_extra=_closed(
-        "user", "metadata", "store", "service_tier", "parallel_tool_calls",
-        "prompt_cache_key", "safety_identifier"))
+        "user", "metadata", "store", "service_tier", "prompt_cache_key",
+        "safety_identifier"))
 
     model: str = Field(max_length=200)
     messages: Annotated[list[Any], Field(min_length=1), WithJsonSchema(_messages(
-        ["system", "developer", "user", "assistant"], NO_NUL, minItems=1))]
+        ["system", "developer", "user", "assistant"], NO_NUL, minItems=1,
+        description="text messages; an assistant message's `tool_calls` and `tool` "
+        "messages (`tool_call_id`, `content`) are accepted too, each call followed by its "
+        "output"))]
     stream: bool | None = None
     stream_options: Annotated[dict[str, Any] | None, WithJsonSchema(
         {"type": "object", "properties": {"include_usage": {"type": "boolean"}}})] = None
@@ -183,17 +263,22 @@ class ChatCompletionCreate(_Request):
     n: Annotated[int | None, WithJsonSchema({"const": 1})] = None
     response_format: Annotated[dict[str, Any] | None, WithJsonSchema(
         {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}})] = None
-    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(
-        {"enum": ["none", "auto"]})] = None
+    tools: Annotated[list[Any] | None, WithJsonSchema(CHAT_TOOLS)] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
+    parallel_tool_calls: bool | None = None
 
     def refuse_unsupported(self) -> None:
         self.refuse_unknown()
         if self.n not in (None, 1):
             raise unsupported("n", "Only one choice (n=1) is supported")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise unsupported("tool_choice", "Tool choice is not supported")
+        function_tools(self.tools, flat=False)
         if self.response_format is not None and self.response_format.get("type") != "text":
             raise unsupported("response_format", "Structured output formats are not supported")
+
+    def tool_options(self) -> dict[str, Any]:
+        """The library's ``tools``/``tool_choice``/``parallel_tool_calls`` keywords."""
+        return tool_keywords(function_tools(self.tools, flat=False), self.tool_choice,
+                             self.parallel_tool_calls)
 
 
 # answers --------------------------------------------------------------------------------
@@ -241,11 +326,14 @@ def response_object(
         "error": error,
         "incomplete_details": None, "instructions": request.instructions,
         "max_output_tokens": request.max_output_tokens, "model": model, "output": output,
-        "parallel_tool_calls": False,
+        "parallel_tool_calls": request.parallel_tool_calls is not False,
         "previous_response_id": previous_response_id or request.previous_response_id,
         "reasoning": None, "store": request.store is not False,
         "temperature": request.temperature, "top_p": request.top_p,
-        "text": {"format": {"type": "text"}}, "tool_choice": "none", "tools": [],
+        "text": {"format": {"type": "text"}},
+        "tool_choice": request.tool_choice or ("auto" if request.tools else "none"),
+        "tools": [{"strict": None, "description": None, "parameters": None, **tool}
+                  for tool in request.tools or ()],
         "truncation": "auto", "usage": None if usage is None else response_usage(usage),
         "user": None, "metadata": request.metadata or {},
         "conversation": {"id": conversation_id} if conversation_id else None,

@@ -1,25 +1,33 @@
 """The Responses API's Server-Sent Events, in the order the official client parses them.
 
-``response.created``, ``response.in_progress``, ``response.output_item.added``,
-``response.content_part.added``, ``response.output_text.delta``...,
-``response.output_text.done``, ``response.content_part.done``,
-``response.output_item.done``, ``response.completed``; or ``response.failed`` when the
-model fails after the stream began (a failure before it is an HTTP error instead).
+``response.created``, ``response.in_progress``, then per output item
+``response.output_item.added``, its content (a message: ``response.content_part.added``,
+``response.output_text.delta``..., ``response.output_text.done``,
+``response.content_part.done``; a function call:
+``response.function_call_arguments.delta``..., ``response.function_call_arguments.done``)
+and ``response.output_item.done``; last ``response.completed``, or ``response.failed``
+when the model fails after the stream began (a failure before it is an HTTP error).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing
 from typing import Any
 
 from chatsessions import Completion
 from chatsessions.errors import BackendError, ChatSessionsError
 from chatsessions.service import sse
-from chatsessions.service.openai_compat.items import output_message, output_text
-from chatsessions.types import Message
+from chatsessions.service.openai_compat.items import (
+    ITEM_PREFIX,
+    call_item_id_of,
+    function_call_item,
+    output_message,
+    output_text,
+)
+from chatsessions.types import Message, Role, StreamItem, ToolCall, ToolCallDelta
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -58,33 +66,127 @@ def final_text(item: Message | Completion) -> str:
     return item.content if isinstance(item, Message) else item.text.strip()
 
 
+def final_calls(item: Message | Completion) -> tuple[ToolCall, ...]:
+    return (item.tool_calls or ()) if isinstance(item, Message) else item.tool_calls
+
+
+class _Output:
+    """The output items of one streamed answer as they open and close: a message item
+    for its text, a ``function_call`` item per call, each closed before the next opens."""
+
+    def __init__(self, base: str, event: Callable[..., bytes]) -> None:
+        self.base = base
+        self.event = event
+        self.items: list[dict[str, Any]] = []
+        self.text: list[str] = []
+        self.open: dict[str, Any] | None = None  # the item being written
+        self.arguments: list[str] = []
+
+    def _where(self) -> dict[str, Any]:
+        assert self.open is not None
+        return {"item_id": self.open["id"], "output_index": len(self.items)}
+
+    def text_delta(self, delta: str) -> Iterator[bytes]:
+        if self.open is None or self.open["type"] != "message":
+            yield from self.close()
+            self.open = output_message(f"{ITEM_PREFIX}{self.base}", None, "in_progress")
+            yield self.event("response.output_item.added", output_index=len(self.items),
+                             item=self.open)
+            yield self.event("response.content_part.added", **self._where(), content_index=0,
+                             part=output_text(""))
+        if delta:
+            self.text.append(delta)
+            yield self.event("response.output_text.delta", **self._where(), content_index=0,
+                             delta=delta, logprobs=[])
+
+    def call_piece(self, piece: ToolCallDelta) -> Iterator[bytes]:
+        if piece.id is not None or self.open is None or self.open["type"] != "function_call":
+            yield from self.close()
+            call = ToolCall(piece.id or "", piece.name or "", "")
+            self.open = function_call_item(call_item_id_of(self.base, piece.index), call,
+                                           "in_progress")
+            yield self.event("response.output_item.added", output_index=len(self.items),
+                             item=self.open)
+        if piece.arguments:
+            self.arguments.append(piece.arguments)
+            yield self.event("response.function_call_arguments.delta", **self._where(),
+                             delta=piece.arguments)
+
+    def close(self, final: ToolCall | str | None = None) -> Iterator[bytes]:
+        """Close the open item; ``final``: its whole text or call, when known."""
+        if self.open is None:
+            return
+        where = self._where()
+        if self.open["type"] == "message":
+            text = final if isinstance(final, str) else "".join(self.text)
+            yield self.event("response.output_text.done", **where, content_index=0, text=text,
+                             logprobs=[])
+            yield self.event("response.content_part.done", **where, content_index=0,
+                             part=output_text(text))
+            done = output_message(self.open["id"], text)
+        else:
+            call = final if isinstance(final, ToolCall) else ToolCall(
+                self.open["call_id"], self.open["name"], "".join(self.arguments))
+            yield self.event("response.function_call_arguments.done", **where,
+                             name=call.name, arguments=call.arguments)
+            done = function_call_item(self.open["id"], call)
+        yield self.event("response.output_item.done", output_index=len(self.items), item=done)
+        self.items.append(done)
+        self.open, self.arguments = None, []
+
+    def finish(self, text: str, calls: tuple[ToolCall, ...]) -> Iterator[bytes]:
+        """Close what is open and add what the stream did not show, so the items are
+        those of the answer as stored (see :func:`output_items`)."""
+        written = any(item["type"] == "message" for item in self.items)
+        if self.open is not None and self.open["type"] == "message":
+            yield from self.close(text)
+        elif not written and (text or not calls):
+            yield from self.text_delta("")
+            yield from self.close(text)
+        shown = {item.get("call_id") for item in self.items}
+        for index, call in enumerate(calls):
+            if self.open is not None and self.open["call_id"] == call.id:
+                yield from self.close(call)
+            elif call.id not in shown:
+                yield from self.close()
+                yield from self.call_piece(ToolCallDelta(index, call.id, call.name))
+                yield from self.close(call)
+        yield from self.close()
+
+
 async def response_events(
-    item_id: str,
-    first: str | Message | Completion,
-    rest: AsyncIterator[str | Message | Completion],
+    base: str,
+    first: StreamItem | Message,
+    rest: AsyncIterator[StreamItem | Message],
     snapshot: Snapshot,
 ) -> AsyncIterator[bytes]:
-    """The whole event sequence for one answer whose first item is already known."""
+    """The whole event sequence for one answer whose first item is already known; its
+    items' ids are ``msg_<base>`` and ``fc_<base>_<n>``."""
     numbers = itertools.count()
 
     def event(kind: str, **fields: Any) -> bytes:
         return sse.event(kind, {"type": kind, "sequence_number": next(numbers), **fields})
 
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    output = _Output(base, event)
     async with aclosing(rest):  # type: ignore[type-var]
         started = snapshot("in_progress", [], None, None)
         yield event("response.created", response=started)
         yield event("response.in_progress", response=started)
-        yield event("response.output_item.added", output_index=0,
-                    item=output_message(item_id, None, "in_progress"))
-        yield event("response.content_part.added", **where, part=output_text(""))
         trimmed = TrimmedDeltas()
         item = first
         try:
-            while isinstance(item, str):
-                delta = trimmed.feed(item)
-                if delta:
-                    yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
+            while not isinstance(item, Completion) and not (
+                    isinstance(item, Message) and item.role is Role.ASSISTANT):
+                if isinstance(item, Message):
+                    pass  # a tool output stored with the answer: it is input, not output
+                elif isinstance(item, ToolCallDelta):
+                    for chunk in output.call_piece(item):
+                        yield chunk
+                else:
+                    delta = trimmed.feed(item)
+                    if delta:
+                        for chunk in output.text_delta(delta):
+                            yield chunk
                 item = await anext(rest)
         except (ChatSessionsError, StopAsyncIteration) as exc:
             if isinstance(exc, StopAsyncIteration):
@@ -92,12 +194,9 @@ async def response_events(
             error = {"code": "server_error", "message": str(exc)}
             yield event("response.failed", response=snapshot("failed", [], None, error))
             return
-    text = final_text(item)
-    yield event("response.output_text.done", **where, text=text, logprobs=[])
-    yield event("response.content_part.done", **where, part=output_text(text))
-    done = output_message(item_id, text)
-    yield event("response.output_item.done", output_index=0, item=done)
-    yield event("response.completed", response=snapshot("completed", [done], item, None))
+    for chunk in output.finish(final_text(item), final_calls(item)):
+        yield chunk
+    yield event("response.completed", response=snapshot("completed", output.items, item, None))
 
 
 def now() -> float:

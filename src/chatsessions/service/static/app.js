@@ -318,6 +318,29 @@
   }
   const shownAt = (msg) => (isSummary(msg) ? msg.covers_seq + 0.5 : msg.seq);
 
+  // Tool calls and their outputs are how an answer was found: they are folded under the
+  // answer they led to (or shown on their own while the chat waits for outputs).
+  const isToolStep = (msg) => msg.role === "tool" || (msg.role === "assistant" && msg.tool_calls?.length);
+  function toolsEl(steps) {
+    const outputs = new Map(steps.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m]));
+    // each call as /chats serves it, in OpenAI's chat shape: {id, type, function: {name, arguments}}
+    const calls = steps.flatMap((m) => (m.tool_calls || []).map(({ id, function: fn }) => (
+      { call: { id, name: fn.name, arguments: fn.arguments }, said: m.content })));
+    const rows = calls.map(({ call, said }) => {
+      const output = outputs.get(call.id);
+      return el("div", { className: "tool-call", data: { testid: "tool-call", callId: call.id } },
+        said ? el("div", { className: "tool-said", textContent: said }) : "",
+        el("code", { className: "tool-name", textContent: `${call.name}(${call.arguments})` }),
+        output
+          ? el("pre", { className: "tool-output", textContent: output.content, data: { testid: "tool-output" } })
+          : el("div", { className: "msg-note", textContent: "waiting for its output…" }));
+    });
+    const names = calls.map(({ call }) => call.name).join(", ");
+    const label = `${calls.length} tool call${calls.length === 1 ? "" : "s"}: ${names}`;
+    return el("details", { className: "tool-calls", data: { testid: "tool-calls" } },
+      el("summary", { textContent: label }), ...rows);
+  }
+
   const actionButton = (textContent, testid, onclick) =>
     el("button", { className: "link", type: "button", textContent, onclick, data: { testid } });
 
@@ -338,11 +361,26 @@
     const asked = messages.slice(-3).filter((m) => m.role === "user").pop();
     const failed = asked?.status === "failed" ? asked : null;
     const ordered = [...messages].sort((a, b) => shownAt(a) - shownAt(b));
-    const nodes = ordered.map((m) => isSummary(m) ? summaryEl(m) : messageEl(m, stream ? {} : {
-      edit: m.role === "user",
-      regenerate: m === lastOk && m.role === "assistant",
-      retry: m === failed,
-    }));
+    const nodes = [];
+    let steps = [];  // tool calls and outputs not yet shown under an answer
+    const flush = () => {
+      if (steps.length) nodes.push(el("article", { className: "msg tools" }, toolsEl(steps)));
+      steps = [];
+    };
+    for (const m of ordered) {
+      if (m.status === "ok" && isToolStep(m)) { steps.push(m); continue; }
+      if (isSummary(m)) { nodes.push(summaryEl(m)); continue; }
+      const led = m.role === "assistant" && m.status !== "replaced" && steps.length;
+      if (!led) flush();
+      const node = messageEl(m, stream ? {} : {
+        edit: m.role === "user",
+        regenerate: m === lastOk && m.role === "assistant",
+        retry: m === failed,
+      });
+      if (led) { node.querySelector(".bubble").after(toolsEl(steps)); steps = []; }
+      nodes.push(node);
+    }
+    flush();
     const turn = stream ? messages.filter((m) => m.seq > stream.baseSeq) : [];
     if (stream && !turn.some((m) => m.role === "assistant" && m.status !== "replaced")) {
       const asked = stream.user != null;  // a regenerate asks nothing new
