@@ -71,17 +71,28 @@ class Runtime:
         return stale
 
     def presumed_chat(self, chat_id: str) -> Chat | None:
-        """The chat as this process's last turn on it left it, if still cached."""
+        """The chat as this process's last turn on it left it, if still cached (its
+        history version included: ``Store.begin_turn`` checks it)."""
         entry = self.cache.get(chat_id)
         return entry.chat if entry is not None else None
 
+    def _cached(self, chat: Chat) -> History | None:
+        """The cached entry of ``chat``, unless it was read at another history version
+        (someone changed more than appended since): then it is dropped."""
+        entry = self.cache.get(chat.id)
+        if entry is not None and entry.version != chat.history_version:
+            self.cache.discard(chat.id)
+            return None
+        return entry
+
     async def visible_history(self, chat: Chat) -> History:
-        """The chat's ok messages, from the cache, reading only rows it has not seen.
+        """The chat's ok messages, from the cache, reading only rows it has not seen
+        (all of them if the chat's history version is not the cached one).
 
         Called under the chat's turn lease, so a pending row read here belongs to a turn
         nobody is finishing any more (its replica died): it is failed on the spot.
         """
-        entry = self.cache.get(chat.id)
+        entry = self._cached(chat)
         if entry is not None and entry.last_seq >= chat.message_count:
             return entry
         rows = await self.store.messages(
@@ -90,7 +101,7 @@ class Runtime:
         if orphans:
             await self.store.mark_interrupted(chat.id, orphans)
         if entry is None:
-            entry = History()
+            entry = History(version=chat.history_version)
             entry.add(rows)
             self.cache.put(chat.id, entry)
         else:
@@ -104,6 +115,8 @@ class Runtime:
         so the rows from the first pending one on are left out, and nothing read is
         failed or cached: the cached entry when current, else a copy brought up to date."""
         entry = self.cache.get(chat.id)
+        if entry is not None and entry.version != chat.history_version:
+            entry = None  # a turn drops it under its lease; this call only reads
         if entry is not None and entry.last_seq >= chat.message_count:
             return entry
         rows = await self.store.messages(

@@ -13,6 +13,11 @@ from typing import Any, Protocol
 
 from chatsessions.types import ApiKey, Chat, Message, ModelUsage, SearchHit
 
+#: The chat fields a turn reads besides its messages: changing one is a change to what the
+#: next turn sends, so it bumps ``Chat.history_version`` as a deleted message does.
+TURN_FIELDS = frozenset({"system_prompt", "backend", "model", "params", "context_policy",
+                         "tools"})
+
 
 class Store(Protocol):
     async def open(self) -> None:
@@ -52,7 +57,8 @@ class Store(Protocol):
     async def update_chat(
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
     ) -> Chat | None:
-        """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``)."""
+        """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``); bump the
+        history version if one of them is in ``TURN_FIELDS``."""
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
         """Really delete the chat and all its messages."""
@@ -66,8 +72,8 @@ class Store(Protocol):
         self, seen: Chat, owner: str, until: datetime, content: str
     ) -> Message | None:
         """Take the turn lease and append the pending user message in one transaction,
-        only if the chat is still exactly ``seen`` (message count and last update) and
-        its lease is free; else change nothing and return None."""
+        only if the chat is still exactly ``seen`` (message count, last update and history
+        version) and its lease is free; else change nothing and return None."""
 
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
@@ -130,7 +136,8 @@ class Store(Protocol):
         """Append finished messages as they are, allocating their seqs, in one transaction."""
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
-        """Really delete one message; its seq is never reused."""
+        """Really delete one message (its seq is never reused) and bump the chat's history
+        version."""
 
     async def replace_answer(
         self, old: Message, answer: Message, *, lease_owner: str | None = None

@@ -19,6 +19,7 @@ from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterru
 from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
 from chatsessions.store import title_search, usage
+from chatsessions.store.base import TURN_FIELDS
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
     bound_row,
@@ -172,12 +173,14 @@ class SQLStore:
     ) -> Chat | None:
         if not storable(chat_id):
             return None
+        bump = ({"history_version": chats.c.history_version + 1}
+                if TURN_FIELDS & changes.keys() else {})
         if "tools" in changes:
             changes = {**changes, "tools": tools_value(changes["tools"])}
         query = (
             chats.update()
             .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
-            .values(**changes, updated_at=utcnow())
+            .values(**changes, **bump, updated_at=utcnow())
             .returning(*chats.c)
         )
         # rows without a model of their own count under the chat's: move them along
@@ -240,7 +243,8 @@ class SQLStore:
                           status=TurnStatus.PENDING, created_at=now)
         params = bound_row(message)
         params.update(p_chat=seen.id, p_tenant=seen.tenant_id, p_count=seen.message_count,
-                      p_seen=seen.updated_at, p_now=now, p_owner=owner, p_until=until)
+                      p_seen=seen.updated_at, p_version=seen.history_version, p_now=now,
+                      p_owner=owner, p_until=until)
         seq = await self.turns.begin(params)
         return None if seq is None else with_seq(message, seq)
 
@@ -430,8 +434,8 @@ class SQLStore:
             result = conn.execute(
                 messages.delete().where(messages.c.chat_id == chat_id, messages.c.seq == seq))
             if result.rowcount:
-                conn.execute(chats.update().where(chats.c.id == chat_id)
-                             .values(updated_at=utcnow()))
+                conn.execute(chats.update().where(chats.c.id == chat_id).values(
+                    updated_at=utcnow(), history_version=chats.c.history_version + 1))
             return bool(result.rowcount)
 
         return await self.db.write(run)
