@@ -4,11 +4,10 @@ calls (backends and their circuits), turn leases, the history cache and the titl
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
+from chatsessions.engine import holders
 from chatsessions.engine.cache import History, HistoryCache
 from chatsessions.engine.leases import TurnLeases
 from chatsessions.engine.model_call import ModelCalls
@@ -28,9 +27,11 @@ class Runtime:
         )
         self.models = ModelCalls(settings, backend)
         self.cache = HistoryCache(settings.cache_bytes)
-        # One lease owner per process: several workers may share a replica id.
-        self.replica = settings.replica_id or uuid.uuid4().hex
-        self.owner = f"{self.replica}/{os.getpid()}"
+        # One lease owner per runtime of a process: several workers may share a replica
+        # id; its name tells who holds a lease and lets this host see that it died.
+        self.replica = settings.replica_id or holders.default_replica_id(
+            settings.database_url)
+        self.owner = holders.new_owner(self.replica)
         self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
         self.titles = TitleWriter(self.store, self.models, enabled=settings.auto_title)
         self._opened = False
@@ -44,8 +45,9 @@ class Runtime:
         """Connect, migrate, and fail turns a previous crash left pending (once)."""
         async with self._open_lock:
             if not self._opened:
+                holders.opened(self.owner)
                 await self.store.open()
-                await self.store.recover_pending(await self.dead_owners())
+                await self.store.recover_pending(await self.dead_owners(starting=True))
                 self._opened = True
 
     async def close(self, title_grace: float) -> None:
@@ -55,20 +57,15 @@ class Runtime:
         async with self._open_lock:
             await self.models.aclose()
             await self.store.close()
+            holders.closed(self.owner)
             self._opened = False
 
-    async def dead_owners(self) -> list[str]:
-        """Earlier processes of this replica whose leases are still in the database.
-
-        Just started, so a lease under our own name is stale (a restarted container often
-        gets the same pid); other pids under our replica id are stale once gone.
-        """
-        stale = []
-        for owner in await self.store.lease_owners(f"{self.replica}/"):
-            pid = owner.rsplit("/", 1)[-1]
-            if owner == self.owner or (pid.isdigit() and not _alive(int(pid))):
-                stale.append(owner)
-        return stale
+    async def dead_owners(self, *, starting: bool = False) -> list[str]:
+        """Holders of leases still in the database that are known to be dead: on this
+        host, processes gone (or runtimes of this process closed); when ``starting``,
+        also this replica's earlier incarnations (``holders.is_dead``)."""
+        return [owner for owner in await self.store.lease_owners("")
+                if holders.is_dead(owner, self.owner, starting=starting)]
 
     def presumed_chat(self, chat_id: str) -> Chat | None:
         """The chat as this process's last turn on it left it, if still cached (its
@@ -128,13 +125,3 @@ class Runtime:
             shown=list(entry.shown), summaries=entry.summaries)
         history.add(rows[:settled])
         return history
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
