@@ -6,12 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from chatsessions import AsyncChatSessions, ChatBusy, TurnStatus
 from chatsessions.engine import holders
 from chatsessions.engine.holders import default_replica_id, is_dead, start_time
+from chatsessions.types import utcnow
 
 pytestmark = pytest.mark.skipif(holders.host_id() is None, reason="needs Linux /proc")
 
@@ -87,3 +92,47 @@ def test_the_default_replica_id_is_stable_for_a_host_and_database(
     assert pg == default_replica_id("postgresql://u@db:5432/app")
     assert pg != default_replica_id("postgresql://u@db:5432/app2")
     assert len(holders.new_owner(f"{'x' * 64}")) <= 128  # fits the column
+
+
+@pytest.fixture
+def others() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two other processes on this host, to hold leases as replicas would."""
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+                for _ in range(2)]
+    yield children
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+async def test_a_chat_held_by_a_process_gone_from_this_host_is_taken_at_once(
+    settings_kwargs: dict[str, object], others: list[subprocess.Popen[bytes]],
+) -> None:
+    """Other replicas on this host took a chat's lease each (30 s), stored a question and
+    were killed: the next send takes the chat at once and fails the orphaned question,
+    while a live holder is waited for as ever; a start-up frees the other chat."""
+    owners = [owner_of("elsewhere", p.pid, start_time(p.pid)) for p in others]
+    async with AsyncChatSessions(**settings_kwargs, busy_timeout=0.5) as chats:  # type: ignore[arg-type]
+        store = chats._runtime.store
+        busy, at_start = await chats.create_chat(), await chats.create_chat()
+        for chat_id, owner in zip((busy, at_start), owners, strict=True):
+            _, taken = await store.try_lease(chat_id, "default", owner,
+                                             utcnow() + timedelta(seconds=30))
+            assert taken
+            await store.add_user_message(chat_id, "in flight when it died")
+        with pytest.raises(ChatBusy):  # alive: its lease holds
+            await chats.send_message(busy, "too early")
+        for child in others:
+            child.kill()
+            child.wait()
+        assert await store.lease_holder(at_start) == owners[1]  # not this one's to free
+        started = time.monotonic()
+        assert await chats.send_message(busy, "after its death")
+        assert time.monotonic() - started < 10  # not the 30 s lease
+        rows = await chats.history(busy, include_failed=True)
+        assert [(m.content, m.status) for m in rows[1:]][:1] == [
+            ("in flight when it died", TurnStatus.FAILED)]
+    async with AsyncChatSessions(**settings_kwargs) as again:  # type: ignore[arg-type]
+        rows = await again._runtime.store.messages(at_start)
+        assert [m.status for m in rows] == [TurnStatus.FAILED]  # recovered at start-up
+        assert await again._runtime.store.lease_holder(at_start) is None

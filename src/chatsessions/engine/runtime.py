@@ -32,7 +32,9 @@ class Runtime:
         self.replica = settings.replica_id or holders.default_replica_id(
             settings.database_url)
         self.owner = holders.new_owner(self.replica)
-        self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
+        self.leases = TurnLeases(
+            self.store, self.owner, settings.lease_ttl,
+            dead=lambda owner: holders.is_dead(owner, self.owner, starting=False))
         self.titles = TitleWriter(self.store, self.models, enabled=settings.auto_title)
         self._opened = False
         self._open_lock = asyncio.Lock()

@@ -109,6 +109,9 @@ class Store(Protocol):
     ) -> tuple[Chat | None, bool]:
         """Take the chat's turn lease: (chat, acquired); (None, False) if no such chat."""
 
+    async def lease_holder(self, chat_id: str) -> str | None:
+        """The owner of the chat's current (unexpired) turn lease, if any."""
+
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool: ...
 
     async def release_lease(self, chat_id: str, owner: str) -> None: ...

@@ -204,6 +204,10 @@ class MemoryStore:
         self._leases[chat_id] = (owner, until)
         return chat, True
 
+    async def lease_holder(self, chat_id: str) -> str | None:
+        held = self._leases.get(chat_id)
+        return held[0] if held is not None and held[1] >= utcnow() else None
+
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
         held = self._leases.get(chat_id)
         if held is None or held[0] != owner:

@@ -343,6 +343,12 @@ class SQLStore:
             return to_chat(row), True
         return await self.get_chat(chat_id, tenant_id), False
 
+    async def lease_holder(self, chat_id: str) -> str | None:
+        query = sa.select(chats.c.lease_owner).where(
+            chats.c.id == chat_id, chats.c.lease_expires_at >= utcnow())
+        holder: str | None = await self.db.read(lambda conn: conn.execute(query).scalar())
+        return holder
+
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
         params = {"p_chat": chat_id, "p_owner": owner, "p_until": until}
         return await self.db.write_now(
