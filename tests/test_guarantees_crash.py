@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from chatsessions.engine.holders import default_replica_id
-from chatsessions.store import open_store
+from chatsessions.store import Store, open_store
 from chatsessions.store.sql import INTERRUPTED
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Role, TurnStatus
@@ -63,6 +63,13 @@ async def lease_owners(database_url: str, chat_ids: list[str]) -> list[str | Non
     return [owners[chat_id] for chat_id in chat_ids]
 
 
+async def any_pending(store: Store, chat_ids: list[str]) -> bool:
+    for chat_id in chat_ids:
+        if any(m.status is TurnStatus.PENDING for m in await store.messages(chat_id)):
+            return True
+    return False
+
+
 def pending(rows: dict[str, list[Any]]) -> int:
     return sum(m.status is TurnStatus.PENDING for ms in rows.values() for m in ms)
 
@@ -104,14 +111,21 @@ async def test_kill_9_loses_no_acknowledged_turn(
 
         tasks = [asyncio.create_task(turn(chat_id, f"turn {n} of chat {c}"))
                  for n in range(TURNS_PER_CHAT) for c, chat_id in enumerate(chat_ids)]
-        await asyncio.wait_for(enough.wait(), 30)
         # Land the kill in the middle of a turn: once the database shows a user message
-        # stored and not yet answered (a fixed pause missed them on a loaded machine).
-        deadline = time.monotonic() + 30
-        while not pending(await stored_rows(database_url, chat_ids)):
-            assert time.monotonic() < deadline, "no turn was ever seen in flight"
-            await asyncio.sleep(0.01)
-        victim.kill()
+        # stored and not yet answered (a fixed pause missed them on a loaded machine),
+        # asked through a store opened beforehand (opening one per look took long enough,
+        # on a loaded machine, for the last turns to finish first).
+        watcher = open_store(database_url)
+        await watcher.open()
+        try:
+            await asyncio.wait_for(enough.wait(), 30)
+            deadline = time.monotonic() + 30
+            while not await any_pending(watcher, chat_ids):
+                assert time.monotonic() < deadline, "no turn was ever seen in flight"
+                await asyncio.sleep(0.01)
+            victim.kill()
+        finally:
+            await watcher.close()
         await asyncio.gather(*tasks)
     in_flight = CHATS * TURNS_PER_CHAT - len(acknowledged)
     assert len(refused) == in_flight

@@ -13,11 +13,6 @@ from typing import Any, Protocol
 
 from chatsessions.types import ApiKey, Chat, Message, ModelUsage, SearchHit
 
-#: The chat fields a turn reads besides its messages: changing one is a change to what the
-#: next turn sends, so it bumps ``Chat.history_version`` as a deleted message does.
-TURN_FIELDS = frozenset({"system_prompt", "backend", "model", "params", "context_policy",
-                         "tools"})
-
 
 class Store(Protocol):
     async def open(self) -> None:
@@ -58,7 +53,7 @@ class Store(Protocol):
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
     ) -> Chat | None:
         """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``); bump the
-        history version if one of them is in ``TURN_FIELDS``."""
+        history version if one of them is in ``rows.TURN_FIELDS``."""
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
         """Really delete the chat and all its messages."""

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterrupted
-from chatsessions.store.base import TURN_FIELDS
+from chatsessions.store.rows import TURN_FIELDS
 from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,

@@ -20,6 +20,11 @@ from chatsessions.types import (
     utcnow,
 )
 
+#: The chat fields a turn reads besides its messages: changing one is a change to what the
+#: next turn sends, so it bumps ``Chat.history_version`` as a deleted message does.
+TURN_FIELDS = frozenset({"system_prompt", "backend", "model", "params", "context_policy",
+                         "tools"})
+
 
 def storable(chat_id: str) -> bool:
     """Ids no chat can have (too long, NUL, lone surrogates) are simply not found, before

@@ -19,9 +19,9 @@ from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterru
 from chatsessions.store import search as fulltext
 from chatsessions.store import statements as stmt
 from chatsessions.store import title_search, usage
-from chatsessions.store.base import TURN_FIELDS
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
+    TURN_FIELDS,
     bound_row,
     chat_row,
     message_row,
