@@ -2,6 +2,8 @@
 
 A `chatsessions serve` process is killed with SIGKILL while 200 turns across 20 chats are in
 flight. Then it restarts with the same replica id (which takes its chats back at once), or
+as a plain `serve` with no replica id set, killed and restarted on the same host (which
+takes its chats back at once too: its default id is stable and its dead pid is seen), or
 another replica with a new id takes over once the dead one's leases expire.
 """
 
@@ -16,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from chatsessions.store import open_store
+from chatsessions.engine.holders import default_replica_id
+from chatsessions.store import Store, open_store
 from chatsessions.store.sql import INTERRUPTED
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Role, TurnStatus
@@ -60,19 +63,28 @@ async def lease_owners(database_url: str, chat_ids: list[str]) -> list[str | Non
     return [owners[chat_id] for chat_id in chat_ids]
 
 
+async def any_pending(store: Store, chat_ids: list[str]) -> bool:
+    for chat_id in chat_ids:
+        if any(m.status is TurnStatus.PENDING for m in await store.messages(chat_id)):
+            return True
+    return False
+
+
 def pending(rows: dict[str, list[Any]]) -> int:
     return sum(m.status is TurnStatus.PENDING for ms in rows.values() for m in ms)
 
 
-@pytest.mark.parametrize("restart", ["same_replica_id", "other_replica_after_lease_expiry"])
+@pytest.mark.parametrize("restart", ["same_replica_id", "plain_serve",
+                                     "other_replica_after_lease_expiry"])
 async def test_kill_9_loses_no_acknowledged_turn(
     database_url: str, fake_llm: FakeLLMServer, services: Services, restart: str
 ) -> None:
-    same = restart == "same_replica_id"
+    same = restart != "other_replica_after_lease_expiry"
     # With its own id back, the restarted replica must not need any lease to expire: keep
     # the default 30 s lease there. Another replica has to wait for the expiry: keep it short.
     ttl: dict[str, object] = {} if same else {"lease_ttl": LEASE_TTL}
-    env = service_env(database_url, fake_llm.base_url, "doomed", **ttl)
+    named = "" if restart == "plain_serve" else "doomed"  # "": no CHATSESSIONS_REPLICA_ID
+    env = service_env(database_url, fake_llm.base_url, named, **ttl)
     (victim,) = await services.start((env, "victim"))
     fake_llm.delay = 0.3
     began = time.monotonic()
@@ -99,14 +111,21 @@ async def test_kill_9_loses_no_acknowledged_turn(
 
         tasks = [asyncio.create_task(turn(chat_id, f"turn {n} of chat {c}"))
                  for n in range(TURNS_PER_CHAT) for c, chat_id in enumerate(chat_ids)]
-        await asyncio.wait_for(enough.wait(), 30)
         # Land the kill in the middle of a turn: once the database shows a user message
-        # stored and not yet answered (a fixed pause missed them on a loaded machine).
-        deadline = time.monotonic() + 30
-        while not pending(await stored_rows(database_url, chat_ids)):
-            assert time.monotonic() < deadline, "no turn was ever seen in flight"
-            await asyncio.sleep(0.01)
-        victim.kill()
+        # stored and not yet answered (a fixed pause missed them on a loaded machine),
+        # asked through a store opened beforehand (opening one per look took long enough,
+        # on a loaded machine, for the last turns to finish first).
+        watcher = open_store(database_url)
+        await watcher.open()
+        try:
+            await asyncio.wait_for(enough.wait(), 30)
+            deadline = time.monotonic() + 30
+            while not await any_pending(watcher, chat_ids):
+                assert time.monotonic() < deadline, "no turn was ever seen in flight"
+                await asyncio.sleep(0.01)
+            victim.kill()
+        finally:
+            await watcher.close()
         await asyncio.gather(*tasks)
     in_flight = CHATS * TURNS_PER_CHAT - len(acknowledged)
     assert len(refused) == in_flight
@@ -119,11 +138,13 @@ async def test_kill_9_loses_no_acknowledged_turn(
     for chat_id, owner in zip(chat_ids, owners, strict=True):
         if pending({chat_id: crashed[chat_id]}):
             assert owner is not None
-            assert owner.startswith("doomed/")  # one owner per process: replica/pid
+            # one owner per process: replica/pid...; a plain serve's replica is its host's
+            replica = named or default_replica_id(database_url)
+            assert victim.process is not None
+            assert owner.startswith(f"{replica}/{victim.process.pid}.")
 
     fake_llm.delay = 0.01
-    replica = "doomed" if same else "successor"
-    env = service_env(database_url, fake_llm.base_url, replica, **ttl)
+    env = service_env(database_url, fake_llm.base_url, named if same else "successor", **ttl)
     restarted_at = time.monotonic()
     (successor,) = await services.start((env, "successor"))
     async with httpx.AsyncClient(base_url=successor.url, timeout=60) as http:
@@ -139,10 +160,14 @@ async def test_kill_9_loses_no_acknowledged_turn(
         recovered_in = time.monotonic() - restarted_at
 
         # Every chat takes new turns, answered from its ok history only.
+        asked = time.monotonic()
         answers = await asyncio.gather(*(
             http.post(f"/chats/{chat_id}/messages", json={"content": "after the crash"})
             for chat_id in chat_ids))
         assert [r.status_code for r in answers] == [200] * CHATS
+        answered_in = time.monotonic() - asked
+        if same:  # at once: a chat still leased would wait out the 30 s lease
+            assert answered_in < 15, answered_in
         final = await stored_rows(database_url, chat_ids)
         prompts = {chat_id: (await http.get(f"/chats/{chat_id}")).json()["system_prompt"]
                    for chat_id in chat_ids}
@@ -181,4 +206,5 @@ async def test_kill_9_loses_no_acknowledged_turn(
            refused_by_the_kill=in_flight, left_pending=left_pending,
            failed_as_interrupted=interrupted, acknowledged_lost=0,
            restart_to_no_pending_seconds=round(recovered_in, 2),
+           new_turns_seconds=round(answered_in, 2),
            seconds=round(time.monotonic() - began, 2))

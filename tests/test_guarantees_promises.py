@@ -25,6 +25,7 @@ from chatsessions import (
     Message,
 )
 from chatsessions.config import Settings
+from chatsessions.engine import holders
 from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer, Fault
 from tests.conftest import PG_URL, LiveServer, make_keys
@@ -98,8 +99,10 @@ async def test_busy_chat_is_409_chat_busy_with_retry_after(
 async def test_a_turn_failed_by_recovery_meanwhile_is_409_turn_interrupted(
     settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
 ) -> None:
-    """A restart under the same replica name fails the pending message of the turn still
-    running; that turn must not then store its answer."""
+    """A process of the same replica that takes the holder of a turn still running for
+    dead (both run in this test's process: the holder's runtime is marked closed, as a
+    dead one would be) fails its pending message in its sweep; that turn must not then
+    store its answer."""
     fake_llm.delay = 3.0
     with serving(settings_kwargs, replica_id="pod-7") as url:
         async with httpx.AsyncClient(base_url=url, timeout=PATIENCE) as http:
@@ -109,6 +112,11 @@ async def test_a_turn_failed_by_recovery_meanwhile_is_409_turn_interrupted(
             await until(lambda: fake_llm.requests, "the turn to reach the model")
             kwargs = {**settings_kwargs, "replica_id": "pod-7"}
             async with AsyncChatSessions(**kwargs) as restarted:  # type: ignore[arg-type]
+                holder = await restarted._runtime.store.lease_holder(chat_id)
+                assert holder is not None
+                assert holder.startswith("pod-7/")
+                holders.closed(holder)
+                await restarted.sweep()
                 failed = await restarted.history(chat_id, include_failed=True)
             assert [(m.content, m.status.value) for m in failed[1:]] == [("slow one", "failed")]
             response = await turn

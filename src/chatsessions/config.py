@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="history cache size")
     replica_id: str = Field(
         default="", max_length=64,
-        description="stable id of this process among replicas (random when empty); reuse it "
-        "on restart to take back this replica's chats at once",
+        description="stable id of this process among replicas (when empty, derived from "
+        "the hostname and the database); reuse it on restart elsewhere to take back this "
+        "replica's chats at once",
     )
     lease_ttl: float = Field(default=30.0, gt=0, description="seconds a dead replica blocks a chat")
     turn_deadline: float = Field(default=300.0, gt=0, description="total seconds for a model call")

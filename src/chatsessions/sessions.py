@@ -837,11 +837,13 @@ class AsyncChatSessions:
 
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
-        (lease expired), forget expired idempotency keys, and delete expired chats (of
-        every tenant) with their messages. Returns turns failed."""
+        (lease expired, or the holder's process gone from this host), forget expired
+        idempotency keys, and delete expired chats (of every tenant) with their messages.
+        Returns turns failed."""
         store = await self._ready()
         await self._runtime.leases.release_leaked()  # a database outage's leftovers
-        failed = await store.recover_pending(alive=self._runtime.owner)
+        failed = await store.recover_pending(await self._runtime.dead_owners(),
+                                             alive=self._runtime.owner)
         await store.fail_abandoned_runs(utcnow())
         cutoff = utcnow() - timedelta(hours=self.settings.idempotency_ttl_hours)
         await store.expire_idempotency_keys(cutoff)

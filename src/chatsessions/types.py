@@ -6,6 +6,7 @@ import builtins
 import enum
 import json
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -362,9 +363,18 @@ class Chat:
     context_policy: ContextPolicy = ContextPolicy.TRIM
     #: the functions offered to the model on every turn of this chat
     tools: tuple[Tool, ...] = ()
+    #: bumped by every change to what a turn sends other than an append (a message
+    #: deleted, a new system prompt...), so each replica knows when its cached history is
+    #: stale. A new chat starts at a random value: one deleted and imported again under its
+    #: id is not taken for the one cached. Not in ``to_dict``: it means nothing elsewhere.
+    history_version: int = field(default_factory=lambda: secrets.randbelow(2**31),
+                                 compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        """The chat as JSON-ready data, without its history version."""
+        doc = asdict(self)
+        del doc["history_version"]
+        return _jsonable(doc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 A turn must not re-read a long chat: the cache keeps each active chat's ok messages and
 their token counts, refreshed incrementally (seq > last seen) when another process has
-written, and evicts least-recently-used chats beyond a byte budget.
+appended, and evicts least-recently-used chats beyond a byte budget. Any other change (a
+message deleted, a new system prompt...) bumps the chat's ``history_version``: an entry
+read at another version is dropped and read afresh.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _PER_MESSAGE_BYTES = 400
 @dataclass(slots=True)
 class History:
     last_seq: int = 0
+    #: the chat's ``history_version`` when this entry was first read (``Chat``)
+    version: int = 0
     messages: list[Message] = field(default_factory=list)  # status ok only, in order
     tokens: list[int | None] = field(default_factory=list)
     #: each message as the model is shown it (``as_openai``), built once: a turn that

@@ -1,9 +1,10 @@
 """A chat as a document: lossless JSON or readable Markdown (shared by the CLI and service).
 
 The JSON is what :mod:`chatsessions.engine.importing` takes back: every chat field but the tenant
-(an import lands in the importer's tenant) and every stored message, whatever its status,
-with its seq, but without the chat id it repeats or its idempotency key (a short-lived
-retry token of the request that wrote it).
+(an import lands in the importer's tenant) and the history version (a stamp for this
+database's caches), and every stored message, whatever its status, with its seq, but
+without the chat id it repeats or its idempotency key (a short-lived retry token of the
+request that wrote it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ FORMATS = ("json", "markdown")
 #: versions 1 to 3 (older exports) are still imported.
 FORMAT = "chatsessions.chat.v4"
 #: Fields left out of a JSON export, and why: see the module's docstring.
-CHAT_FIELDS_LEFT_OUT = ("tenant_id",)
+CHAT_FIELDS_LEFT_OUT = ("tenant_id", "history_version")
 MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key")
 
 
@@ -28,7 +29,7 @@ def export_json(chat: Chat, messages: list[Message]) -> dict[str, Any]:
     prompt, as :meth:`history` puts first, is left out: it is the chat's field)."""
     doc = chat.to_dict()
     for name in CHAT_FIELDS_LEFT_OUT:
-        doc.pop(name)
+        doc.pop(name, None)
     rows = []
     for message in messages:
         if message.seq == 0:

@@ -3,7 +3,9 @@
 In-process, a FIFO asyncio lock queues sends in arrival order. Across processes sharing a
 database, the chat row carries a lease (owner + expiry) taken with one conditional UPDATE
 and renewed while the model works, so a replica that dies blocks its chats for at most
-one lease period. Both waits share one deadline, after which the caller gets ``ChatBusy``.
+one lease period, or not at all where its death is known (a holder on this host whose
+process is gone: ``holders.is_dead``). Both waits share one deadline, after which the
+caller gets ``ChatBusy``.
 
 A turn on a chat this process answered last may start with the lease only *presumed*: its
 first write takes the lease and appends the user message in one statement pair, on the
@@ -53,10 +55,13 @@ class Lease:
 
 
 class TurnLeases:
-    def __init__(self, store: Store, owner: str, ttl: float) -> None:
+    def __init__(self, store: Store, owner: str, ttl: float,
+                 dead: Callable[[str], bool] = lambda owner: False) -> None:
         self.store = store
         self.owner = owner
         self.ttl = ttl
+        #: whether a lease owner is known to be dead (then its lease need not expire)
+        self.dead = dead
         self.locks = ChatLocks()
         #: chats whose lease we may still hold in the database though no turn of ours
         #: has them (the database went away before the release was written)
@@ -155,6 +160,7 @@ class TurnLeases:
         loop = asyncio.get_running_loop()
         pause = 0.01
         await self._release_leaked(chat_id)
+        holder_checked = False
         while True:
             try:
                 chat, acquired = await self.store.try_lease(
@@ -166,6 +172,13 @@ class TurnLeases:
                 raise ChatNotFound(chat_id)
             if acquired:
                 return Lease(chat, self.owner, deadline=deadline)
+            if not holder_checked:  # once: a holder known dead frees its chats at once
+                holder_checked = True
+                holder = await self.store.lease_holder(chat_id)
+                if holder is not None and self.dead(holder):
+                    log.warning("lease holder %s is gone: its turns are failed", holder)
+                    await self.store.recover_pending([holder], alive=self.owner)
+                    continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ChatBusy(chat_id, retry_after=1.0)

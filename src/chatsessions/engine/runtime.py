@@ -4,11 +4,10 @@ calls (backends and their circuits), turn leases, the history cache and the titl
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
+from chatsessions.engine import holders
 from chatsessions.engine.background import BackgroundRuns
 from chatsessions.engine.cache import History, HistoryCache
 from chatsessions.engine.leases import TurnLeases
@@ -31,10 +30,14 @@ class Runtime:
         )
         self.models = ModelCalls(settings, backend)
         self.cache = HistoryCache(settings.cache_bytes)
-        # One lease owner per process: several workers may share a replica id.
-        self.replica = settings.replica_id or uuid.uuid4().hex
-        self.owner = f"{self.replica}/{os.getpid()}"
-        self.leases = TurnLeases(self.store, self.owner, settings.lease_ttl)
+        # One lease owner per runtime of a process: several workers may share a replica
+        # id; its name tells who holds a lease and lets this host see that it died.
+        self.replica = settings.replica_id or holders.default_replica_id(
+            settings.database_url)
+        self.owner = holders.new_owner(self.replica)
+        self.leases = TurnLeases(
+            self.store, self.owner, settings.lease_ttl,
+            dead=lambda owner: holders.is_dead(owner, self.owner, starting=False))
         self.titles = TitleWriter(self.store, self.models, enabled=settings.auto_title)
         #: Python functions given as a chat's tools, by chat id and tool name: only their
         #: definitions are stored, so they run only in the process that was given them
@@ -52,8 +55,9 @@ class Runtime:
         """Connect, migrate, and fail turns a previous crash left pending (once)."""
         async with self._open_lock:
             if not self._opened:
+                holders.opened(self.owner)
                 await self.store.open()
-                dead = await self.dead_owners()
+                dead = await self.dead_owners(starting=True)
                 await self.store.recover_pending(dead)
                 await self.store.fail_abandoned_runs(utcnow(), dead)
                 self._opened = True
@@ -67,33 +71,39 @@ class Runtime:
         async with self._open_lock:
             await self.models.aclose()
             await self.store.close()
+            holders.closed(self.owner)
             self._opened = False
 
-    async def dead_owners(self) -> list[str]:
-        """Earlier processes of this replica whose leases are still in the database.
-
-        Just started, so a lease under our own name is stale (a restarted container often
-        gets the same pid); other pids under our replica id are stale once gone.
-        """
-        stale = []
-        for owner in await self.store.lease_owners(f"{self.replica}/"):
-            pid = owner.rsplit("/", 1)[-1]
-            if owner == self.owner or (pid.isdigit() and not _alive(int(pid))):
-                stale.append(owner)
-        return stale
+    async def dead_owners(self, *, starting: bool = False) -> list[str]:
+        """Holders of leases still in the database that are known to be dead: on this
+        host, processes gone (or runtimes of this process closed); when ``starting``,
+        also this replica's earlier incarnations (``holders.is_dead``)."""
+        return [owner for owner in await self.store.lease_owners("")
+                if holders.is_dead(owner, self.owner, starting=starting)]
 
     def presumed_chat(self, chat_id: str) -> Chat | None:
-        """The chat as this process's last turn on it left it, if still cached."""
+        """The chat as this process's last turn on it left it, if still cached (its
+        history version included: ``Store.begin_turn`` checks it)."""
         entry = self.cache.get(chat_id)
         return entry.chat if entry is not None else None
 
+    def _cached(self, chat: Chat) -> History | None:
+        """The cached entry of ``chat``, unless it was read at another history version
+        (someone changed more than appended since): then it is dropped."""
+        entry = self.cache.get(chat.id)
+        if entry is not None and entry.version != chat.history_version:
+            self.cache.discard(chat.id)
+            return None
+        return entry
+
     async def visible_history(self, chat: Chat) -> History:
-        """The chat's ok messages, from the cache, reading only rows it has not seen.
+        """The chat's ok messages, from the cache, reading only rows it has not seen
+        (all of them if the chat's history version is not the cached one).
 
         Called under the chat's turn lease, so a pending row read here belongs to a turn
         nobody is finishing any more (its replica died): it is failed on the spot.
         """
-        entry = self.cache.get(chat.id)
+        entry = self._cached(chat)
         if entry is not None and entry.last_seq >= chat.message_count:
             return entry
         rows = await self.store.messages(
@@ -102,7 +112,7 @@ class Runtime:
         if orphans:
             await self.store.mark_interrupted(chat.id, orphans)
         if entry is None:
-            entry = History()
+            entry = History(version=chat.history_version)
             entry.add(rows)
             self.cache.put(chat.id, entry)
         else:
@@ -116,6 +126,8 @@ class Runtime:
         so the rows from the first pending one on are left out, and nothing read is
         failed or cached: the cached entry when current, else a copy brought up to date."""
         entry = self.cache.get(chat.id)
+        if entry is not None and entry.version != chat.history_version:
+            entry = None  # a turn drops it under its lease; this call only reads
         if entry is not None and entry.last_seq >= chat.message_count:
             return entry
         rows = await self.store.messages(
@@ -127,13 +139,3 @@ class Runtime:
             shown=list(entry.shown), summaries=entry.summaries)
         history.add(rows[:settled])
         return history
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -66,7 +66,8 @@ class Store(Protocol):
     async def update_chat(
         self, chat_id: str, tenant_id: str, changes: dict[str, Any]
     ) -> Chat | None:
-        """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``)."""
+        """Set the given fields of ``Chat`` (``tools`` as a tuple of ``Tool``); bump the
+        history version if one of them is in ``rows.TURN_FIELDS``."""
 
     async def delete_chat(self, chat_id: str, tenant_id: str) -> bool:
         """Really delete the chat and all its messages."""
@@ -83,8 +84,8 @@ class Store(Protocol):
         parts: tuple[ContentPart, ...] | None = None,
     ) -> Message | None:
         """Take the turn lease and append the pending user message in one transaction,
-        only if the chat is still exactly ``seen`` (message count and last update) and
-        its lease is free; else change nothing and return None."""
+        only if the chat is still exactly ``seen`` (message count, last update and history
+        version) and its lease is free; else change nothing and return None."""
 
     async def complete_turn(
         self, user: Message, answer: Message, *, lease_owner: str | None = None
@@ -121,6 +122,9 @@ class Store(Protocol):
     ) -> tuple[Chat | None, bool]:
         """Take the chat's turn lease: (chat, acquired); (None, False) if no such chat."""
 
+    async def lease_holder(self, chat_id: str) -> str | None:
+        """The owner of the chat's current (unexpired) turn lease, if any."""
+
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool: ...
 
     async def release_lease(self, chat_id: str, owner: str) -> None: ...
@@ -151,7 +155,8 @@ class Store(Protocol):
         releases the turn lease, as a turn's last write does."""
 
     async def delete_message(self, chat_id: str, seq: int) -> bool:
-        """Really delete one message; its seq is never reused."""
+        """Really delete one message (its seq is never reused) and bump the chat's history
+        version."""
 
     async def replace_answer(
         self, old: Message, answer: Message, *, lease_owner: str | None = None

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from chatsessions.errors import ChatExists, ChatMoved, ChatNotFound, TurnInterrupted
+from chatsessions.store.rows import TURN_FIELDS
 from chatsessions.store.search import snippet, words
 from chatsessions.types import (
     ApiKey,
@@ -100,7 +101,8 @@ class MemoryStore:
         chat = await self.get_chat(chat_id, tenant_id)
         if chat is None:
             return None
-        chat = replace(chat, **changes, updated_at=utcnow())
+        version = chat.history_version + bool(TURN_FIELDS & changes.keys())
+        chat = replace(chat, **changes, updated_at=utcnow(), history_version=version)
         self._chats[chat_id] = chat
         return chat
 
@@ -150,6 +152,7 @@ class MemoryStore:
         if (chat is None or chat.tenant_id != seen.tenant_id
                 or chat.message_count != seen.message_count
                 or chat.updated_at != seen.updated_at
+                or chat.history_version != seen.history_version
                 or (held is not None and held[1] > utcnow())):
             return None
         self._leases[seen.id] = (owner, until)
@@ -209,6 +212,10 @@ class MemoryStore:
             return chat, False
         self._leases[chat_id] = (owner, until)
         return chat, True
+
+    async def lease_holder(self, chat_id: str) -> str | None:
+        held = self._leases.get(chat_id)
+        return held[0] if held is not None and held[1] >= utcnow() else None
 
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
         held = self._leases.get(chat_id)
@@ -277,7 +284,9 @@ class MemoryStore:
         if len(kept) == len(rows):
             return False
         self._messages[chat_id] = kept
-        self._chats[chat_id] = replace(self._chats[chat_id], updated_at=utcnow())
+        chat = self._chats[chat_id]
+        self._chats[chat_id] = replace(chat, updated_at=utcnow(),
+                                       history_version=chat.history_version + 1)
         return True
 
     async def replace_answer(

@@ -23,6 +23,11 @@ from chatsessions.types import (
     utcnow,
 )
 
+#: The chat fields a turn reads besides its messages: changing one is a change to what the
+#: next turn sends, so it bumps ``Chat.history_version`` as a deleted message does.
+TURN_FIELDS = frozenset({"system_prompt", "backend", "model", "params", "context_policy",
+                         "tools"})
+
 
 def storable(chat_id: str) -> bool:
     """Ids no chat can have (too long, NUL, lone surrogates) are simply not found, before
@@ -102,6 +107,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
         "created_at": chat.created_at, "updated_at": chat.updated_at,
         "archived_at": chat.archived_at, "expires_at": chat.expires_at,
         "context_policy": chat.context_policy.value, "tools": tools_value(chat.tools),
+        "history_version": chat.history_version,
     }
 
 
@@ -117,6 +123,7 @@ def to_chat(row: Mapping[Any, Any]) -> Chat:
         updated_at=_utc(row["updated_at"]) or utcnow(),
         archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
         context_policy=ContextPolicy(row["context_policy"]), tools=to_tools(row["tools"]),
+        history_version=row["history_version"],
     )
 
 

@@ -30,12 +30,13 @@ chats = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("archived_at", UTCDateTime),
     sa.Column("expires_at", UTCDateTime),
-    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_owner", sa.String(128)),
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("idempotency_key", sa.String(200)),
     sa.Column("request_hash", sa.String(64)),
     sa.Column("context_policy", sa.String(16), nullable=False, server_default="trim"),
     sa.Column("tools", JSONType),
+    sa.Column("history_version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 messages = sa.Table(

@@ -21,6 +21,7 @@ from chatsessions.store import statements as stmt
 from chatsessions.store import title_search, usage
 from chatsessions.store.engines import Database, connect, migrate
 from chatsessions.store.rows import (
+    TURN_FIELDS,
     bound_row,
     chat_row,
     message_row,
@@ -177,12 +178,14 @@ class SQLStore(SQLRuns):
     ) -> Chat | None:
         if not storable(chat_id):
             return None
+        bump = ({"history_version": chats.c.history_version + 1}
+                if TURN_FIELDS & changes.keys() else {})
         if "tools" in changes:
             changes = {**changes, "tools": tools_value(changes["tools"])}
         query = (
             chats.update()
             .where(chats.c.id == chat_id, chats.c.tenant_id == tenant_id)
-            .values(**changes, updated_at=utcnow())
+            .values(**changes, **bump, updated_at=utcnow())
             .returning(*chats.c)
         )
         # rows without a model of their own count under the chat's: move them along
@@ -247,7 +250,8 @@ class SQLStore(SQLRuns):
                           status=TurnStatus.PENDING, created_at=now, parts=parts)
         params = bound_row(message)
         params.update(p_chat=seen.id, p_tenant=seen.tenant_id, p_count=seen.message_count,
-                      p_seen=seen.updated_at, p_now=now, p_owner=owner, p_until=until)
+                      p_seen=seen.updated_at, p_version=seen.history_version, p_now=now,
+                      p_owner=owner, p_until=until)
         seq = await self.turns.begin(params)
         return None if seq is None else with_seq(message, seq)
 
@@ -346,6 +350,12 @@ class SQLStore(SQLRuns):
             return to_chat(row), True
         return await self.get_chat(chat_id, tenant_id), False
 
+    async def lease_holder(self, chat_id: str) -> str | None:
+        query = sa.select(chats.c.lease_owner).where(
+            chats.c.id == chat_id, chats.c.lease_expires_at >= utcnow())
+        holder: str | None = await self.db.read(lambda conn: conn.execute(query).scalar())
+        return holder
+
     async def renew_lease(self, chat_id: str, owner: str, until: datetime) -> bool:
         params = {"p_chat": chat_id, "p_owner": owner, "p_until": until}
         return await self.db.write_now(
@@ -441,8 +451,8 @@ class SQLStore(SQLRuns):
             result = conn.execute(
                 messages.delete().where(messages.c.chat_id == chat_id, messages.c.seq == seq))
             if result.rowcount:
-                conn.execute(chats.update().where(chats.c.id == chat_id)
-                             .values(updated_at=utcnow()))
+                conn.execute(chats.update().where(chats.c.id == chat_id).values(
+                    updated_at=utcnow(), history_version=chats.c.history_version + 1))
             return bool(result.rowcount)
 
         return await self.db.write(run)

@@ -119,12 +119,14 @@ MESSAGES_AFTER = (messages.select()
                   .order_by(_msg.seq))
 
 #: Take the turn lease and allocate the user message's seq, only if the chat is exactly as
-#: the caller last saw it (same message count and last update) and nobody holds the lease.
+#: the caller last saw it (same message count, last update and history version) and
+#: nobody holds the lease.
 BEGIN_TURN = (
     chats.update()
     .where(_chat.id == sa.bindparam("p_chat"), _chat.tenant_id == sa.bindparam("p_tenant"),
            _chat.message_count == sa.bindparam("p_count"),
            _chat.updated_at == sa.bindparam("p_seen"),
+           _chat.history_version == sa.bindparam("p_version"),
            sa.or_(_chat.lease_owner.is_(None), _chat.lease_expires_at < sa.bindparam("p_now")))
     .values(lease_owner=sa.bindparam("p_owner"), lease_expires_at=sa.bindparam("p_until"),
             message_count=_chat.message_count + 1, updated_at=sa.bindparam("p_now"))
