@@ -85,7 +85,7 @@ class _Side:
         # make those slower, flattering the later turns beside them.
         options: dict[str, Any] = {"auto_title": False}
         if cache_bytes is not None:
-            options["local_state_cache_bytes"] = cache_bytes
+            options["local_chat_states"] = cache_bytes
         self.sessions = AsyncChatSessions(backend="local", database_url=database_url,
                                           system_prompt=SYSTEM_PROMPT, **options)
         self.run(self.sessions.open())
