@@ -330,6 +330,7 @@ class LocalBackend:
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+                self.states.clear()  # a model loaded again starts with no sequences
 
 
 @functools.cache

@@ -82,8 +82,8 @@ class StateCache:
     def __init__(self, chats: int) -> None:
         self.enabled = chats > 0
         self.chats = chats
-        #: sequences the context needs: the active one, the chats', the prefixes'
-        self.sequences = 1 + chats + MAX_PREFIXES if self.enabled else 1
+        #: sequences the context needs: the chats' (the active one's is 0), the prefixes'
+        self.sequences = chats + MAX_PREFIXES if self.enabled else 1
         self.current: str | None = None
         self._parked: OrderedDict[str, _Held] = OrderedDict()
         self._prefixes: OrderedDict[bytes, _Held] = OrderedDict()
@@ -145,6 +145,10 @@ class StateCache:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llama._ctx.ctx), True)
         llama.n_tokens = 0
         llama._requires_eval = True
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every sequence's bookkeeping (the context is gone, or cleared)."""
         self.current, self._base, self._shared, self._pin = None, None, 0, None
         for held in (*self._parked.values(), *self._prefixes.values()):
             self._free.append(held.seq)
@@ -161,8 +165,8 @@ class StateCache:
         tokens = llama.input_ids[:n].copy()
         if self._pin is not None:
             self._pin_prefix(mem, tokens)
-        if self.current is not None and n > 0:
-            while len(self._parked) >= self.chats:
+        if self.current is not None and n > 0 and self.chats > 1:
+            while len(self._parked) >= self.chats - 1:
                 self._drop(mem, self._parked.popitem(last=False)[1])
             held = _Held(self._free.pop(), tokens, self._base, self._shared)
             if held.base is not None:
