@@ -9,7 +9,9 @@ calling ``stream`` to the first text delta, so it includes storing the user's me
 building the context, as a user would see it. The two sides take turns in lockstep (one
 turn each, the first to go rotating); answers are greedy (temperature 0) and short.
 
-Each chat's messages open with a greeting of its own. With the other benchmarks' texts
+Each chat's messages open with a greeting of its own (another in each pass: a chat
+held from the previous pass would otherwise hold a new chat's first message word for
+word). With the other benchmarks' texts
 alone, which differ between chats only from the order number on, a chat's first turn
 would find most of its message already in the context (left there by the previous chat's
 near-identical turn) and evaluate only a dozen tokens: a cheaper first turn than any real
@@ -34,7 +36,8 @@ from chatsessions.types import Message
 MAX_TOKENS = 16
 PARAMS = {"max_tokens": MAX_TOKENS, "temperature": 0.0}
 GREETINGS = ("Hello, this is Ann.", "Bob speaking.", "Hi! Carla from Lisbon.",
-             "Good morning, Dev here.")
+             "Good morning, Dev here.", "Evening. Eva writes.", "Frank, again.",
+             "Greetings from Gus.", "Hey, Hana here.")
 
 
 def text(chat: int, turn: int) -> str:
@@ -148,14 +151,14 @@ def run(workdir: Path, chats: int, turns: int, passes: int,
                                       "prompt_tokens_evaluated", "switch_s")}
                    for s in sides}
         step = 0
-        for _ in range(passes):
+        for pass_ in range(passes):
             ids = {s.name: [s.new_chat() for _ in range(chats)] for s in sides}
             for turn in range(turns):
                 for chat in range(chats):
                     shift = step % len(sides)
                     step += 1
                     for side in [*sides[shift:], *sides[:shift]]:
-                        result = side.turn(ids[side.name][chat], text(chat, turn))
+                        result = side.turn(ids[side.name][chat], text(pass_ * chats + chat, turn))
                         for key, rows in samples[side.name].items():
                             rows[turn].append(result[key])
                         side.digest.update(result["answer"].encode() + b"\0")
