@@ -99,7 +99,7 @@ this client, the model and a minimal server cost on the same 2 cores.""",
     "embedded": """\
 `AsyncChatSessions(backend="local")` (SmolLM2-135M via llama.cpp, 2 threads) on a SQLite
 file, twice: with the per-chat state cache (the default) and with
-`local_state_cache_bytes=0`, in lockstep (one turn each, the first to go rotating). The
+`local_chat_states=0`, in lockstep (one turn each, the first to go rotating). The
 chats are interleaved (turn k of every chat before anyone's turn k+1), answers greedy
 (temperature 0) and at most 16 tokens. Each turn is streamed; time to first token runs
 from calling `stream` to the first text delta, so storing the user's message and building
@@ -280,6 +280,11 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
             out += [f"Identical answers on every side: {same}.", ""]
         if "identical_answers_cache_on_and_off" in bench:
             same = "yes" if bench["identical_answers_cache_on_and_off"] else "no"
+            differing = bench.get("answers_differing_cache_on_and_off")
+            if differing:
+                sizes_ = bench["sizes"]
+                total = sizes_["chats"] * sizes_["turns"] * sizes_["passes"]
+                same += f" ({differing} of {total} answers differ)"
             out += [f"Identical answers with the state cache on and off: {same}.", ""]
         if key == "scale":
             out += [*_scale_table(bench), ""]

@@ -95,7 +95,8 @@ def _answer(chat_id: str, text: str):  # type: ignore[no-untyped-def]
 async def test_interleaved_chats_reuse_their_saved_model_state(tmp_path: Path) -> None:
     from chatsessions.backends.local import LocalBackend
 
-    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 2048}
+    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 2048,
+                "auto_title": False}
     async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
         backend = chats._runtime.models.backend("local")
         assert isinstance(backend, LocalBackend)
@@ -106,9 +107,10 @@ async def test_interleaved_chats_reuse_their_saved_model_state(tmp_path: Path) -
                 answer = await chats.send(chat_id, f"Question {turn}: where is my order?")
                 assert answer.content.strip()
         states = backend.states
-        # The first turn of each chat misses; every later turn finds its chat's state.
+        # The first turn of each chat misses; every later turn finds its chat's sequence.
         assert (states.misses, states.hits) == (3, 6)
-        assert 0 < states.nbytes <= states.max_bytes
+        # Each chat has its sequence; the shared system prompt has one of its own.
+        assert (states.held_chats, states.held_prefixes) == (3, 1)
         # A one-off call in between (no conversation) must not cost the chats their state.
         await backend.complete([{"role": "user", "content": "hi"}],
                                GenerationParams(max_tokens=4), "")
@@ -116,19 +118,33 @@ async def test_interleaved_chats_reuse_their_saved_model_state(tmp_path: Path) -
         assert states.hits == 7
 
 
-async def test_state_cache_stays_within_its_byte_budget(tmp_path: Path) -> None:
+@pytest.mark.timeout(600)
+async def test_old_chats_make_room_in_a_full_context(tmp_path: Path) -> None:
+    """The context's cells are shared by the held chats: when the next turn would not fit,
+    the least recently used chats go, and at most ``local_chat_states`` are kept."""
     from chatsessions.backends.local import LocalBackend
 
-    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 1024,
-                "local_state_cache_bytes": 2_000_000}
+    settings = {"database_url": f"sqlite:///{tmp_path / 'c.db'}", "local_n_ctx": 256,
+                "local_chat_states": 2, "auto_title": False}
     async with AsyncChatSessions(**settings) as chats:  # type: ignore[arg-type]
         backend = chats._runtime.models.backend("local")
         assert isinstance(backend, LocalBackend)
-        for _ in range(4):
-            chat_id = await chats.create_chat(params={"max_tokens": 4})
-            await chats.send(chat_id, "Hello there, I need help with an order.")
-        assert backend.states.nbytes <= 2_000_000
-
+        states = backend.states
+        ids = []
+        for number in range(4):
+            ids.append(await chats.create_chat(params={"max_tokens": 12, "temperature": 0}))
+            answer = await chats.send(
+                ids[-1], f"Chat {number}: where is my order #{1000 + number}? It was due "
+                "a week ago and nobody answers my mails.")
+            assert answer.content.strip()
+            assert states.held_chats <= 2
+            assert states.cells(backend.llama) <= 256
+        assert states.held_chats < 4  # some chats had to go
+        misses = states.misses
+        await chats.send(ids[-1], "And now?")  # the newest chat is still there
+        assert states.misses == misses
+        await chats.send(ids[0], "And mine?")  # the oldest is not, and still answers
+        assert states.misses == misses + 1
 
 
 class _Probe:
@@ -274,3 +290,37 @@ async def test_after_a_streamed_answer_the_next_turn_evaluates_only_the_new_mess
         assert probe.evals[0] == prompt - held == len(new)
     finally:
         await backend.aclose()
+
+
+async def test_a_new_chat_starts_from_the_shared_system_prompt() -> None:
+    """Once a chat has used a system prompt, its rendering is kept in a sequence of its
+    own: a new chat with it evaluates only its first message, even after other chats (with
+    another system prompt) came between, and answers as a context with no saved state."""
+    from chatsessions.config import Settings
+
+    system = {"role": "system", "content": "You are a helpful shop assistant."}
+    other = [{"role": "system", "content": "You write short poems."},
+             {"role": "user", "content": "A poem about rain, please."}]
+    first = [system, {"role": "user", "content": "Bob here: I want a refund for my shoes."}]
+    answers = []
+    for chats in (16, 0):
+        backend = LocalBackend(Settings(local_n_ctx=1024, local_n_threads=1,
+                                        local_chat_states=chats))
+        try:
+            probe = _Probe(backend)
+            await _turn(backend, "a", list(first))
+            await _turn(backend, "b", list(other))
+            probe.evals.clear()
+            chat = [system, {"role": "user", "content": "Hello, this is Ann. Where is 1000?"}]
+            answers.append(await _turn(backend, "c", chat))
+            prompt, at_start = probe.prompts[-1]
+            prefix = backend._system_prefix(chat)
+            if chats:
+                assert at_start == prefix > 10  # the system prompt and the user header
+                assert probe.evals[0] == prompt - prefix
+                assert backend.states.held_prefixes == 2
+            else:
+                assert probe.evals[0] > prompt - prefix  # the poem's system prompt held
+        finally:
+            await backend.aclose()
+    assert answers[0] == answers[1]

@@ -1,5 +1,4 @@
-"""A dictionary bounded by bytes, least recently used out first: the history cache and
-the embedded model's saved states share it."""
+"""A dictionary bounded by bytes, least recently used out first: the history cache."""
 
 from __future__ import annotations
 

@@ -113,9 +113,10 @@ class Settings(BaseSettings):
         "sets no max_tokens (at most max_output_tokens): a small model that has not "
         "finished by then is rambling")
     local_n_threads: int | None = None
-    local_state_cache_bytes: int = Field(
-        default=256 * 1024 * 1024, ge=0,
-        description="saved per-chat model state of the local backend (0: off)")
+    local_chat_states: int = Field(
+        default=16, ge=0, le=200,
+        description="recent chats whose model state the local backend keeps in its "
+        "context, so a chat switch evaluates only the new message (0: off)")
 
     @field_validator("prices")
     @classmethod

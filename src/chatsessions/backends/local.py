@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import functools
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from chatsessions.backends.base import ChatMessages, Completion, StreamItem, conversation
-from chatsessions.backends.local_state import StateCache
+from chatsessions.backends.local_state import StateCache, open_context
 from chatsessions.config import LOCAL_MODEL_NAME, Settings
 from chatsessions.errors import BackendError, BackendUnavailable, InvalidInput
 from chatsessions.types import GenerationParams, ResponseFormat, ToolOptions, Usage
@@ -80,7 +81,7 @@ class LocalBackend:
         # Never more than the context reserves for an answer.
         self._default_max_tokens = min(settings.local_max_tokens, settings.max_output_tokens)
         self._llama: Llama | None = None
-        self.states = StateCache(settings.local_state_cache_bytes)
+        self.states = StateCache(settings.local_chat_states)
         self._chat_formatter: Any = None  # built on first use; False: none to mirror
         self._load_lock = threading.Lock()
         self._generate_lock = asyncio.Lock()
@@ -100,8 +101,12 @@ class LocalBackend:
                     # Half the cores: llama.cpp's threads spin while they wait, and on a
                     # busy machine all-core generation ran 9x slower (4 vs 35 tokens/s).
                     n_threads=self._n_threads or max(1, (os.cpu_count() or 2) // 2),
+                    # Attention then skips the cells of the other chats' sequences.
+                    flash_attn=True,
                     verbose=False,
                 )
+                if self.states.enabled:
+                    open_context(self._llama, self.states.sequences)
             return self._llama
 
     def _kwargs(self, messages: ChatMessages, params: GenerationParams,
@@ -145,10 +150,35 @@ class LocalBackend:
         )
 
     def _complete(self, kwargs: dict[str, Any], key: str | None) -> Any:
-        """On the worker thread: bring in the chat's saved state, then generate."""
+        """On the worker thread: bring in the chat's state, then generate."""
         llama = self.llama
-        self.states.switch_to(llama, key)
-        return llama.create_chat_completion(**kwargs)
+        self._switch(kwargs, key)
+        try:
+            return llama.create_chat_completion(**kwargs)
+        except Exception:
+            self._failed()
+            raise
+
+    def _switch(self, kwargs: dict[str, Any], key: str | None) -> None:
+        """Make the context hold ``key``'s chat, with room for this turn."""
+        states = self.states
+        if not states.enabled:
+            return
+        messages = kwargs["messages"]
+        prompt = self._prompt(messages)
+        size = len(prompt) if prompt is not None else self._prompt_tokens(messages)
+        # the answer, and the next turn's header evaluated ahead (_prefill_closing)
+        need = size + int(kwargs["max_tokens"] or self._n_ctx) + 8
+        states.switch_to(self.llama, key, prompt, min(need, self._n_ctx),
+                         lambda: self._system_prefix(messages))
+
+    def _failed(self) -> None:
+        """A generation failed: the cells in use may be miscounted, so all go."""
+        if self.states.enabled:
+            try:
+                self.states.forget(self.llama)
+            except Exception:
+                log.exception("could not clear the model's sequences")
 
     async def stream(
         self, messages: ChatMessages, params: GenerationParams, model: str, *,
@@ -196,7 +226,7 @@ class LocalBackend:
 
         started = time.perf_counter()
         try:
-            self.states.switch_to(self.llama, key)
+            self._switch(kwargs, key)
             chunks = cast(Iterator[Any], self.llama.create_chat_completion(stream=True, **kwargs))
             parts: list[str] = []
             finish: str | None = None
@@ -213,6 +243,7 @@ class LocalBackend:
             usage = Usage(self._prompt_tokens(kwargs["messages"]), self._text_tokens(text))
             put("done", Completion(text, usage, self.default_model, finish or "stop"))
         except Exception as exc:
+            self._failed()
             put("error", f"{exc} after {time.perf_counter() - started:.1f}s")
             return
         if key is not None and self.states.enabled:
@@ -248,6 +279,30 @@ class LocalBackend:
             llama.eval(first[held:shared])
         except Exception:
             log.exception("could not evaluate the end of the answer ahead of the next turn")
+
+    def _prompt(self, messages: ChatMessages) -> list[int] | None:
+        """The prompt's tokens as the chat template renders them; None without one."""
+        formatter = self._formatter()
+        if formatter is None:
+            return None
+        rendered = formatter(messages=messages)
+        return list(self.llama.tokenize(rendered.prompt.encode(),
+                                        add_bos=not rendered.added_special, special=True))
+
+    def _system_prefix(self, messages: ChatMessages) -> int:
+        """How many of the prompt's first tokens do not depend on the chat: the system
+        messages' rendering and the first user header (two renderings with different
+        user messages agree on them); 0 with no system message."""
+        system = list(itertools.takewhile(lambda m: m["role"] == "system", messages))
+        if not system:
+            return 0
+        renders = [self._prompt([*system, {"role": "user", "content": probe}])
+                   for probe in ("A", "b")]
+        first, second = renders
+        if first is None or second is None:
+            return 0
+        return next((i for i, (a, b) in enumerate(zip(first, second, strict=False))
+                     if a != b), 0)
 
     def _formatter(self) -> Any:
         """The GGUF's own chat template, as llama-cpp-python renders it for a chat
@@ -285,6 +340,7 @@ class LocalBackend:
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+                self.states.clear()  # a model loaded again starts with no sequences
 
 
 @functools.cache
