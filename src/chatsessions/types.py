@@ -362,6 +362,9 @@ class Chat:
     context_policy: ContextPolicy = ContextPolicy.TRIM
     #: the functions offered to the model on every turn of this chat
     tools: tuple[Tool, ...] = ()
+    #: whether the model must (``required``), may (``auto``) or must not (``none``) call
+    #: one of them, or the name of the one it must call; None: the provider's default
+    tool_choice: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))

@@ -102,6 +102,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
         "created_at": chat.created_at, "updated_at": chat.updated_at,
         "archived_at": chat.archived_at, "expires_at": chat.expires_at,
         "context_policy": chat.context_policy.value, "tools": tools_value(chat.tools),
+        "tool_choice": chat.tool_choice,
     }
 
 
@@ -117,6 +118,7 @@ def to_chat(row: Mapping[Any, Any]) -> Chat:
         updated_at=_utc(row["updated_at"]) or utcnow(),
         archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
         context_policy=ContextPolicy(row["context_policy"]), tools=to_tools(row["tools"]),
+        tool_choice=row["tool_choice"],
     )
 
 

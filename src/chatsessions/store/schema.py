@@ -36,6 +36,7 @@ chats = sa.Table(
     sa.Column("request_hash", sa.String(64)),
     sa.Column("context_policy", sa.String(16), nullable=False, server_default="trim"),
     sa.Column("tools", JSONType),
+    sa.Column("tool_choice", sa.String(200)),
 )
 
 messages = sa.Table(
