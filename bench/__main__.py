@@ -30,6 +30,7 @@ from bench import (
     routing,
     scale,
     service,
+    tools,
 )
 from bench.harness import fake_model_process, machine_info, pg_database
 
@@ -38,17 +39,18 @@ _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 
 #: (chats, turns[, passes]) per benchmark and mode; service: (clients, rounds, turns per
 #: round); scale: the ladder of turns in flight; scale_memory: (chats,); lookups: (chats,
-#: messages per chat, turns); routing: (chats, turns, turns in flight, passes)
+#: messages per chat, turns); routing: (chats, turns, turns in flight, passes); tools:
+#: (pairs of chats, rounds)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
              "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
              "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50),
-             "routing": (48, 8, 3, 2)},
+             "routing": (48, 8, 3, 2), "tools": (8, 25)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
               "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
               "scale_memory": (100,), "embedded": (2, 3, 1), "graph": (2, 12),
-              "lookups": (2000, 4, 5), "routing": (6, 2, 3, 1)},
+              "lookups": (2000, 4, 5), "routing": (6, 2, 3, 1), "tools": (2, 2)},
 }
 
 
@@ -64,13 +66,15 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
     # One PostgreSQL database per benchmark: LangChain's table has no index on the chat id,
     # so rows left by one benchmark would slow its reads in the next.
     with fake_model_process() as base_url, pg_database() as pg_overhead, \
-            pg_database() as pg_flat, pg_database() as pg_peer, pg_database() as pg_service:
+            pg_database() as pg_flat, pg_database() as pg_peer, pg_database() as pg_service, \
+            pg_database() as pg_tools:
         data["fake_model"] = {"delay_s": 0.0, "process": "separate",
                               "placement": placement.run(base_url, *sizes["placement"], log)}
         benches = data["benchmarks"]
         benches["overhead"] = overhead.run(base_url, pg_overhead, workdir, *sizes["overhead"],
                                            log)
         benches["flat"] = flat.run(workdir, pg_flat, *sizes["flat"], log)
+        benches["tools"] = tools.run(workdir, pg_tools, *sizes["tools"], log)
         benches["graph"] = graph.run(workdir, *sizes["graph"], log)
         benches["lookups"] = lookups.run(base_url, workdir, *sizes["lookups"], log)
         benches["peer"] = peer.run(base_url, {"sqlite": "", "postgresql": pg_peer}, workdir,

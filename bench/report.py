@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib
 
-from bench import lookups, routing
+from bench import lookups, routing, tools
 from bench.harness import median
 
 matplotlib.use("Agg")  # no display; must precede pyplot
@@ -21,6 +21,7 @@ from matplotlib.ticker import NullFormatter, ScalarFormatter
 HOW = {
     "lookups": lookups.__doc__ or "",
     "routing": routing.__doc__ or "",
+    "tools": tools.__doc__ or "",
     "overhead": """\
 The tutorial's baseline keeps `chat_id -> list of messages` in a dict and calls the
 official `openai.OpenAI` client; ours sends the same turns through `ChatSessions`
@@ -291,7 +292,7 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
             continue
         table = {"flat": _flat_table, "graph": _graph_table, "service": _service_table,
                  "embedded": _embedded_table, "lookups": lookups.table,
-                 "routing": routing.table}.get(key, _sides_table)
+                 "routing": routing.table, "tools": tools.table}.get(key, _sides_table)
         out += [*table(bench["results"]), ""]
     out += ["## Choices", "", choices(data), ""]
     return "\n".join(out)

@@ -37,7 +37,7 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
     assert set(data["benchmarks"]) == {"overhead", "flat", "graph", "peer", "service",
-                                       "scale", "embedded", "lookups", "routing"}
+                                       "scale", "embedded", "lookups", "routing", "tools"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:
@@ -59,11 +59,14 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert embedded["state_cache_on"]["state_cache"]["hits"] > 0
     assert embedded["state_cache_off"]["state_cache"]["enabled"] is False
 
+    for side in data["benchmarks"]["tools"]["results"].values():  # every step was counted
+        assert min(side[f"{step}_statements"] for step in ("turn", "call", "round")) > 0
     page = (tmp_path / "benchmarks.md").read_text()
     assert "| `overhead_sqlite_sync` |" in page
     routed = data["benchmarks"]["routing"]["results"]
     assert routed["affinity"]["prompt_tokens"] == routed["round_robin"]["prompt_tokens"]
     for name in ("service_sqlite_rate", "scale_wall_over_model_latency", "routing_ttft_affinity",
-                 "scale_wall_vs_proxy_httpx", "embedded_ttft_cache_on"):
+                 "scale_wall_vs_proxy_httpx", "embedded_ttft_cache_on",
+                 "tools_postgresql_statements"):
         assert f"| `{name}` |" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")

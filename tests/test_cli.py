@@ -220,3 +220,35 @@ def test_serve_binds_a_public_address_once_a_key_exists(env: dict[str, str]) -> 
     finally:
         process.terminate()
         process.communicate(timeout=30)
+
+
+def test_show_and_export_print_tool_calls_and_outputs(
+    env: dict[str, str], fake_llm: FakeLLMServer
+) -> None:
+    from chatsessions import ChatSessions
+
+    order = {"name": "order_status", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"]}}
+    with ChatSessions(database_url=env["CHATSESSIONS_DATABASE_URL"], backend="openai",
+                      model="fake-model", openai_base_url=fake_llm.base_url,
+                      openai_api_key="test", auto_title=False) as chats:
+        chat_id = chats.create_chat("S", tools=[order])
+        (call,) = chats.send(chat_id, "Where is order 1234?").tool_calls or ()
+        answer = chats.send_tool_results(chat_id, {call.id: "1234: shipped Tuesday"})
+
+    shown = run(env, "show", chat_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    at = lines.index(f"  calls order_status({call.arguments}) [{call.id}]")
+    assert lines[at - 1] == "assistant: "
+    assert lines[at + 1] == f"tool (output of {call.id}): 1234: shipped Tuesday"
+    assert lines[at + 2] == f"assistant: {answer.content}"
+
+    markdown = run(env, "export", chat_id, "--format", "markdown").stdout
+    assert f"**Tool call** `order_status` (`{call.id}`)" in markdown
+    assert call.arguments in markdown
+    assert f"## Tool (output of `{call.id}`)\n\n1234: shipped Tuesday" in markdown
+    assert "- tools: `order_status`" in markdown
+    assert markdown.index("**Tool call**") < markdown.index("## Tool (output") < \
+        markdown.rindex(answer.content)

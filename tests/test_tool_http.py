@@ -87,3 +87,22 @@ def test_another_tenants_chat_is_a_404(keyed: tuple[LiveServer, str, str]) -> No
             assert response.status_code == 404
         assert plain.post(f"/chats/{chat['id']}/tool-results", json=body,
                           headers=mine).status_code == 200
+
+
+def test_a_chats_tool_choice_over_http(http: httpx.Client) -> None:
+    refund = {"type": "function", "function": {
+        "name": "refund", "parameters": {"type": "object", "properties": {}}}}
+    chat = http.post("/chats", json={"tools": [ORDER, refund], "tool_choice": "refund"}).json()
+    assert chat["tool_choice"] == "refund"
+    asked = http.post(f"/chats/{chat['id']}/messages", json={"content": "order 3?"}).json()
+    assert [c["function"]["name"] for c in asked["tool_calls"]] == ["refund"]
+    http.post(f"/chats/{chat['id']}/tool-calls/cancel", json={})
+    changed = http.patch(f"/chats/{chat['id']}", json={"tool_choice": "none"}).json()
+    assert changed["tool_choice"] == "none"
+    answer = http.post(f"/chats/{chat['id']}/messages", json={"content": "order 4?"}).json()
+    assert not answer.get("tool_calls")
+    wrong = http.patch(f"/chats/{chat['id']}", json={"tool_choice": "nope"})
+    assert wrong.status_code == 422
+    assert http.patch(f"/chats/{chat['id']}",
+                      json={"tool_choice": None}).json()["tool_choice"] is None
+    assert http.post("/chats", json={"tool_choice": "refund"}).status_code == 422

@@ -27,6 +27,7 @@ from chatsessions.engine.tools import (
     ToolSpec,
     check_chat_message,
     check_pairing,
+    check_tool_choice,
     check_tools,
     functions_of,
     tool_options,
@@ -45,6 +46,7 @@ from chatsessions.types import (
     Role,
     SearchHit,
     StreamItem,
+    Tool,
     ToolCall,
     ToolCallDelta,
     ToolOptions,
@@ -145,6 +147,7 @@ class AsyncChatSessions:
         expires_at: datetime | None = None,
         context_policy: ContextPolicy | str = ContextPolicy.TRIM,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
     ) -> str:
         """Start a chat whose history begins with the system prompt; return its id.
 
@@ -154,6 +157,8 @@ class AsyncChatSessions:
         ``tools`` are offered to the model on every turn: definitions (:class:`Tool`, or
         dicts in OpenAI's shape) and Python functions, which :meth:`send` runs itself
         (their definitions are stored; the functions stay with this object).
+        ``tool_choice`` (``auto``, ``none``, ``required`` or one of their names) is kept
+        with them; a call's own ``tool_choice`` wins over it.
 
         Repeating a call with the same ``idempotency_key`` returns the same chat instead of
         creating another; the same key with different arguments is refused.
@@ -177,6 +182,7 @@ class AsyncChatSessions:
             context_policy=check_context_policy(context_policy),
             tools=check_tools(tools),
         )
+        chat = replace(chat, tool_choice=check_tool_choice(tool_choice, chat.tools))
         self._remember(chat.id, tools)
         if idempotency_key is None:
             await store.create_chat(chat)
@@ -236,9 +242,11 @@ class AsyncChatSessions:
         expires_at: datetime | None = _UNSET,
         context_policy: ContextPolicy | str = _UNSET,
         tools: Sequence[ToolSpec] | None = _UNSET,
+        tool_choice: str | None = _UNSET,
     ) -> Chat:
-        """Change the fields given; ``title=None``, ``expires_at=None`` and ``tools=None``
-        clear them (``tools`` as for :meth:`create_chat`)."""
+        """Change the fields given; ``title=None``, ``expires_at=None``, ``tools=None``
+        and ``tool_choice=None`` clear them (``tools`` and ``tool_choice`` as for
+        :meth:`create_chat`; a choice naming a tool must name one the chat keeps)."""
         store = await self._ready()
         changes: dict[str, Any] = {}
         if title is not _UNSET:
@@ -258,6 +266,9 @@ class AsyncChatSessions:
             changes["context_policy"] = check_context_policy(context_policy)
         if tools is not _UNSET:
             changes["tools"] = check_tools(tools)
+        if tool_choice is not _UNSET or "tools" in changes:
+            changes.update(await self._tool_choice(chat_id, changes.get("tools"),
+                                                   tool_choice))
         if not changes:
             return await self.get_chat(chat_id)
         chat = await store.update_chat(chat_id, self.tenant_id, changes)
@@ -267,6 +278,21 @@ class AsyncChatSessions:
             self._runtime.functions.pop(chat_id, None)
             self._remember(chat_id, tools)
         return chat
+
+    async def _tool_choice(self, chat_id: str, tools: tuple[Tool, ...] | None,
+                           choice: str | None) -> dict[str, Any]:
+        """The checked ``tool_choice`` change of an update: a new choice is checked
+        against the tools the chat will have, and new tools against the kept choice."""
+        if tools is not None and choice is not _UNSET:
+            return {"tool_choice": check_tool_choice(choice, tools)}
+        chat = await self.get_chat(chat_id)
+        if choice is not _UNSET:
+            return {"tool_choice": check_tool_choice(choice, chat.tools)}
+        try:
+            check_tool_choice(chat.tool_choice, tools or ())
+        except InvalidInput:  # it named a tool the chat no longer has
+            return {"tool_choice": None}
+        return {}
 
     def _remember(self, chat_id: str, tools: Sequence[ToolSpec] | None) -> None:
         """Keep the Python functions among a chat's tools, for :meth:`send` to run."""
@@ -1063,4 +1089,6 @@ def request_hash(chat: Chat) -> str:
         fields.append(chat.context_policy.value)
     if chat.tools:
         fields.append([tool.to_dict() for tool in chat.tools])
+    if chat.tool_choice is not None:
+        fields.append({"tool_choice": chat.tool_choice})
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

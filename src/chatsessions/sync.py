@@ -132,11 +132,13 @@ class ChatSessions:
         expires_at: datetime | None = None,
         context_policy: ContextPolicy | str = ContextPolicy.TRIM,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
     ) -> str:
         return self._runner.call(self.aio.create_chat(
             system_prompt, model=model, backend=backend, params=params, title=title,
             metadata=metadata, chat_id=chat_id, idempotency_key=idempotency_key,
-            expires_at=expires_at, context_policy=context_policy, tools=tools))
+            expires_at=expires_at, context_policy=context_policy, tools=tools,
+            tool_choice=tool_choice))
 
     @_twin(AsyncChatSessions.get_chat)
     def get_chat(self, chat_id: str) -> Chat:
@@ -170,11 +172,12 @@ class ChatSessions:
         expires_at: datetime | None = _UNSET,
         context_policy: ContextPolicy | str = _UNSET,
         tools: Sequence[ToolSpec] | None = _UNSET,
+        tool_choice: str | None = _UNSET,
     ) -> Chat:
         return self._runner.call(self.aio.update_chat(
             chat_id, title=title, system_prompt=system_prompt, model=model, params=params,
             metadata=metadata, expires_at=expires_at, context_policy=context_policy,
-            tools=tools))
+            tools=tools, tool_choice=tool_choice))
 
     @_twin(AsyncChatSessions.delete_chat)
     def delete_chat(self, chat_id: str) -> None:

@@ -363,6 +363,9 @@ class Chat:
     context_policy: ContextPolicy = ContextPolicy.TRIM
     #: the functions offered to the model on every turn of this chat
     tools: tuple[Tool, ...] = ()
+    #: whether the model must (``required``), may (``auto``) or must not (``none``) call
+    #: one of them, or the name of the one it must call; None: the provider's default
+    tool_choice: str | None = None
     #: bumped by every change to what a turn sends other than an append (a message
     #: deleted, a new system prompt...), so each replica knows when its cached history is
     #: stale. A new chat starts at a random value: one deleted and imported again under its

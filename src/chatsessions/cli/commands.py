@@ -81,7 +81,8 @@ def list_chats(
 
 @app.command()
 def show(ctx: typer.Context, chat_id: str) -> None:
-    """Print a chat's history, failed turns included."""
+    """Print a chat's history, failed turns included; an answer's tool calls below it,
+    each tool output with the id of the call it answers."""
     with open_sessions(ctx) as chats:
         for message in chats.history(chat_id, include_failed=True):
             status = "" if message.status is TurnStatus.OK else f" [red]({message.status.value}"
@@ -89,8 +90,13 @@ def show(ctx: typer.Context, chat_id: str) -> None:
                 status = " [dim](earlier answer)[/dim]"
             elif status:
                 status += f": {escape(message.error or '')})[/red]"
+            if message.tool_call_id is not None:  # an output names the call it answers
+                status += f" [dim](output of {escape(message.tool_call_id)})[/dim]"
             console.print(f"[bold]{message.role.value}[/bold]{status}: ", end="")
             console.out(message.content, highlight=False)
+            for call in message.tool_calls or ():
+                console.print(f"  [cyan]calls[/cyan] {escape(call.name)}", end="")
+                console.out(f"({call.arguments}) [{call.id}]", highlight=False)
 
 
 @app.command("rm")

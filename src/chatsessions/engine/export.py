@@ -49,6 +49,8 @@ def export_markdown(chat: Chat, messages: list[Message]) -> str:
     lines.append(f"- tokens: {chat.prompt_tokens} prompt, {chat.completion_tokens} completion")
     if chat.tools:
         lines.append("- tools: " + ", ".join(f"`{tool.name}`" for tool in chat.tools))
+    if chat.tool_choice is not None:
+        lines.append(f"- tool choice: `{chat.tool_choice}`")
     lines.append("")
     for message in messages:
         heading = message.role.value.capitalize()

@@ -17,7 +17,7 @@ from chatsessions.backends import installed
 from chatsessions.config import Settings
 from chatsessions.engine.content import check_content
 from chatsessions.engine.export import FORMAT
-from chatsessions.engine.tools import check_tools
+from chatsessions.engine.tools import check_tool_choice, check_tools
 from chatsessions.errors import InvalidInput
 from chatsessions.types import (
     TOOL_NAME,
@@ -114,6 +114,7 @@ class ChatDoc(_Doc):
     expires_at: datetime | None = None
     context_policy: ContextPolicy = ContextPolicy.TRIM
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | None = None
     # written by version 1, not imported: an import lands in the importer's tenant
     tenant_id: str | None = None
 
@@ -324,6 +325,8 @@ def _from_export(
         context_policy=source.context_policy,
         tools=check_tools(source.tools, field="chat.tools"),
     )
+    chat = replace(chat, tool_choice=_checked(
+        lambda: check_tool_choice(source.tool_choice, chat.tools), "chat.tool_choice"))
     return chat, rows
 
 

@@ -172,9 +172,10 @@ def answer_message(chat_id: str, completion: Completion, started: float,
 
 def offered(chat: Chat, tools: ToolOptions | None) -> ToolOptions | None:
     """What a model call on ``chat`` offers: the call's tools, else the chat's."""
+    kept = ToolOptions(chat.tools, chat.tool_choice)
     if tools is None:
-        return ToolOptions(chat.tools) if chat.tools else None
-    return ToolOptions(chat.tools).merged(tools)
+        return kept if chat.tools else None
+    return kept.merged(tools)
 
 
 def pending_calls(history: Sequence[Message]) -> list[ToolCall]:

@@ -179,6 +179,8 @@ class ChatCreate(BaseModel):
         default="trim", description=CONTEXT_POLICY_HELP)
     tools: Tools | None = Field(default=None, description="functions offered to the model "
                                                           "on every turn")
+    tool_choice: ToolChoice | None = Field(default=None, description=TOOL_CHOICE_HELP
+                                           + " (a message's own tool_choice wins)")
 
 
 class ChatUpdate(BaseModel):
@@ -197,6 +199,8 @@ class ChatUpdate(BaseModel):
     context_policy: ContextPolicyName = Field(
         default=None, description=CONTEXT_POLICY_HELP)  # type: ignore[arg-type]
     tools: Tools | None = Field(default=None, description="null or [] removes them")
+    tool_choice: ToolChoice | None = Field(default=None, description=TOOL_CHOICE_HELP
+                                           + "; null clears it")
 
 
 class ChatPublic(BaseModel):
@@ -220,6 +224,8 @@ class ChatPublic(BaseModel):
         description="what happens when the chat outgrows the model's context window")
     tools: list[ToolDefinition] = Field(default_factory=list,
                                         description="functions offered on every turn")
+    tool_choice: str | None = Field(default=None, description=TOOL_CHOICE_HELP
+                                    + "; null: the model's default")
 
     @classmethod
     def of(cls, chat: Chat) -> ChatPublic:
@@ -233,6 +239,7 @@ class ChatPublic(BaseModel):
             expires_at=chat.expires_at, forked_at_seq=chat.forked_at_seq,
             context_policy=chat.context_policy.value,
             tools=[ToolDefinition.of(tool) for tool in chat.tools],
+            tool_choice=chat.tool_choice,
         )
 
 

@@ -108,6 +108,7 @@ def chat_row(chat: Chat) -> dict[str, Any]:
         "archived_at": chat.archived_at, "expires_at": chat.expires_at,
         "context_policy": chat.context_policy.value, "tools": tools_value(chat.tools),
         "history_version": chat.history_version,
+        "tool_choice": chat.tool_choice,
     }
 
 
@@ -124,6 +125,7 @@ def to_chat(row: Mapping[Any, Any]) -> Chat:
         archived_at=_utc(row["archived_at"]), expires_at=_utc(row["expires_at"]),
         context_policy=ContextPolicy(row["context_policy"]), tools=to_tools(row["tools"]),
         history_version=row["history_version"],
+        tool_choice=row["tool_choice"],
     )
 
 

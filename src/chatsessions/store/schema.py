@@ -37,6 +37,7 @@ chats = sa.Table(
     sa.Column("context_policy", sa.String(16), nullable=False, server_default="trim"),
     sa.Column("tools", JSONType),
     sa.Column("history_version", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("tool_choice", sa.String(200)),
 )
 
 messages = sa.Table(

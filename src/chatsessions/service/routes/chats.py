@@ -47,6 +47,7 @@ async def create_chat(
         metadata=body.metadata, idempotency_key=idempotency_key, expires_at=body.expires_at,
         context_policy=body.context_policy,
         tools=None if body.tools is None else [tool.spec() for tool in body.tools],
+        tool_choice=body.tool_choice,
     )
     return ChatPublic.of(await sessions.get_chat(chat_id))
 
