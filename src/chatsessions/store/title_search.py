@@ -35,7 +35,7 @@ from chatsessions.store.rows import escape_like
 from chatsessions.store.schema import chats
 
 #: up to this many matching titles, the page is read by their rowids
-FEW = 2000
+FEW = 500
 #: at most this many of the tenant's chats are walked for a common substring
 WALK = 2000
 
