@@ -76,7 +76,9 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
         benches["flat"] = flat.run(workdir, pg_flat, *sizes["flat"], log)
         benches["tools"] = tools.run(workdir, pg_tools, *sizes["tools"], log)
         benches["graph"] = graph.run(workdir, *sizes["graph"], log)
-        benches["lookups"] = lookups.run(base_url, workdir, *sizes["lookups"], log)
+        with pg_database() as pg_lookups:
+            benches["lookups"] = lookups.run(base_url, workdir, *sizes["lookups"], log,
+                                             pg_url=pg_lookups)
         benches["peer"] = peer.run(base_url, {"sqlite": "", "postgresql": pg_peer}, workdir,
                                    *sizes["peer"], log)
         # These start their own fake models and servers, as subprocesses.

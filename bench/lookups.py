@@ -4,10 +4,12 @@ A SQLite store is seeded in bulk straight through SQL (chats over 30 days, four 
 each, every message saying the common word "order"), then given what migration 0006
 gives an existing database: the usage counters rebuilt from the messages, the search
 index caught up. Each lookup is timed as the median of ``REPEAT`` calls after one
-warm-up: ``usage()`` over everything and over a range with partial edge days, a search
+warm-up: ``usage()`` over everything and over a range with partial edge hours, a search
 for the common word and for a rare one, ``list_chats(title_contains=...)`` for a word in
-a tenth of the titles. "Before" figures run the queries these replaced (the full usage
-scan, the search that ranked every match, the title ``LIKE``) on the same data. Last, a
+a tenth of the titles and for one in every title. With a PostgreSQL database the same
+rows are copied there and the same lookups timed (``pg_``). "Before" figures (SQLite) run
+the queries these replaced (the full usage scan, the search that ranked every match with
+FTS5's bm25, the title ``LIKE``) on the same data. Last, a
 turn on a chat nobody touched since the service started (its history read from the
 database) against a turn on a chat already cached, through ``AsyncChatSessions`` and
 the fake model.
@@ -24,6 +26,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 
 from bench.harness import MODEL, Ratio, median
@@ -53,26 +56,54 @@ def _stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def seed(path: Path, count: int, per_chat: int) -> None:
-    """``count`` chats of ``per_chat`` messages (user and answer in turn), in bulk."""
+_CHAT_COLUMNS = ("id", "tenant_id", "title", "system_prompt", "backend", "model", "params",
+                 "metadata", "message_count", "prompt_tokens", "completion_tokens",
+                 "created_at", "updated_at", "context_policy")
+_MESSAGE_COLUMNS = ("chat_id", "seq", "role", "content", "status", "model", "prompt_tokens",
+                    "completion_tokens", "created_at")
+
+
+def rows(count: int, per_chat: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """``count`` chats of ``per_chat`` messages (user and answer in turn), times as
+    datetimes."""
     rng = random.Random(16)
     now = utcnow()
     chat_rows, message_rows = [], []
     for i in range(count):
         created = now - timedelta(seconds=rng.uniform(3600, 30 * 86400))
-        stamp = _stamp(created)
         title = f"Order {i} {TITLE_WORDS[i % len(TITLE_WORDS)]}"
         chat_rows.append((f"chat-{i:06d}", "default", title, "Be brief.", "openai", MODEL,
-                          "{}", "{}", per_chat, 40 * per_chat, 10 * per_chat, stamp, stamp,
-                          "trim"))
+                          "{}", "{}", per_chat, 40 * per_chat, 10 * per_chat, created,
+                          created, "trim"))
         for seq in range(1, per_chat + 1):
             role = "user" if seq % 2 else "assistant"
             words = " ".join(f"w{rng.randrange(50_000)}" for _ in range(6))
             content = f"Turn {seq}: about order #{i}, {words}"
-            when = _stamp(created + timedelta(seconds=seq))
             tokens = (0, 0) if role == "user" else (40 * seq, 20)
             message_rows.append((f"chat-{i:06d}", seq, role, content, "ok",
-                                 None if role == "user" else MODEL, *tokens, when))
+                                 None if role == "user" else MODEL, *tokens,
+                                 created + timedelta(seconds=seq)))
+    return chat_rows, message_rows
+
+
+async def seed_postgresql(url: str, count: int, per_chat: int) -> None:
+    """The same rows as :func:`seed`, by COPY."""
+    chat_rows, message_rows = rows(count, per_chat)
+    conn = await asyncpg.connect(url.replace("postgresql://", "postgres://", 1))
+    try:
+        await conn.copy_records_to_table("chats", records=chat_rows, columns=_CHAT_COLUMNS)
+        await conn.copy_records_to_table("messages", records=message_rows,
+                                         columns=_MESSAGE_COLUMNS)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+def seed(path: Path, count: int, per_chat: int) -> None:
+    """``count`` chats of ``per_chat`` messages (user and answer in turn), in bulk."""
+    chat_rows, message_rows = rows(count, per_chat)
+    chat_rows = [(*r[:11], _stamp(r[11]), _stamp(r[12]), r[13]) for r in chat_rows]
+    message_rows = [(*r[:8], _stamp(r[8])) for r in message_rows]
     conn = sqlite3.connect(path)
     try:
         with conn:
@@ -100,6 +131,7 @@ async def _median_ms(call: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def _lookups(store: SQLStore) -> dict[str, float]:
+    """Each lookup's median time; on SQLite also the queries these replaced."""
     now = utcnow()
     partial = now - timedelta(days=7, hours=5)  # a range with a partial day at each edge
     db = store.db
@@ -111,9 +143,13 @@ async def _lookups(store: SQLStore) -> dict[str, float]:
         "search_rare_ms": await _median_ms(lambda: store.search("default", "w123")),
         "title_filter_ms": await _median_ms(
             lambda: store.list_chats("default", limit=20, title_contains="refund")),
+        "title_filter_every_ms": await _median_ms(
+            lambda: store.list_chats("default", limit=20, title_contains="Order")),
         "title_filter_rare_ms": await _median_ms(
             lambda: store.list_chats("default", limit=20, title_contains="Order 4242 ")),
     }
+    if store.dialect != "sqlite":
+        return figures
     scan = await _median_ms(lambda: db.read(
         lambda conn: usage.scan_report(conn, "default", None, None)))
     ranked = await _median_ms(lambda: db.read(lambda conn: conn.execute(
@@ -145,8 +181,24 @@ async def _turns(url: str, base_url: str, chats: int, count: int) -> dict[str, f
     return {"turn_cold_ms": median(cold) * 1e3, "turn_cached_ms": median(cached) * 1e3}
 
 
+async def _postgresql(url: str, count: int, per_chat: int,
+                      log: Callable[[str], None]) -> dict[str, float]:
+    """The lookups on PostgreSQL, the same rows seeded by COPY (prefixed ``pg_``)."""
+    store = SQLStore(url)
+    await store.open()  # the schema, at the newest revision
+    try:
+        await seed_postgresql(url, count, per_chat)
+        rebuilt = sa.text("DELETE FROM usage_counters")
+        await store.db.write(lambda conn: (
+            conn.execute(rebuilt), conn.execute(usage.recount("postgresql", sa.true()))))
+        log("lookups: PostgreSQL seeded; timing the lookups")
+        return {f"pg_{name}": value for name, value in (await _lookups(store)).items()}
+    finally:
+        await store.close()
+
+
 def run(base_url: str, workdir: Path, count: int, per_chat: int, turns: int,
-        log: Callable[[str], None]) -> dict[str, Any]:
+        log: Callable[[str], None], pg_url: str | None = None) -> dict[str, Any]:
     path = workdir / "lookups.db"
     url = f"sqlite:///{path}"
     log(f"lookups: seeding {count} chats x {per_chat} messages")
@@ -170,6 +222,9 @@ def run(base_url: str, workdir: Path, count: int, per_chat: int, turns: int,
             await store.close()
 
     results = asyncio.run(prepare())
+    if pg_url is not None:
+        log(f"lookups: PostgreSQL, seeding {count} chats x {per_chat} messages")
+        results.update(asyncio.run(_postgresql(pg_url, count, per_chat, log)))
     log("lookups: cold and cached turns")
     results.update(asyncio.run(_turns(url, base_url, count, turns)))
     ratios = [
@@ -181,6 +236,11 @@ def run(base_url: str, workdir: Path, count: int, per_chat: int, turns: int,
               f"search for a word in every message, first page / {BUDGET_MS:g} ms"),
         Ratio("lookup_title_budget", results["title_filter_ms"] / BUDGET_MS, 1.0, "lower",
               f"list_chats(title_contains=) for a word in 1/10 of titles / {BUDGET_MS:g} ms"),
+        *[Ratio(f"lookup_pg_{name}_budget", results[f"pg_{figure}"] / BUDGET_MS, 1.0,
+                "lower", f"PostgreSQL: {figure.removesuffix('_ms')} / {BUDGET_MS:g} ms")
+          for name, figure in (("usage", "usage_all_ms"), ("usage_range", "usage_range_ms"),
+                               ("search", "search_common_ms"), ("title", "title_filter_ms"))
+          if f"pg_{figure}" in results],
         Ratio("lookup_cold_turn", results["turn_cold_ms"] / results["turn_cached_ms"], 2.0,
               "lower", "turn on a chat read from the database / turn on a cached chat"),
     ]

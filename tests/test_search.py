@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from chatsessions import AsyncChatSessions, InvalidInput
 from chatsessions.store import search as fulltext
+from chatsessions.store import title_search
 from chatsessions.store.engines import CHECKPOINT_EVERY, ThreadedSQLite
 from chatsessions.store.sql import SQLStore
 from chatsessions.testing import FakeLLMServer
@@ -219,5 +220,38 @@ async def test_titles_are_filtered_by_index_and_kept_in_step(database_url: str) 
         await store.update_chat("a", "default", {"title": None})
         await store.delete_chat("b", "default")
         assert await found("refund") == ["c"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(("few", "walk"), [(1, 3), (1, 100)])
+async def test_titles_by_walk_or_by_index_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int, walk: int,
+) -> None:
+    """A substring most titles share walks the chats and tests each title as the trigram
+    tokenizer folds it (the Kelvin sign and the long s included); a short walk gives up
+    and reads every match. Each way finds what the index finds, in the same order."""
+    store = SQLStore(f"sqlite:///{tmp_path / 'titles.db'}")
+    await store.open()
+    titles = ["Refund 1", "refund 2", "REFUND 3", "\u212aiwi refund", "kiwi", "Über refund",
+              "ſtop refund", "stop", None, "refunded", "re fund"]
+    try:
+        for n, title in enumerate(titles):
+            await store.create_chat(Chat(id=f"c{n:02d}", system_prompt="", title=title,
+                                         backend="openai", model="m"))
+
+        async def found(text: str, limit: int) -> list[str]:
+            return [c.id for c in await store.list_chats("default", limit=limit,
+                                                         title_contains=text)]
+
+        cases = [(text, limit) for text in ["refund", "kiwi", "stop", "über", "Fund", "zzz"]
+                 for limit in (1, 2, 20)]
+        by_index = {case: await found(*case) for case in cases}
+        assert by_index["refund", 20] == ["c09", "c06", "c05", "c03", "c02", "c01", "c00"]
+        assert by_index["kiwi", 20] == ["c04", "c03"]
+        assert by_index["stop", 20] == ["c07", "c06"]
+        monkeypatch.setattr(title_search, "FEW", few)
+        monkeypatch.setattr(title_search, "WALK", walk)
+        assert {case: await found(*case) for case in cases} == by_index
     finally:
         await store.close()

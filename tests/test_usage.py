@@ -23,8 +23,9 @@ from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
 from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
+from tests.test_search import _migrate
 
-_migration = import_module("chatsessions.migrations.versions.0007_usage_counters")
+_migration = import_module("chatsessions.migrations.versions.0011_usage_hours")
 
 
 async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, object]) -> None:
@@ -166,9 +167,12 @@ _DAYS = 4
 
 
 def _when(rng: random.Random) -> datetime:
-    """A time in the history's days; one in eight exactly at a midnight."""
+    """A time in the history's days; one in eight exactly at a midnight, one in eight at
+    the start of an hour."""
     if rng.random() < 0.125:
         return _BASE + timedelta(days=rng.randrange(_DAYS))
+    if rng.random() < 0.125:
+        return _BASE + timedelta(hours=rng.randrange(_DAYS * 24))
     return _BASE + timedelta(seconds=rng.uniform(0, _DAYS * 86400))
 
 
@@ -248,7 +252,8 @@ def _ranges(rng: random.Random) -> list[tuple[datetime | None, datetime | None]]
     for _ in range(40):
         start, end = sorted([_when(rng), _when(rng)])
         ranges += [(start, end), (start, None), (None, end),
-                   (start, start + timedelta(hours=rng.uniform(0, 30)))]
+                   (start, start + timedelta(hours=rng.uniform(0, 30))),
+                   (start, start + timedelta(minutes=rng.uniform(0, 150)))]
     return ranges
 
 
@@ -266,7 +271,7 @@ async def _check_against_the_scan(store: SQLStore, rng: random.Random) -> int:
 
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_usage_counters_equal_the_full_scan(database_url: str, seed: int) -> None:
-    """Whatever the writes, a report from the counters (whole days) and the edge days'
+    """Whatever the writes, a report from the counters (whole hours) and the edge hours'
     messages equals the report from every message, for any range, exactly."""
     rng = random.Random(seed)
     store = SQLStore(database_url)
@@ -277,8 +282,7 @@ async def test_usage_counters_equal_the_full_scan(database_url: str, seed: int) 
         # the migration's backfill, from the messages alone, gives the same counters
         before = await store.db.read(lambda conn: sorted(conn.execute(
             sa.select(usage_counters)).all()))
-        backfill = _migration._backfill(
-            _migration._DAY[store.dialect])
+        backfill = _migration.backfill(_migration.HOUR[store.dialect])
         await store.db.write(lambda conn: conn.execute(usage_counters.delete()))
         await store.db.write(lambda conn: conn.execute(sa.text(backfill)))
         after = await store.db.read(lambda conn: sorted(conn.execute(
@@ -286,5 +290,10 @@ async def test_usage_counters_equal_the_full_scan(database_url: str, seed: int) 
         nonzero = [row for row in before if row.turns or row.summaries]
         assert nonzero == after
         await _check_against_the_scan(store, rng)
+        if store.dialect == "sqlite":  # per day and back: rebuilt from the messages
+            await store.close()
+            _migrate(store.url, "0008", down=True)
+            await store.open()
+            await _check_against_the_scan(store, rng)
     finally:
         await store.close()

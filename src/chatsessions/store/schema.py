@@ -80,14 +80,14 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime),
 )
 
-#: Usage per tenant, model and UTC day, kept by the writes that store answers and
-#: summaries (``store/usage.py``): a usage report reads days, not messages.
+#: Usage per tenant, hour (since the epoch) and model, kept by the writes that store
+#: answers and summaries (``store/usage.py``): a usage report reads hours, not messages.
 usage_counters = sa.Table(
     "usage_counters",
     metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("hour", sa.Integer, primary_key=True),
     sa.Column("model", sa.String(200), primary_key=True),
-    sa.Column("day", sa.Date, primary_key=True),
     sa.Column("turns", sa.BigInteger, nullable=False),
     sa.Column("summaries", sa.BigInteger, nullable=False),
     sa.Column("prompt_tokens", sa.BigInteger, nullable=False),

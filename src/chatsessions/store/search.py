@@ -14,7 +14,10 @@ it is the best-ranked of the newest ones.
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,37 +32,38 @@ MARK_START, MARK_END, ELLIPSIS = "[", "]", "…"
 
 #: How many of the newest matches are ranked for the first page. Ranking every match
 #: made a common word cost 0.7 s at 400,000 messages; the newest matches come straight off
-#: an index in order, so the database stops after this many.
-CANDIDATES = 500
+#: an index in order, so the database stops after this many. PostgreSQL tests each row's
+#: text as it walks them newest first (some 25 us a row), so fewer is faster: 200 is ten
+#: pages of the default 20.
+CANDIDATES = 200
 
 # SQLite: FTS5 yields matches by rowid (the order messages were written) newest first
-# and stops after CANDIDATES of the tenant's; bm25 ranks those; the snippet is made for the
-# page's rows only.
-_SQLITE = sa.text(f"""
-    WITH candidates AS (
-        SELECT messages_fts.rowid AS id, bm25(messages_fts) AS score, m.created_at
-        FROM messages_fts
-        JOIN messages AS m ON m.rowid = messages_fts.rowid
-        JOIN chats AS c ON c.id = m.chat_id
-        WHERE messages_fts MATCH :q AND c.tenant_id = :tenant
-        ORDER BY messages_fts.rowid DESC
-        LIMIT :candidates
-    ), page AS (
-        SELECT id, score, created_at FROM candidates
-        ORDER BY score, created_at DESC
-        LIMIT :limit
-    )
-    SELECT m.chat_id, m.seq, m.role, m.created_at,
-           snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '{ELLIPSIS}', 16) AS snippet
-    FROM page
-    JOIN messages_fts ON messages_fts.rowid = page.id
-    JOIN messages AS m ON m.rowid = page.id
-    WHERE messages_fts MATCH :q
-    ORDER BY page.score, page.created_at DESC
+# and stops after CANDIDATES of the tenant's. They are ranked here (:func:`_ranked`), not by
+# FTS5's bm25(): bm25 weighs each word by how many messages of the whole index contain it,
+# and FTS5 counts those by reading the word's every match (36 of the 49 ms a common word
+# took at 400,000 messages, however few candidates). Snippets are made for the page's rows
+# only, in one pass over the matches between its lowest and highest rowid: looking a match
+# up by rowid makes FTS5 set up the whole query again each time (0.5 ms a row for a common
+# word), so ``rowid + 0`` keeps the page's list from being passed to it.
+_SQLITE_CANDIDATES = sa.text("""
+    SELECT m.rowid AS id, m.chat_id, m.seq, m.role, m.created_at, m.content
+    FROM messages_fts
+    JOIN messages AS m ON m.rowid = messages_fts.rowid
+    JOIN chats AS c ON c.id = m.chat_id
+    WHERE messages_fts MATCH :q AND c.tenant_id = :tenant
+    ORDER BY messages_fts.rowid DESC
+    LIMIT :candidates
 """).columns(created_at=UTCDateTime)
+_SQLITE_SNIPPETS = sa.text(f"""
+    SELECT rowid, snippet(messages_fts, 0, '{MARK_START}', '{MARK_END}', '{ELLIPSIS}', 16)
+    FROM messages_fts
+    WHERE messages_fts MATCH :q AND rowid BETWEEN :low AND :high AND (rowid + 0) IN :ids
+""").bindparams(sa.bindparam("ids", expanding=True))
 
 # PostgreSQL: the newest CANDIDATES matches (the planner walks the created_at index
 # backwards for a common word, or the GIN index for a rare one), then ts_rank on those.
+# The tenant is a subquery per match, not a join: guessing 2,000 matches for a rare word,
+# the planner hashed every chat of the tenant to join 47 messages (42 ms).
 _POSTGRESQL = sa.text(f"""
     SELECT hit.chat_id, hit.seq, hit.role, hit.created_at,
            ts_headline('simple', hit.content, plainto_tsquery('simple', :q),
@@ -72,9 +76,8 @@ _POSTGRESQL = sa.text(f"""
         FROM (
             SELECT m.chat_id, m.seq, m.role, m.created_at, m.content
             FROM messages AS m
-            JOIN chats AS c ON c.id = m.chat_id
             WHERE to_tsvector('simple', m.content) @@ plainto_tsquery('simple', :q)
-              AND c.tenant_id = :tenant
+              AND (SELECT c.tenant_id FROM chats AS c WHERE c.id = m.chat_id) = :tenant
             ORDER BY m.created_at DESC
             LIMIT :candidates
         ) AS cand
@@ -84,6 +87,10 @@ _POSTGRESQL = sa.text(f"""
     ORDER BY hit.rank DESC, hit.created_at DESC
 """).columns(created_at=UTCDateTime)
 
+
+_SERIAL = sa.text("SELECT set_config('max_parallel_workers_per_gather', '0', true), "
+                  "set_config('jit', 'off', true), "
+                  "set_config('plan_cache_mode', 'force_custom_plan', true)")
 
 #: Whether messages were written since the index last caught up (SQLite).
 _BEHIND = sa.text("SELECT (SELECT coalesce(max(rowid), 0) FROM messages) > indexed_rowid "
@@ -126,14 +133,65 @@ def search(conn: Connection, dialect: str, tenant_id: str, query: str,
     params: dict[str, Any] = {"tenant": tenant_id, "limit": limit,
                               "candidates": max(CANDIDATES, limit)}
     if dialect == "sqlite":
-        statement, params["q"] = _SQLITE, fts5_query(query)
-    else:
-        statement, params["q"] = _POSTGRESQL, query
+        return _sqlite(conn, query, params)
+    params["q"] = query
+    # a parallel plan's workers take longer to start (11 ms) than a rare word takes to find,
+    # and the walk's cost (the planner cannot tell it stops early) made it compile the
+    # query with JIT (16 ms to 1 s); and a prepared statement's generic plan, blind to the
+    # word, read all 400,000 matches of a common one (1.7 s)
+    conn.execute(_SERIAL)
     return [
         SearchHit(chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),
                   snippet=row["snippet"], created_at=_utc(row["created_at"]))
-        for row in conn.execute(statement, params).mappings()
+        for row in conn.execute(_POSTGRESQL, params).mappings()
     ]
+
+
+def _sqlite(conn: Connection, query: str, params: dict[str, Any]) -> list[SearchHit]:
+    params["q"] = fts5_query(query)
+    page = _ranked(list(conn.execute(_SQLITE_CANDIDATES, params).mappings()),
+                   words(query))[:params["limit"]]
+    ids = [row["id"] for row in page]
+    snippets: dict[int, str] = {} if not ids else dict(conn.execute(
+        _SQLITE_SNIPPETS, {"q": params["q"], "ids": ids, "low": min(ids),
+                           "high": max(ids)}).all())
+    return [SearchHit(chat_id=row["chat_id"], seq=row["seq"], role=Role(row["role"]),
+                      snippet=snippets.get(row["id"], ""), created_at=_utc(row["created_at"]))
+            for row in page]
+
+
+#: BM25's constants, FTS5's own
+_K1, _B = 1.2, 0.75
+
+
+def _ranked(rows: list[Any], wanted: list[str]) -> list[Any]:
+    """The candidates best first: BM25 over the candidates as their own collection (a
+    word's weight from how many of them contain it), newest first among equals. The words
+    are folded as FTS5's tokenizer folds them (case and diacritics)."""
+    if not rows:
+        return rows
+    terms = {_fold(word) for word in wanted}
+    counts = []
+    for row in rows:
+        tokens = Counter(words(_fold(row["content"])))
+        counts.append(({t: tokens[t] for t in terms}, tokens.total()))
+    average = sum(length for _, length in counts) / len(counts) or 1.0
+    df = {t: sum(1 for tf, _ in counts if tf[t]) for t in terms}
+    idf = {t: math.log(1 + (len(rows) - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
+    scores = [sum(idf[t] * tf[t] * (_K1 + 1)
+                  / (tf[t] + _K1 * (1 - _B + _B * length / average)) for t in terms)
+              for tf, length in counts]
+    newest = [-_utc(row["created_at"]).timestamp() for row in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], newest[i], -rows[i]["id"]))
+    return [rows[i] for i in order]
+
+
+def _fold(text: str) -> str:
+    """Text as FTS5's unicode61 tokenizer indexes it: case folded, diacritics removed."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def snippet(content: str, query: str, width: int = 16) -> str:

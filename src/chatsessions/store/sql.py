@@ -154,16 +154,20 @@ class SQLStore(SQLRuns):
                 chats.c.created_at < created,
                 sa.and_(chats.c.created_at == created, chats.c.id < chat_id),
             ))
-        if title_contains:
-            query = query.where(title_search.containing(self.dialect, title_contains))
         query = query.order_by(chats.c.created_at.desc(), chats.c.id.desc())
+        dialect = self.dialect
 
         def run(conn: Connection) -> list[Chat]:
+            def page(limit: int | None) -> Any:
+                if title_contains:
+                    return title_search.rows(conn, dialect, query, title_contains, limit)
+                return conn.execute(query.limit(limit)).mappings()
+
             if not metadata:
-                return [to_chat(r) for r in conn.execute(query.limit(limit)).mappings()]
+                return [to_chat(r) for r in page(limit)]
             # Metadata filters are evaluated here so they mean the same on both engines.
             found: list[Chat] = []
-            for row in conn.execute(query).mappings():
+            for row in page(None):
                 chat = to_chat(row)
                 if all(chat.metadata.get(k) == v for k, v in metadata.items()):
                     found.append(chat)

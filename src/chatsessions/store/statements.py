@@ -78,8 +78,8 @@ def _answer_usage(chat: sa.FromClause) -> sa.Select[tuple[object, ...]]:
     """The ``m_*`` answer as one turn for the usage counters, its tenant and model (when
     the answer names none) from ``chat``."""
     return sa.select(
-        chat.c.tenant_id, sa.func.coalesce(MESSAGE_BINDS["model"], chat.c.model),
-        usage.utc_day(MESSAGE_BINDS["created_at"]),
+        chat.c.tenant_id, usage.utc_hour(MESSAGE_BINDS["created_at"]),
+        sa.func.coalesce(MESSAGE_BINDS["model"], chat.c.model),
         sa.literal(1), sa.literal(0),
         MESSAGE_BINDS["prompt_tokens"], MESSAGE_BINDS["completion_tokens"])
 
