@@ -25,7 +25,7 @@ from tests.conftest import LiveServer
 from tests.test_cli import cli_env, run
 from tests.test_search import _migrate
 
-_migration = import_module("chatsessions.migrations.versions.0011_usage_hours")
+_migration = import_module("chatsessions.migrations.versions.0012_usage_hours")
 
 
 async def test_usage_per_model_with_cost_and_range(settings_kwargs: dict[str, object]) -> None:
@@ -292,7 +292,7 @@ async def test_usage_counters_equal_the_full_scan(database_url: str, seed: int) 
         await _check_against_the_scan(store, rng)
         if store.dialect == "sqlite":  # per day and back: rebuilt from the messages
             await store.close()
-            _migrate(store.url, "0008", down=True)
+            _migrate(store.url, "0011", down=True)
             await store.open()
             await _check_against_the_scan(store, rng)
     finally:

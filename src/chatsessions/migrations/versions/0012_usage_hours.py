@@ -1,7 +1,7 @@
 """usage counters per hour: a range's partial edges cost two hours of messages, not two days
 
-Revision ID: 0011
-Revises: 0008
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05
 
 ``usage_counters`` is keyed by the hour (counted from the epoch) instead of the UTC day,
@@ -19,8 +19,8 @@ from alembic import op
 #: the per-day table and its backfill, restored by the downgrade
 _V7 = import_module("chatsessions.migrations.versions.0007_usage_counters")
 
-revision: str = "0011"
-down_revision: str | None = "0008"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
