@@ -11,7 +11,7 @@ selected tests that reached the mutated function.
     python scripts/mutate.py [TARGET ...]        # default: every target, in order
     python scripts/mutate.py --report [TARGET ...]  # the last results, without running
 
-Afterwards ``cd .mutate/<target> && mutmut show <mutant>`` shows a mutant's diff.
+Each run starts afresh. Afterwards ``cd .mutate/<target> && mutmut show <mutant>`` shows a mutant's diff.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -110,6 +111,8 @@ def prepare(name: str, target: Target) -> Path:
 
 def run(name: str, target: Target, children: int) -> int:
     work = prepare(name, target)
+    # afresh: mutmut keeps verdicts of unchanged functions even when the tests changed
+    shutil.rmtree(work / "mutants", ignore_errors=True)
     mutmut = Path(sys.executable).with_name("mutmut")
     command = [str(mutmut), "run", "--max-children", str(children), *target.functions]
     print(f"== {name}: {' '.join(target.files)}", flush=True)
