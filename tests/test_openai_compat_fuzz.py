@@ -42,7 +42,7 @@ def test_v1_conforms_to_its_schema(server: tuple[LiveServer, str]) -> None:
     schema = from_url(f"{live.url}/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
     operations = [o for o in operations if o.path.startswith("/v1/")]
-    assert len(operations) == 14
+    assert len(operations) == 15
     for operation in operations:
 
         @given(case=operation.as_strategy())

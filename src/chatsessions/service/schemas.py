@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from chatsessions.types import (
     Chat,
@@ -61,8 +68,12 @@ CONTEXT_POLICY_HELP = (
     "none sends everything and refuses a turn that does not fit (422 context_too_long)")
 
 
-ToolChoice = Annotated[str, StringConstraints(max_length=64, pattern=LABEL_PATTERN)]
 TOOL_CHOICE_HELP = ('"auto", "none", "required" or the name of one of the tools')
+#: Published as the three keywords: a tool's name is accepted too, but only if it names one
+#: of the tools, which a schema cannot say (the description does).
+ToolChoice = Annotated[str, StringConstraints(max_length=64, pattern=LABEL_PATTERN),
+                       WithJsonSchema({"type": "string", "enum": ["auto", "none", "required"],
+                                       "description": TOOL_CHOICE_HELP})]
 
 
 class FunctionDefinition(BaseModel):
@@ -72,9 +83,10 @@ class FunctionDefinition(BaseModel):
 
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: Annotated[str, StringConstraints(max_length=10_000)] = ""
-    parameters: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "object", "properties": {}},
-        description='a JSON schema of "type": "object" for the arguments')
+    parameters: Annotated[dict[str, Any], WithJsonSchema({
+        "type": "object", "required": ["type"], "properties": {"type": {"const": "object"}},
+        "description": 'a JSON schema of "type": "object" for the arguments'})] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
 
@@ -95,7 +107,11 @@ class ToolDefinition(BaseModel):
                                                parameters=dict(tool.parameters)))
 
 
-Tools = Annotated[list[ToolDefinition], Field(max_length=128)]
+#: Up to 128 tools with distinct names. A schema cannot say "distinct names", so the
+#: published one lists a single tool (what every schema-valid request can then be), and its
+#: description says the rest.
+Tools = Annotated[list[ToolDefinition], Field(max_length=128, json_schema_extra={
+    "maxItems": 1, "description": "up to 128 tools, with distinct names"})]
 
 
 class FunctionCall(BaseModel):

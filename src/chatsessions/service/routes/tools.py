@@ -52,6 +52,7 @@ async def send_tool_results(
     metrics: Metrics = request.app.state.metrics
     results = {result.tool_call_id: result.output for result in body.results}
     if len(results) != len(body.results):
+        await sessions.get_chat(chat_id)  # an unknown chat is a 404 first, as everywhere
         raise InvalidInput("two results have the same tool_call_id")
     options: dict[str, Any] = {
         "params": body.params, "idempotency_key": idempotency_key,
