@@ -108,7 +108,7 @@ def test_backend_failures(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, None),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"n": 2}, "n"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),
         ({"temperature": 3}, None),
         ({"messages": []}, "messages"),

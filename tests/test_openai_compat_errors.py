@@ -70,7 +70,7 @@ def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) 
         ({"input": "x", "tool_choice": "required"}, "tool_choice"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f",
                      "arguments": "{}"}]}, "input"),
-        ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
         ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
         ({"input": "x", "background": True, "store": False}, "background"),
         ({"input": "x", "include": ["message.output_text.logprobs"]}, "include"),

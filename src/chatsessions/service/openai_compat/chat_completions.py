@@ -30,6 +30,7 @@ from chatsessions.service.openai_compat.errors import (
     from_domain,
     unsupported,
 )
+from chatsessions.service.openai_compat.formats import format_keywords
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
@@ -49,7 +50,8 @@ async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsD
     body.refuse_unsupported()
     messages = [backend_message(item, index) for index, item in enumerate(body.messages)]
     params = generation_params(body)
-    offered = body.tool_options()
+    offered = {**body.tool_options(),
+               **format_keywords(body.response_format, "response_format")}
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None}
     if body.stream:

@@ -39,6 +39,7 @@ from chatsessions.service.openai_compat.errors import (
     not_found,
     unsupported,
 )
+from chatsessions.service.openai_compat.formats import format_keywords, policy_keywords
 from chatsessions.service.openai_compat.items import (
     ITEM_ID,
     InputMessage,
@@ -83,6 +84,8 @@ class Turn:
     results: dict[str, str]
     params: GenerationParams
     tools: dict[str, Any]
+    #: the answer's format and this call's context policy, as library keywords
+    shape: dict[str, Any]
 
     @property
     def simple_prior(self) -> list[tuple[Role, str]] | None:
@@ -147,7 +150,9 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
     params = check_params({key: value for key, value in {
         "temperature": body.temperature, "top_p": body.top_p,
         "max_tokens": body.max_output_tokens}.items() if value is not None})
-    return Turn(instructions, prior, text, results, params, tools)
+    shape = {**format_keywords((body.text or {}).get("format"), "text.format"),
+             **policy_keywords(body.truncation, body.context_management)}
+    return Turn(instructions, prior, text, results, params, tools, shape)
 
 
 @router.post("", responses=json_or_events(
@@ -163,6 +168,9 @@ async def create_response(body: ResponseCreate, request: Request,
     if body.background and (turn.text is None or turn.tools):  # before anything is stored
         raise unsupported("background", "Background responses with tools or function call "
                           "outputs are not supported")
+    if body.background and turn.shape:
+        raise unsupported("background", "Background responses with a text.format, "
+                          "truncation or context_management are not supported")
     metrics: Metrics = request.app.state.metrics
     chat_id, expected = await _target(body, turn, sessions)
     if body.background:
@@ -184,7 +192,7 @@ async def create_response(body: ResponseCreate, request: Request,
     else:  # a turn that goes on, and is stored, if the client goes away
         items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
                                     system_prompt=turn.instructions,
-                                    if_message_count=expected, **turn.tools)
+                                    if_message_count=expected, **turn.tools, **turn.shape)
     stream = _counted(items, metrics)
     try:
         try:
@@ -195,7 +203,8 @@ async def create_response(body: ResponseCreate, request: Request,
                 items = _stream(sessions, chat_id, turn, None)
             else:
                 items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
-                                            system_prompt=turn.instructions, **turn.tools)
+                                            system_prompt=turn.instructions, **turn.tools,
+                                            **turn.shape)
             stream = _counted(items, metrics)
             first = await anext(stream)
         seq = (items.seq if isinstance(items, background.Detached)
@@ -321,7 +330,7 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
         else:
             answer = await sessions.send(
                 chat_id, turn.text, params=turn.params, system_prompt=turn.instructions,
-                if_message_count=expected, **turn.tools)
+                if_message_count=expected, **turn.tools, **turn.shape)
     except ChatMoved:
         raise
     except ChatSessionsError:
@@ -339,7 +348,7 @@ def _stream(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                                             system_prompt=turn.instructions, **turn.tools)
     return sessions.stream(chat_id, turn.text, params=turn.params,
                            system_prompt=turn.instructions, if_message_count=expected,
-                           **turn.tools)
+                           **turn.tools, **turn.shape)
 
 
 async def _counted(turn: AsyncIterator[StreamItem | Message],
@@ -391,7 +400,8 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
         chat_id, up_to_seq = found.chat.id, found.answer.seq
     options: dict[str, Any] = {
         "params": turn.params, "system_prompt": turn.instructions, "prior": prior,
-        "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None}
+        "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None,
+        **turn.shape}
     id_, base = f"resp_{uuid.uuid4().hex}", uuid.uuid4().hex
 
     if not body.stream:
@@ -423,7 +433,10 @@ async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessio
                  for call_id, output in turn.results.items()]
     base = uuid.uuid4().hex
     id_ = f"resp_{base}"
-    options: dict[str, Any] = {"model": body.model, "params": turn.params, **turn.tools}
+    # the whole conversation is the input: no stored history to trim or summarize
+    formats = {k: v for k, v in turn.shape.items() if k == "response_format"}
+    options: dict[str, Any] = {"model": body.model, "params": turn.params, **turn.tools,
+                               **formats}
     if not body.stream:
         completion = await sessions.complete(messages, **options)
         output = output_items(base, completion.text.strip(), completion.tool_calls)
