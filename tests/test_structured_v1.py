@@ -121,3 +121,30 @@ def test_unknown_context_management_is_refused(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="compaction"):
         sdk.responses.create(model="fake-model", input="hi",
                              extra_body={"context_management": [{"type": "other"}]})
+
+
+PIXEL = "data:image/png;base64,iVBORw0KGgoAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+async def test_an_input_image_is_stored_with_its_message_and_sent_as_parts(
+        sdk: openai.OpenAI, fake_llm: FakeLLMServer,
+        settings_kwargs: dict[str, object]) -> None:
+    content = [{"type": "input_text", "text": "What is this?"},
+               {"type": "input_image", "image_url": PIXEL, "detail": "low"}]
+    response = sdk.responses.create(model="fake-model", input=[  # type: ignore[misc,list-item]
+        {"role": "user", "content": content}])
+    assert response.status == "completed"
+    shown = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}]
+    assert fake_llm.requests[-1].messages[-1]["content"] == shown
+    async with AsyncChatSessions(**settings_kwargs) as sessions:  # type: ignore[arg-type]
+        question = (await sessions.history(response.conversation.id))[-2]  # type: ignore[union-attr]
+    assert question.content == "What is this?"
+    assert [p.as_openai() for p in question.parts or ()] == shown
+    image_only = sdk.responses.create(model="fake-model", store=False, input=[  # type: ignore[misc,list-item]
+        {"role": "user", "content": [content[1]]}])
+    assert image_only.status == "completed"
+    assert fake_llm.requests[-1].messages[-1]["content"] == shown[1:]
+    with pytest.raises(openai.BadRequestError, match="https URL"):
+        sdk.responses.create(model="fake-model", input=[  # type: ignore[misc,list-item]
+            {"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x"}]}])
