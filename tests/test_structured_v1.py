@@ -148,3 +148,16 @@ async def test_an_input_image_is_stored_with_its_message_and_sent_as_parts(
     with pytest.raises(openai.BadRequestError, match="https URL"):
         sdk.responses.create(model="fake-model", input=[  # type: ignore[misc,list-item]
             {"role": "user", "content": [{"type": "input_image", "image_url": "ftp://x"}]}])
+
+
+def test_chat_completions_send_image_parts_on(sdk: openai.OpenAI,
+                                              fake_llm: FakeLLMServer) -> None:
+    parts = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": PIXEL}}]
+    done = sdk.chat.completions.create(model="fake-model", messages=[
+        {"role": "user", "content": parts}])  # type: ignore[misc,list-item]
+    assert done.choices[0].message.content
+    assert fake_llm.requests[-1].messages[-1]["content"] == parts
+    with pytest.raises(openai.BadRequestError, match="https URL"):
+        sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "ftp://x"}}]}])  # type: ignore[misc,list-item]

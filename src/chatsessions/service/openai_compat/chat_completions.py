@@ -31,6 +31,7 @@ from chatsessions.service.openai_compat.errors import (
     unsupported,
 )
 from chatsessions.service.openai_compat.formats import format_keywords
+from chatsessions.service.openai_compat.images import has_images
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
@@ -96,7 +97,9 @@ def backend_message(item: Any, index: int) -> dict[str, Any]:
     calls = item.get("tool_calls") if role == "assistant" else None
     content = item.get("content")
     message: dict[str, Any] = {"role": ROLES[role], "content": (
-        None if calls and content is None else content_text(content, f"{where}.content"))}
+        content if role == "user" and has_images(content)  # the library checks them
+        else None if calls and content is None
+        else content_text(content, f"{where}.content"))}
     if calls:
         if not isinstance(calls, list):
             raise bad_request("'tool_calls' must be a list.", f"{where}.tool_calls")

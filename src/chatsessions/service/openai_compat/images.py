@@ -25,3 +25,9 @@ def last_message_images(items: Any) -> tuple[Any, list[Any] | None]:
     texts = [part for part in content
              if not (isinstance(part, dict) and part.get("type") in IMAGE_PARTS)]
     return [*items[:-1], {**last, "content": texts or ""}], content
+
+
+def has_images(content: Any) -> bool:
+    """Whether a message's content is a list of parts holding an image."""
+    return isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") in IMAGE_PARTS for part in content)
