@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run demo serve test lint format bench clean vendor
+.PHONY: install run demo serve test lint format bench mutate clean vendor
 
 install: $(STAMP)
 
@@ -36,5 +36,8 @@ vendor:  ## refresh the vendored browser code (Swagger UI, marked, DOMPurify) fr
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
+mutate: install  ## mutation testing of the guarantee modules (by hand, long): TARGETS="circuit leases"
+	$(PY) scripts/mutate.py $(TARGETS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .mutate

@@ -22,6 +22,7 @@ from bench import (
     embedded,
     flat,
     graph,
+    latency,
     lookups,
     overhead,
     peer,
@@ -40,17 +41,18 @@ _NUMBERS = re.compile(r"\[\s*((?:-?[\d.e+-]+,?\s*)+)\]")
 #: (chats, turns[, passes]) per benchmark and mode; service: (clients, rounds, turns per
 #: round); scale: the ladder of turns in flight; scale_memory: (chats,); lookups: (chats,
 #: messages per chat, turns); routing: (chats, turns, turns in flight, passes); tools:
-#: (pairs of chats, rounds)
+#: (pairs of chats, rounds); latency: (samples,)
 SIZES: dict[str, dict[str, tuple[int, ...]]] = {
     "full": {"placement": (10, 10, 3), "overhead": (20, 10, 3), "flat": (8, 200),
              "peer": (100, 20, 3), "service": (64, 8, 4),
              "scale": (200, 300, 500, 1000, 10_000), "scale_memory": (2000,),
              "embedded": (4, 10, 2), "graph": (4, 200), "lookups": (100_000, 4, 50),
-             "routing": (48, 8, 3, 2), "tools": (8, 25)},
+             "routing": (48, 8, 3, 2), "tools": (8, 25), "latency": (200,)},
     "quick": {"placement": (2, 2, 1), "overhead": (2, 2, 1), "flat": (2, 20),
-              "peer": (3, 2, 1), "service": (4, 2, 1), "scale": (200,),
+              "peer": (3, 2, 1), "service": (8, 2, 8), "scale": (200,),
               "scale_memory": (100,), "embedded": (2, 3, 1), "graph": (2, 12),
-              "lookups": (2000, 4, 5), "routing": (6, 2, 3, 1), "tools": (2, 2)},
+              "lookups": (2000, 4, 5), "routing": (6, 2, 3, 1), "tools": (2, 2),
+              "latency": (10,)},
 }
 
 
@@ -83,6 +85,7 @@ def run_all(mode: str, workdir: Path) -> dict[str, Any]:
                                    *sizes["peer"], log)
         # These start their own fake models and servers, as subprocesses.
         benches["service"] = service.run(workdir, pg_service, *sizes["service"], log)
+        benches["latency"] = latency.run(workdir, *sizes["latency"], log)
         benches["scale"] = scale.run(workdir, sizes["scale"], *sizes["scale_memory"], log)
         benches["embedded"] = embedded.run(workdir, *sizes["embedded"], log)
         benches["routing"] = routing.run(*sizes["routing"], log)
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     for bench in data["benchmarks"].values():
         for ratio in bench["ratios"]:
             verdict = {True: "pass", False: "FAIL", None: "report"}[ratio["passed"]]
-            log(f"{ratio['name']:28s} {ratio['value']:7.2f}x  {verdict}")
+            unit = "x" if ratio.get("unit", "×") == "×" else f" {ratio['unit']}"
+            log(f"{ratio['name']:28s} {ratio['value']:7.2f}{unit}  {verdict}")
     log(f"wrote {results_dir / 'latest.json'} and {docs_dir / 'benchmarks.md'}")
     return 0
 

@@ -209,6 +209,7 @@ class Ratio:
     target: float | None = None
     better: str = "lower"  # "lower": value <= target passes; "higher": value >= target
     how: str = ""
+    unit: str = "×"  # what the value and target are in: a ratio, or "ms"
 
     @property
     def passed(self) -> bool | None:
@@ -218,4 +219,5 @@ class Ratio:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "value": self.value, "target": self.target,
-                "better": self.better, "passed": self.passed, "how": self.how}
+                "better": self.better, "passed": self.passed, "how": self.how,
+                "unit": self.unit}

@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib
 
-from bench import lookups, routing, tools
+from bench import latency, lookups, routing, tools
 from bench.harness import median
 
 matplotlib.use("Agg")  # no display; must precede pyplot
@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 HOW = {
+    "latency": latency.__doc__ or "",
     "lookups": lookups.__doc__ or "",
     "routing": routing.__doc__ or "",
     "tools": tools.__doc__ or "",
@@ -82,7 +83,8 @@ on one server, then the next server, the first to go rotating). A server's rate 
 turns over the sum of its rounds' wall times. The CPU seconds of every process are read
 from `/proc/PID/stat` around each round: on 2 cores the clients, server and model share
 the CPU, so the clients' own cost is counted on both sides and narrows the rate ratio;
-the server CPU per turn is the figure that does not depend on the clients.""",
+the server CPU per turn is the figure that does not depend on the clients; its target is
+against the proxy calling the model with aiohttp, the cheapest way to call it.""",
     "scale": """\
 For each N, a fresh `chatsessions serve` process (SQLite, open-file limit raised to the
 hard limit in a `preexec_fn`) gets N chats, created first, 64 at a time; then one turn on
@@ -94,9 +96,10 @@ service's `VmRSS` after one warm-up turn, after creating the chats (idle: rows i
 database, nothing cached) and after one turn on each (cached: the history is in the
 service's cache). A burst leaves the buffers of N connections in the allocator, so the
 per-chat figures come from a separate run whose turns go 64 at a time to a zero-delay
-model; the RSS after each burst is listed as well. The same burst, at the largest N but
-one, also goes to the service benchmark's bare FastAPI proxies (nothing stored): what
-this client, the model and a minimal server cost on the same 2 cores.""",
+model; the RSS after each burst is listed as well. The same burst, at the largest N,
+also goes to the service benchmark's bare FastAPI proxies (nothing stored): what this
+client, the model and a minimal server cost on the same 2 cores; the target is against
+the one calling the model with aiohttp.""",
     "embedded": """\
 `AsyncChatSessions(backend="local")` (SmolLM2-135M via llama.cpp, 2 threads) on a SQLite
 file, twice: with the per-chat state cache (the default) and with
@@ -140,7 +143,13 @@ def _verdict(ratio: dict[str, Any]) -> str:
 def _target(ratio: dict[str, Any]) -> str:
     if ratio["target"] is None:
         return "–"
-    return ("≤ " if ratio["better"] == "lower" else "≥ ") + f"{ratio['target']:g}×"
+    unit = _unit(ratio)
+    return ("≤ " if ratio["better"] == "lower" else "≥ ") + f"{ratio['target']:g}{unit}"
+
+
+def _unit(ratio: dict[str, Any]) -> str:
+    unit = str(ratio.get("unit", "×"))
+    return unit if unit == "×" else f" {unit}"
 
 
 def _sides_table(results: dict[str, Any]) -> list[str]:
@@ -270,7 +279,8 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
     ]
     for bench in data["benchmarks"].values():
         for ratio in bench["ratios"]:
-            out.append(f"| `{ratio['name']}` | {ratio['value']:.2f}× | {_target(ratio)} | "
+            out.append(f"| `{ratio['name']}` | {ratio['value']:.2f}{_unit(ratio)} | "
+                       f"{_target(ratio)} | "
                        f"{_verdict(ratio)} | {ratio['how']} |")
     out += ["", f"![per-turn non-model time against turn index]({png_name})", ""]
     for key, bench in data["benchmarks"].items():
@@ -292,7 +302,8 @@ def markdown(data: dict[str, Any], png_name: str) -> str:
             continue
         table = {"flat": _flat_table, "graph": _graph_table, "service": _service_table,
                  "embedded": _embedded_table, "lookups": lookups.table,
-                 "routing": routing.table, "tools": tools.table}.get(key, _sides_table)
+                 "latency": latency.table, "routing": routing.table,
+                 "tools": tools.table}.get(key, _sides_table)
         out += [*table(bench["results"]), ""]
     out += ["## Choices", "", choices(data), ""]
     return "\n".join(out)

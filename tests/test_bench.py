@@ -37,7 +37,8 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert data["machine"]["cpu_count"] >= 1
     assert data["machine"]["python"]
     assert set(data["benchmarks"]) == {"overhead", "flat", "graph", "peer", "service",
-                                       "scale", "embedded", "lookups", "routing", "tools"}
+                                       "scale", "embedded", "lookups", "routing", "tools",
+                                       "latency"}
     for name, bench in data["benchmarks"].items():
         assert bench["ratios"], name
         for ratio in bench["ratios"]:
@@ -55,6 +56,9 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert scale["memory"]["rss_bytes"]["before"] > 0
     floor = scale["bare_proxy"]
     assert [floor[c]["succeeded"] for c in ("httpx", "aiohttp")] == [floor["chats"]] * 2
+    latency = data["benchmarks"]["latency"]["results"]
+    samples = data["benchmarks"]["latency"]["sizes"]["samples"]
+    assert [r["samples"] for r in latency.values()] == [samples] * 3
     embedded = data["benchmarks"]["embedded"]["results"]
     assert embedded["state_cache_on"]["state_cache"]["hits"] > 0
     assert embedded["state_cache_off"]["state_cache"]["enabled"] is False
@@ -67,6 +71,8 @@ def test_quick_benchmarks_write_results_and_docs(tmp_path: Path) -> None:
     assert routed["affinity"]["prompt_tokens"] == routed["round_robin"]["prompt_tokens"]
     for name in ("service_sqlite_rate", "scale_wall_over_model_latency", "routing_ttft_affinity",
                  "scale_wall_vs_proxy_httpx", "embedded_ttft_cache_on",
-                 "tools_postgresql_statements"):
+                 "tools_postgresql_statements",
+                 "service_sqlite_server_cpu_vs_aiohttp_proxy", "scale_wall_vs_proxy_aiohttp",
+                 "ttft_added_ms_messages_sse", "ttft_added_ms_responses_sse"):
         assert f"| `{name}` |" in page
     assert (tmp_path / "benchmarks.png").read_bytes().startswith(b"\x89PNG")

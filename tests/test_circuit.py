@@ -67,6 +67,50 @@ def test_failed_trial_reopens_and_abandoned_trial_frees_the_slot() -> None:
     breaker.before_call()  # the next caller becomes the trial
 
 
+def test_the_refusal_says_how_long_is_left_of_the_cooldown() -> None:
+    clock = Clock()
+    clock.now = 100.0
+    breaker = CircuitBreaker(threshold=1, cooldown=30, clock=clock)
+    breaker.failure(BackendError("down"))
+    clock.now = 110.0
+    with pytest.raises(BackendUnavailable, match=r"\(1 failures in a row\).* 20 more seconds"):
+        breaker.before_call()
+    clock.now = 129.6  # under half a second left: rounds to nothing, never up to a second
+    with pytest.raises(BackendUnavailable, match=" 0 more seconds"):
+        breaker.before_call()
+
+
+def test_a_success_forgets_earlier_failures_and_frees_the_next_trial() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=3, cooldown=5, clock=clock)
+    for _ in range(2):
+        breaker.failure(BackendError("boom", status_code=500))
+    breaker.success()
+    for _ in range(2):
+        breaker.failure(BackendError("boom", status_code=500))
+    assert breaker.state == "closed"  # two in a row again, not four
+    breaker.failure(BackendError("boom", status_code=500))
+    assert breaker.state == "open"
+    clock.now = 5
+    breaker.before_call()  # the trial
+    breaker.success()
+    for _ in range(3):
+        breaker.failure(BackendError("boom", status_code=500))
+    clock.now = 10
+    breaker.before_call()  # the next outage has its own trial
+
+
+def test_a_client_error_in_the_trial_is_no_verdict() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(threshold=1, cooldown=5, clock=clock)
+    breaker.failure(BackendError("down"))
+    clock.now = 5
+    breaker.before_call()
+    breaker.failure(BackendError("bad request", status_code=400))
+    assert breaker.state == "half-open"
+    breaker.before_call()  # says nothing of the backend's health: the next caller tries
+
+
 def test_client_errors_do_not_open_the_circuit() -> None:
     breaker = CircuitBreaker(threshold=1, cooldown=5)
     breaker.failure(BackendError("bad request", status_code=400))

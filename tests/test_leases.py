@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from chatsessions import AsyncChatSessions, BackendError, ChatBusy, InvalidInput, Role, TurnStatus
+from chatsessions import (
+    AsyncChatSessions,
+    BackendError,
+    ChatBusy,
+    ChatNotFound,
+    InvalidInput,
+    Role,
+    TurnStatus,
+)
+from chatsessions.store.schema import chats
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import utcnow
 
@@ -90,8 +101,36 @@ async def test_busy_beyond_the_wait_is_chat_busy(settings_kwargs: dict[str, obje
                                              utcnow() + timedelta(seconds=30))
         with pytest.raises(ChatBusy) as info:
             await chats.send_message(chat_id, "hello?")
-        assert info.value.retry_after > 0
+        assert info.value.retry_after == 1.0
+        assert info.value.chat_id == chat_id
+        assert chat_id in str(info.value)
         assert (await chats.get_chat(chat_id)).message_count == 0
+        with pytest.raises(ChatNotFound, match="no-such-chat"):
+            await chats.send_message("no-such-chat", "hello?")
+
+
+async def test_a_lease_freed_within_the_last_second_of_the_wait_is_taken(
+    settings_kwargs: dict[str, object],
+) -> None:
+    """The turn polls until its deadline, however little of it is left: the other
+    replica's lease is released right after the first refused poll."""
+    async with AsyncChatSessions(**settings_kwargs, busy_timeout=1.0) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat()
+        store = chats._runtime.store
+        await store.try_lease(chat_id, "default", "other", utcnow() + timedelta(seconds=30))
+        try_lease = store.try_lease
+        refused: list[bool] = []
+
+        async def release_after_first_refusal(*args: Any, **kwargs: Any) -> Any:
+            chat, acquired = await try_lease(*args, **kwargs)
+            if not acquired and not refused:
+                refused.append(True)
+                await store.release_lease(chat_id, "other")
+            return chat, acquired
+
+        store.try_lease = release_after_first_refusal  # type: ignore[method-assign]
+        assert await chats.send_message(chat_id, "hello?")
+        assert refused == [True]
 
 
 async def test_restart_with_the_same_replica_id_takes_its_chats_back(
@@ -226,3 +265,63 @@ async def test_a_turn_longer_than_its_lease_keeps_renewing_it(
         assert await turn
         statuses = [m.status for m in await b.history(chat_id, include_failed=True)]
         assert statuses[1:] == [TurnStatus.OK, TurnStatus.OK]
+
+
+async def test_a_presumed_turn_takes_its_lease_with_its_first_write_and_renews_it(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    """A's second turn presumes the chat as its first left it: the question's write takes
+    the lease (no separate lease write), held by A in the database and renewed for as long
+    as the model takes, so another replica stays out and a dead A's lease would expire."""
+    settings = {**settings_kwargs, "request_timeout": 30.0}
+    async with (
+        AsyncChatSessions(**settings, replica_id="a", lease_ttl=1.0) as a,  # type: ignore[arg-type]
+        AsyncChatSessions(**settings, replica_id="b") as b,  # type: ignore[arg-type]
+    ):
+        chat_id = await a.create_chat()
+        query = sa.select(chats.c.lease_owner, chats.c.lease_expires_at).where(
+            chats.c.id == chat_id)
+        fake_llm.delay = 1.0
+        first = asyncio.ensure_future(a.send_message(chat_id, "the first, not presumed"))
+        await asyncio.sleep(0.5)
+        assert not first.done()
+        owner, until = await b._runtime.store.db.read(lambda conn: conn.execute(query).one())
+        assert owner is not None
+        assert owner.startswith("a")
+        assert until is not None
+        assert _aware(until) > utcnow()
+        assert await first
+        assert a._runtime.presumed_chat(chat_id) is not None
+        store = a._runtime.store
+        lease_writes: list[str] = []
+        try_lease = store.try_lease
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            lease_writes.append(args[0])
+            return await try_lease(*args, **kwargs)
+
+        store.try_lease = counted  # type: ignore[method-assign]
+        fake_llm.delay = 4.0
+        started = asyncio.get_running_loop().time()
+        turn = asyncio.ensure_future(a.send_message(chat_id, "a slow one"))
+        while asyncio.get_running_loop().time() - started < 2.5:  # 2.5 lease periods
+            await asyncio.sleep(0.5)
+            assert not turn.done()
+            owner, until = await b._runtime.store.db.read(
+                lambda conn: conn.execute(query).one())
+            assert owner is not None
+            assert owner.startswith("a")
+            assert until is not None
+            assert _aware(until) > utcnow()  # renewed once the first period is over
+            _chat, acquired = await b._runtime.store.try_lease(
+                chat_id, "default", "b-elsewhere", utcnow() + timedelta(seconds=30))
+            assert not acquired
+        assert await turn
+        assert lease_writes == []
+        owner, _until = await b._runtime.store.db.read(lambda conn: conn.execute(query).one())
+        assert owner is None  # released by the answer's write
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands the column back naive (in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -13,6 +13,7 @@ from chatsessions import (
     BackendError,
     ChatNotFound,
     ChatSessions,
+    DatabaseUnavailable,
     InvalidInput,
     Role,
     TurnStatus,
@@ -92,10 +93,15 @@ async def test_bad_pages_are_refused(sessions: AsyncChatSessions, kwargs: dict[s
 
 async def test_ping(sessions: AsyncChatSessions, database_url: str, tmp_path: Path) -> None:
     await sessions.ping()
-    # a directory is no SQLite file; a database that does not exist is no PostgreSQL one
-    broken = f"sqlite:///{tmp_path}" if database_url.startswith("sqlite") else (
-        database_url.rsplit("/", 1)[0] + "/no_such_database")
-    with pytest.raises(sqlalchemy.exc.DBAPIError):  # the driver's own error
+    # a directory is no SQLite file (one that cannot be opened: the database is away, as
+    # guarantee 6 says); a database that does not exist is no PostgreSQL one (the driver's
+    # own error: no outage, a wrong URL)
+    if database_url.startswith("sqlite"):
+        broken, expected = f"sqlite:///{tmp_path}", DatabaseUnavailable
+    else:
+        broken = database_url.rsplit("/", 1)[0] + "/no_such_database"
+        expected = sqlalchemy.exc.DBAPIError
+    with pytest.raises(expected):
         await AsyncChatSessions(database_url=broken).ping()
 
 

@@ -196,6 +196,7 @@ class AsyncChatSessions:
         self._remember(chat.id, tools)
         if idempotency_key is None:
             await store.create_chat(chat)
+            self._runtime.created(chat)
             return chat.id
         check_text(idempotency_key, field="idempotency key", max_chars=200)
         digest = request_hash(chat)

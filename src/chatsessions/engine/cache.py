@@ -77,6 +77,12 @@ class History:
         return 0
 
 
+def chat_entry_bytes(chat: Chat) -> int:
+    """About what a cached chat with no messages holds: its row. Counted so that chats
+    created and never used still take their share of the budget."""
+    return len(chat.system_prompt) + _PER_MESSAGE_BYTES
+
+
 def _size(message: Message) -> int:
     """About what a message holds in memory: its text, and its images' URLs (an inline
     image is megabytes of base64)."""

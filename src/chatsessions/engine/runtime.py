@@ -9,7 +9,7 @@ from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine import holders
 from chatsessions.engine.background import BackgroundRuns
-from chatsessions.engine.cache import History, HistoryCache
+from chatsessions.engine.cache import History, HistoryCache, chat_entry_bytes
 from chatsessions.engine.leases import TurnLeases
 from chatsessions.engine.live import LiveTurns
 from chatsessions.engine.model_call import ModelCalls
@@ -95,6 +95,14 @@ class Runtime:
             self.cache.discard(chat.id)
             return None
         return entry
+
+    def created(self, chat: Chat) -> None:
+        """A chat this process has just written, with no messages: its first turn presumes
+        it as written and its history empty, so it reads nothing before calling the model
+        (were the chat changed meanwhile, that turn's first write finds out and it looks
+        again, as for any presumed chat)."""
+        self.cache.put(chat.id, History(chat=chat, version=chat.history_version,
+                                        nbytes=chat_entry_bytes(chat)))
 
     async def visible_history(self, chat: Chat) -> History:
         """The chat's ok messages, from the cache, reading only rows it has not seen

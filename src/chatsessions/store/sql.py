@@ -130,7 +130,7 @@ class SQLStore(SQLRuns):
         if not storable(chat_id):
             return None
         params = {"p_chat": chat_id, "p_tenant": tenant_id}
-        row = await self.db.read(
+        row = await self.db.read_now(
             lambda conn: conn.execute(stmt.GET_CHAT, params).mappings().first())
         return to_chat(row) if row else None
 

@@ -1,0 +1,173 @@
+"""Mutation testing of the modules that carry the guarantees (``make mutate``), run by hand.
+
+Each target mutates its own files (or only some functions of them) against a fast
+selection of the tests that exercise them, in its own work directory
+(``.mutate/<target>/``, which mutmut fills with its ``mutants/`` copy), so the targets'
+selections and cached results do not disturb one another. mutmut's settings shared by
+all targets are in pyproject.toml's ``[tool.mutmut]``; this map adds, per target, what to
+mutate and which tests to run. Within a target mutmut runs, for each mutant, only the
+selected tests that reached the mutated function.
+
+    python scripts/mutate.py [TARGET ...]        # default: every target, in order
+    python scripts/mutate.py --report [TARGET ...]  # the last results, without running
+
+Each run starts afresh. Afterwards ``cd .mutate/<target> && mutmut show <mutant>`` shows a mutant's diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutate"
+#: engine-only modules: SQLite is enough and twice as fast; store code runs on both
+SQLITE = ["-k", "not postgresql and not cli"]
+BOTH = ["-k", "not cli"]
+
+
+@dataclass(frozen=True)
+class Target:
+    files: list[str]
+    tests: list[str]
+    #: mutant-name globs to run (default: every mutant of ``files``)
+    functions: list[str] = field(default_factory=list)
+
+
+TARGETS: dict[str, Target] = {
+    "circuit": Target(
+        files=["src/chatsessions/engine/circuit.py"],
+        tests=["tests/test_circuit.py",
+               "tests/test_guarantees_promises.py::test_open_circuit_is_503_without_calling_the_model",
+               *SQLITE],
+    ),
+    "leases": Target(
+        files=["src/chatsessions/engine/leases.py"],
+        tests=["tests/test_leases.py", "tests/test_turn_writes.py",
+               "tests/test_guarantees_promises.py::test_busy_chat_is_409_chat_busy_with_retry_after",
+               *SQLITE],
+    ),
+    "context": Target(
+        files=["src/chatsessions/engine/context.py"],
+        tests=["tests/test_context.py", "tests/test_context_policy.py", *SQLITE],
+    ),
+    "turn_writes": Target(
+        files=["src/chatsessions/store/turn_writes.py"],
+        tests=["tests/test_turn_writes.py", "tests/test_leases.py", *BOTH],
+    ),
+    "turn": Target(
+        files=["src/chatsessions/engine/turn.py"],
+        tests=["tests/test_leases.py", "tests/test_turn_writes.py",
+               "tests/test_guarantees_idempotency.py", "tests/test_guarantees_promises.py",
+               "tests/test_sessions.py", *SQLITE],
+    ),
+    # idempotency: chat creation's check and request hash, and the store's key statements
+    # (the turn's replay of a keyed request is in the "turn" target)
+    "idempotency": Target(
+        files=["src/chatsessions/sessions.py", "src/chatsessions/store/sql.py"],
+        functions=[
+            "chatsessions.sessions.xǁAsyncChatSessionsǁcreate_chat__mutmut_*",
+            "chatsessions.sessions.x_request_hash__mutmut_*",
+            "chatsessions.store.sql.xǁSQLStoreǁcreate_chat__mutmut_*",
+            "chatsessions.store.sql.xǁSQLStoreǁchat_by_idempotency_key__mutmut_*",
+            "chatsessions.store.sql.xǁSQLStoreǁmessage_by_idempotency_key__mutmut_*",
+            "chatsessions.store.sql.xǁSQLStoreǁexpire_idempotency_keys__mutmut_*",
+        ],
+        tests=["tests/test_guarantees_idempotency.py", "tests/test_leases.py",
+               "tests/test_guarantees_promises.py", *BOTH],
+    ),
+}
+
+
+def _pyproject(target: Target) -> str:
+    """The project's pyproject.toml with the target's files and tests in ``[tool.mutmut]``."""
+    text = (ROOT / "pyproject.toml").read_text()
+    header = "[tool.mutmut]\n"
+    assert header in text, "pyproject.toml has no [tool.mutmut] table"
+    added = (f"only_mutate = {json.dumps(target.files)}\n"
+             f"pytest_add_cli_args_test_selection = {json.dumps(target.tests)}\n")
+    return text.replace(header, header + added, 1)
+
+
+def prepare(name: str, target: Target) -> Path:
+    """The target's work directory: the sources and tests linked, its own pyproject."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for linked in ("src", "tests"):
+        link = work / linked
+        if not link.exists():
+            link.symlink_to(ROOT / linked, target_is_directory=True)
+    (work / "pyproject.toml").write_text(_pyproject(target))
+    return work
+
+
+def run(name: str, target: Target, children: int) -> int:
+    work = prepare(name, target)
+    # afresh: mutmut keeps verdicts of unchanged functions even when the tests changed
+    shutil.rmtree(work / "mutants", ignore_errors=True)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    command = [str(mutmut), "run", "--max-children", str(children), *target.functions]
+    print(f"== {name}: {' '.join(target.files)}", flush=True)
+    return subprocess.run(command, cwd=work, env=os.environ | {"PYTHONHASHSEED": "0"},
+                          check=False).returncode
+
+
+def report(name: str, target: Target) -> dict[str, object]:
+    """Kill rate and survivors from the target's last run (mutmut's ``.meta`` files)."""
+    from mutmut.stats import status_by_exit_code
+
+    work = WORK / name
+    counts: Counter[str] = Counter()
+    survivors: list[str] = []
+    for source in target.files:
+        meta = work / "mutants" / (source + ".meta")
+        if not meta.exists():
+            continue
+        codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+        for mutant, code in codes.items():
+            if target.functions and not any(fnmatch.fnmatch(mutant, pattern)
+                                            for pattern in target.functions):
+                continue
+            status = status_by_exit_code[code]
+            counts[status] += 1
+            if status not in ("killed", "timeout", "caught by type check"):
+                survivors.append(f"{status}: {mutant}")
+    tested = sum(counts.values()) - counts["not checked"]
+    killed = counts["killed"] + counts["timeout"]
+    rate = killed / tested if tested else 0.0
+    return {"target": name, "mutants": sum(counts.values()), "killed": killed,
+            "rate": round(rate, 3), "counts": dict(counts), "survivors": sorted(survivors)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(TARGETS))
+    parser.add_argument("--report", action="store_true", help="print the last results only")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    names = args.targets or list(TARGETS)
+    unknown = set(names) - set(TARGETS)
+    if unknown:
+        parser.error(f"no target {', '.join(sorted(unknown))}; there are {', '.join(TARGETS)}")
+    failed = 0
+    for name in names:
+        if not args.report:
+            failed |= run(name, TARGETS[name], args.children)
+        result = report(name, TARGETS[name])
+        print(f"{name}: {result['killed']}/{result['mutants']} killed ({result['rate']:.1%}) "
+              f"{result['counts']}")
+        for line in result["survivors"]:  # type: ignore[attr-defined]
+            print(f"    {line}")
+    return failed
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
