@@ -94,8 +94,10 @@ def test_backend_failures(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
 @pytest.mark.parametrize(
     ("change", "param"),
     [
-        ({"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+        # images are taken in user messages only
+        ({"messages": [{"role": "assistant", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]},
+            {"role": "user", "content": "hi"}]},
          "messages[0].content[0].type"),
         # an output without its call, a call without its output: the model never sees them
         ({"messages": [{"role": "tool", "tool_call_id": "c", "content": "{}"}]}, None),
@@ -108,7 +110,7 @@ def test_backend_failures(sdk: openai.OpenAI, fake_llm: FakeLLMServer) -> None:
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, None),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"n": 2}, "n"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),
         ({"temperature": 3}, None),
         ({"messages": []}, "messages"),

@@ -56,8 +56,10 @@ def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
+        # images are taken in the last (the asked) user message only
         ({"input": [{"role": "user", "content": [
-            {"type": "input_image", "image_url": "https://example.com/a.png"}]}]},
+            {"type": "input_image", "image_url": "https://example.com/a.png"}]},
+            {"role": "assistant", "content": "ok"}, {"role": "user", "content": "hi"}]},
          "input[0].content[0].type"),
         ({"input": [{"role": "user", "content": [
             {"type": "input_text", "text": "see"},
@@ -70,7 +72,7 @@ def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) 
         ({"input": "x", "tool_choice": "required"}, "tool_choice"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f",
                      "arguments": "{}"}]}, "input"),
-        ({"input": "x", "text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "text.format"),
         ({"input": "x", "reasoning": {"effort": "low"}}, "reasoning"),
         ({"input": "x", "background": True, "store": False}, "background"),
         ({"input": "x", "include": ["message.output_text.logprobs"]}, "include"),

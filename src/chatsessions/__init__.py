@@ -4,6 +4,7 @@ The public API is re-exported here; everything else is an implementation detail.
 """
 
 from chatsessions.config import Settings
+from chatsessions.engine.structured import check_response_format
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.errors import (
     BackendError,
@@ -16,6 +17,7 @@ from chatsessions.errors import (
     ChatSessionsError,
     ContextTooLong,
     DatabaseUnavailable,
+    InvalidAnswer,
     InvalidInput,
     RunNotFound,
     ToolCallsPending,
@@ -34,6 +36,7 @@ from chatsessions.types import (
     GenerationParams,
     Message,
     ModelUsage,
+    ResponseFormat,
     Role,
     Run,
     RunStatus,
@@ -69,9 +72,11 @@ __all__ = [
     "ContextTooLong",
     "DatabaseUnavailable",
     "GenerationParams",
+    "InvalidAnswer",
     "InvalidInput",
     "Message",
     "ModelUsage",
+    "ResponseFormat",
     "Role",
     "Run",
     "RunNotFound",
@@ -90,5 +95,6 @@ __all__ = [
     "TurnStatus",
     "Usage",
     "UsageReport",
+    "check_response_format",
 ]
 __version__ = "0.1.0"

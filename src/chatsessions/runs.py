@@ -19,10 +19,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from chatsessions.engine.content import PartSpec
 from chatsessions.engine.live import Step
+from chatsessions.engine.structured import FormatSpec
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.errors import BackendError, RunNotFound
-from chatsessions.types import GenerationParams, Role, Run, TurnStatus, utcnow
+from chatsessions.types import ContextPolicy, GenerationParams, Role, Run, TurnStatus, utcnow
 from chatsessions.validation import check_metadata, check_params, check_text
 
 if TYPE_CHECKING:
@@ -45,7 +47,7 @@ class AsyncRuns:
     async def stream(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -54,6 +56,8 @@ class AsyncRuns:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[Step, None]:
         """:meth:`AsyncChatSessions.stream` as numbered steps, the turn detached from the
         reader: closing this generator early leaves the turn running to its end (stored
@@ -64,7 +68,9 @@ class AsyncRuns:
         turn = sessions.stream(chat_id, text, params=params, idempotency_key=idempotency_key,
                                system_prompt=system_prompt, if_message_count=if_message_count,
                                tools=tools, tool_choice=tool_choice,
-                               parallel_tool_calls=parallel_tool_calls)
+                               parallel_tool_calls=parallel_tool_calls,
+                               response_format=response_format,
+                               context_policy=context_policy)
         log = runtime.live.start(turn, chat_id, lambda: self._answer_seq(chat_id))
         await log.started()
         async for step in log.follow():
@@ -91,7 +97,7 @@ class AsyncRuns:
     async def start(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,
@@ -225,7 +231,7 @@ class Runs:
     def stream(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -234,11 +240,14 @@ class Runs:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Iterator[Step]:
         return self._runner.iterate(self.aio.stream(
             chat_id, text, params=params, idempotency_key=idempotency_key,
             system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
-            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls))
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format, context_policy=context_policy))
 
     def follow(self, chat_id: str, seq: int, *, after: int = -1) -> Iterator[Step]:
         return self._runner.iterate(self.aio.follow(chat_id, seq, after=after))
@@ -246,7 +255,7 @@ class Runs:
     def start(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,

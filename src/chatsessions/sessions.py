@@ -12,14 +12,23 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
+
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.answer import AnswerOptions, run_answer
+from chatsessions.engine.content import PartSpec, check_content
 from chatsessions.engine.export import export_json, export_markdown
 from chatsessions.engine.importing import build_chat
 from chatsessions.engine.model_call import final
 from chatsessions.engine.regenerate import run_regenerate
 from chatsessions.engine.runtime import Runtime
+from chatsessions.engine.structured import (
+    FormatSpec,
+    check_response_format,
+    parse_answer,
+    parse_into,
+)
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.tool_round import RoundOptions, cancel_calls, run_tool_round
 from chatsessions.engine.tools import (
@@ -43,6 +52,7 @@ from chatsessions.types import (
     ContextPolicy,
     GenerationParams,
     Message,
+    ResponseFormat,
     Role,
     SearchHit,
     StreamItem,
@@ -343,7 +353,7 @@ class AsyncChatSessions:
     async def send(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -353,6 +363,8 @@ class AsyncChatSessions:
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
         max_tool_rounds: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         """Run one turn and return the stored assistant message (with usage).
 
@@ -368,10 +380,22 @@ class AsyncChatSessions:
         a tool that is only a definition, the answer returned holds ``tool_calls`` and the
         chat waits for :meth:`send_tool_results` (or :meth:`cancel_tool_calls`); a new
         message meanwhile raises :class:`ToolCallsPending`.
+
+        ``text`` may be a list of parts (text, and images by URL or base64 data URL, in
+        OpenAI's chat or Responses shapes), stored as the message's ``parts``.
+        ``response_format`` (a pydantic model class, a :class:`ResponseFormat`, or
+        OpenAI's dict) asks for JSON of that shape; the answer is stored as text and
+        returned with ``parsed`` set (the model's instance, or the JSON value), or
+        :class:`InvalidAnswer` is raised when it does not fit (the answer stays stored).
+        ``context_policy`` overrides the chat's for this turn (``none`` refuses a chat
+        too long for the window with :class:`ContextTooLong`, storing nothing).
         """
+        spec = check_response_format(response_format)
         return await _stored(self._converse(chat_id, text, TurnOptions(
-            check_params(params), idempotency_key, system_prompt, if_message_count),
-            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=False))
+            check_params(params), idempotency_key, system_prompt, if_message_count,
+            response_format=spec, context_policy=_policy(context_policy)),
+            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=False,
+            model=response_format))
 
     async def send_message(
         self,
@@ -398,7 +422,7 @@ class AsyncChatSessions:
     async def stream(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -408,13 +432,18 @@ class AsyncChatSessions:
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
         max_tool_rounds: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """Yield text deltas and tool-call pieces as they arrive, each stored answer that
         calls tools and each stored tool output (as Messages), then the stored final
         assistant message, last (options as for :meth:`send`)."""
+        spec = check_response_format(response_format)
         turn = self._converse(chat_id, text, TurnOptions(
-            check_params(params), idempotency_key, system_prompt, if_message_count),
-            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=True)
+            check_params(params), idempotency_key, system_prompt, if_message_count,
+            response_format=spec, context_policy=_policy(context_policy)),
+            tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=True,
+            model=response_format)
         async with aclosing(turn):
             async for item in turn:
                 yield item
@@ -553,13 +582,15 @@ class AsyncChatSessions:
                      self.settings.max_tool_rounds if max_rounds is None else max_rounds)
 
     def _converse(
-        self, chat_id: str, text: str, options: TurnOptions, tools: Sequence[ToolSpec] | None,
-        tool_choice: str | None, parallel: bool | None, max_rounds: int | None, *,
-        streaming: bool,
+        self, chat_id: str, text: str | Sequence[PartSpec], options: TurnOptions,
+        tools: Sequence[ToolSpec] | None, tool_choice: str | None, parallel: bool | None,
+        max_rounds: int | None, *, streaming: bool, model: FormatSpec | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         loop = self._loop(chat_id, tools, tool_choice, parallel, max_rounds)
         turn = self._turn(chat_id, text, replace(options, tools=loop.tools),
                           streaming=streaming)
+        if options.response_format is not None:
+            turn = _parsing(turn, options.response_format, model)
         if not loop.functions:
             return turn
         return self._run_loop(chat_id, loop, turn, streaming,
@@ -718,12 +749,15 @@ class AsyncChatSessions:
     async def _turn(
         self,
         chat_id: str,
-        text: str,
+        content: str | Sequence[PartSpec],
         options: TurnOptions,
         *,
         streaming: bool,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
-        text = check_text(text, field="message", max_chars=self.settings.max_message_chars)
+        text, parts = check_content(content, field="message",
+                                    max_chars=self.settings.max_message_chars)
+        if parts is not None:
+            options = replace(options, parts=parts)
         if options.idempotency_key is not None:
             check_text(options.idempotency_key, field="idempotency key", max_chars=200)
         if options.system_prompt is not None:
@@ -743,13 +777,15 @@ class AsyncChatSessions:
     async def answer(
         self,
         chat_id: str | None,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,
         model: str | None = None,
         prior: Sequence[tuple[Role, str]] = (),
         up_to_seq: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         """Answer ``text`` as the chat's next turn would, storing nothing (``store=False``).
 
@@ -759,49 +795,58 @@ class AsyncChatSessions:
         held up. ``chat_id=None`` answers with no history, by the default backend.
         ``prior`` adds user/assistant messages before ``text``; ``up_to_seq`` answers from
         the history up to that message. Returns the answer as a Message with seq 0.
+        ``text`` (parts), ``response_format`` and ``context_policy`` as for :meth:`send`.
         """
         return await _stored(await self._answer(
-            chat_id, text, params, system_prompt, model, prior, up_to_seq, streaming=False))
+            chat_id, text, params, system_prompt, model, prior, up_to_seq, streaming=False,
+            response_format=response_format, context_policy=context_policy))
 
     async def stream_answer(
         self,
         chat_id: str | None,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,
         model: str | None = None,
         prior: Sequence[tuple[Role, str]] = (),
         up_to_seq: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[str | Message, None]:
         """:meth:`answer`, yielding text deltas, then the answer (not stored)."""
         run = await self._answer(chat_id, text, params, system_prompt, model, prior,
-                                 up_to_seq, streaming=True)
+                                 up_to_seq, streaming=True, response_format=response_format,
+                                 context_policy=context_policy)
         async with aclosing(run):
             async for item in run:
                 yield item
 
     async def _answer(
-        self, chat_id: str | None, text: str,
+        self, chat_id: str | None, content: str | Sequence[PartSpec],
         params: GenerationParams | dict[str, Any] | None, system_prompt: str | None,
         model: str | None, prior: Sequence[tuple[Role, str]], up_to_seq: int | None, *,
-        streaming: bool,
+        streaming: bool, response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[str | Message, None]:
         limit = self.settings.max_message_chars
+        spec = check_response_format(response_format)
         options = AnswerOptions(
             params=check_params(params),
             system_prompt=None if system_prompt is None
             else self._check_system_prompt(system_prompt),
             model=None if model is None else check_label(model, field="model", max_chars=200),
-            prior=[(_added_role(role), check_text(content, field="message", max_chars=limit))
-                   for role, content in prior],
-            up_to_seq=up_to_seq)
-        text = check_text(text, field="message", max_chars=limit)
+            prior=[(_added_role(role), check_text(said, field="message", max_chars=limit))
+                   for role, said in prior],
+            up_to_seq=up_to_seq, response_format=spec, context_policy=_policy(context_policy))
+        text, parts = check_content(content, field="message", max_chars=limit)
+        options = replace(options, parts=parts)
         if up_to_seq is not None and up_to_seq < 0:
             raise InvalidInput("up_to_seq must not be negative")
         await self._ready()
-        return run_answer(self._runtime, self.tenant_id, chat_id, text, options,
-                          streaming=streaming)
+        run = run_answer(self._runtime, self.tenant_id, chat_id, text, options,
+                         streaming=streaming)
+        return run if spec is None else _parsing(run, spec, response_format)
 
     async def complete(
         self,
@@ -813,6 +858,7 @@ class AsyncChatSessions:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
     ) -> Completion:
         """A stateless completion of ``messages`` (OpenAI's chat shape: the whole
         conversation, as its chat completions take it, with assistant ``tool_calls`` and
@@ -820,11 +866,13 @@ class AsyncChatSessions:
         circuit breaker and the deadline as a turn's does. ``backend`` defaults to the
         configured one, ``model`` to its own. ``tools`` (definitions; functions are only
         described, not run), ``tool_choice`` and ``parallel_tool_calls`` are offered to
-        the model; the calls it makes are the Completion's ``tool_calls``."""
+        the model; the calls it makes are the Completion's ``tool_calls``.
+        ``response_format`` asks for JSON of that shape (the text is not parsed here)."""
         return await final(self._complete(messages, model, backend, params,
                                           tool_options(tools, tool_choice,
                                                        parallel_tool_calls),
-                                          streaming=False))
+                                          streaming=False,
+                                          response_format=response_format))
 
     async def stream_complete(
         self,
@@ -836,12 +884,13 @@ class AsyncChatSessions:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Completion, None]:
         """:meth:`complete`, yielding text deltas and tool-call pieces, then the
         Completion."""
         run = self._complete(messages, model, backend, params,
                              tool_options(tools, tool_choice, parallel_tool_calls),
-                             streaming=True)
+                             streaming=True, response_format=response_format)
         async with aclosing(run):
             async for item in run:
                 yield item
@@ -849,9 +898,10 @@ class AsyncChatSessions:
     def _complete(
         self, messages: Sequence[Mapping[str, Any]], model: str | None, backend: str | None,
         params: GenerationParams | dict[str, Any] | None, tools: ToolOptions | None, *,
-        streaming: bool,
+        streaming: bool, response_format: FormatSpec | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
         checked = check_params(params)
+        spec = check_response_format(response_format)
         if isinstance(messages, (str, bytes, Mapping)):
             raise InvalidInput("messages must be a list of messages")
         shown = [check_chat_message(item, self.settings.max_message_chars)
@@ -860,7 +910,7 @@ class AsyncChatSessions:
         models = self._runtime.models
         chosen = models.backend(backend)
         return models.call(chosen, shown, checked, model or chosen.default_model,
-                           streaming=streaming, tools=tools)
+                           streaming=streaming, tools=tools, response_format=spec)
 
     async def sweep(self) -> int:
         """Housekeeping for long-running services: fail turns orphaned by dead replicas
@@ -1046,6 +1096,26 @@ async def _stored(turn: AsyncGenerator[str | ToolCallDelta | Message, None]) -> 
                 answer = item
     assert answer is not None
     return answer
+
+
+async def _parsing(run: AsyncGenerator[Any, None], fmt: ResponseFormat,
+                   spec: FormatSpec | None) -> AsyncGenerator[Any, None]:
+    """``run``, its final text answer given back with ``parsed`` read against ``fmt``
+    (into ``spec`` when that is a pydantic model class). An answer that calls tools is
+    not the final one, and is passed on as it is."""
+    async with aclosing(run):
+        async for item in run:
+            if (isinstance(item, Message) and item.role is Role.ASSISTANT
+                    and not item.tool_calls and fmt.structured):
+                item = replace(item, parsed=(
+                    parse_into(spec, item.content)
+                    if isinstance(spec, type) and issubclass(spec, BaseModel)
+                    else parse_answer(fmt, item.content)))
+            yield item
+
+
+def _policy(value: ContextPolicy | str | None) -> ContextPolicy | None:
+    return None if value is None else check_context_policy(value)
 
 
 def _added_role(role: Role | str) -> Role:

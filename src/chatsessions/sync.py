@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
+from chatsessions.engine.content import PartSpec
+from chatsessions.engine.structured import FormatSpec
 from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.keys import ApiKeys
@@ -202,7 +204,7 @@ class ChatSessions:
     def send(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -212,12 +214,15 @@ class ChatSessions:
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
         max_tool_rounds: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         return self._runner.call(self.aio.send(
             chat_id, text, params=params, idempotency_key=idempotency_key,
             system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
             tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
-            max_tool_rounds=max_tool_rounds))
+            max_tool_rounds=max_tool_rounds, response_format=response_format,
+            context_policy=context_policy))
 
     @_twin(AsyncChatSessions.send_message)
     def send_message(
@@ -244,7 +249,7 @@ class ChatSessions:
     def stream(
         self,
         chat_id: str,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
@@ -254,12 +259,15 @@ class ChatSessions:
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
         max_tool_rounds: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream(
             chat_id, text, params=params, idempotency_key=idempotency_key,
             system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
             tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
-            max_tool_rounds=max_tool_rounds))
+            max_tool_rounds=max_tool_rounds, response_format=response_format,
+            context_policy=context_policy))
 
     @_twin(AsyncChatSessions.stream_message)
     def stream_message(
@@ -372,33 +380,39 @@ class ChatSessions:
     def answer(
         self,
         chat_id: str | None,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,
         model: str | None = None,
         prior: Sequence[tuple[Role, str]] = (),
         up_to_seq: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         return self._runner.call(self.aio.answer(
             chat_id, text, params=params, system_prompt=system_prompt, model=model,
-            prior=prior, up_to_seq=up_to_seq))
+            prior=prior, up_to_seq=up_to_seq, response_format=response_format,
+            context_policy=context_policy))
 
     @_twin(AsyncChatSessions.stream_answer)
     def stream_answer(
         self,
         chat_id: str | None,
-        text: str,
+        text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
         system_prompt: str | None = None,
         model: str | None = None,
         prior: Sequence[tuple[Role, str]] = (),
         up_to_seq: int | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Iterator[str | Message]:
         return self._runner.iterate(self.aio.stream_answer(
             chat_id, text, params=params, system_prompt=system_prompt, model=model,
-            prior=prior, up_to_seq=up_to_seq))
+            prior=prior, up_to_seq=up_to_seq, response_format=response_format,
+            context_policy=context_policy))
 
     @_twin(AsyncChatSessions.complete)
     def complete(
@@ -411,10 +425,12 @@ class ChatSessions:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
     ) -> Completion:
         return self._runner.call(self.aio.complete(
             messages, model=model, backend=backend, params=params, tools=tools,
-            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls))
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format))
 
     @_twin(AsyncChatSessions.stream_complete)
     def stream_complete(
@@ -427,10 +443,12 @@ class ChatSessions:
         tools: Sequence[ToolSpec] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
     ) -> Iterator[str | ToolCallDelta | Completion]:
         return self._runner.iterate(self.aio.stream_complete(
             messages, model=model, backend=backend, params=params, tools=tools,
-            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls))
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format))
 
     @_twin(AsyncChatSessions.edit_message)
     def edit_message(

@@ -8,7 +8,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -411,6 +411,9 @@ class Message:
     #: the content as parts, when it holds more than text (images); ``content`` is then
     #: its text (:func:`parts_text`)
     parts: tuple[ContentPart, ...] | None = None
+    #: on answers asked for in a response format: the answer read back (a pydantic
+    #: model's instance, or the JSON value); not stored
+    parsed: Any = field(default=None, compare=False, repr=False)
 
     @property
     def usage(self) -> Usage:
@@ -437,7 +440,8 @@ class Message:
         return shown
 
     def to_dict(self) -> dict[str, Any]:
-        shown = _jsonable(asdict(self))
+        shown = _jsonable(asdict(replace(self, parsed=None)))
+        del shown["parsed"]
         shown["parts"] = None if self.parts is None else parts_json(self.parts)
         return shown
 

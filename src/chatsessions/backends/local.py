@@ -66,9 +66,15 @@ def model_path(configured: Path | None = None) -> Path:
     return path
 
 
+NO_IMAGES = ("the embedded model cannot see images: send them on a chat with the openai "
+             "backend (a vision model on any OpenAI-compatible server), or send text")
+
+
 class LocalBackend:
     name = "local"
     default_model = LOCAL_MODEL_NAME
+    #: a turn with images is refused before its message is stored
+    sees_images = False
 
     def __init__(self, settings: Settings) -> None:
         # Checked now, so a wrong path fails when the backend is chosen, not at a first turn.
@@ -117,9 +123,7 @@ class LocalBackend:
                 "the embedded model cannot call tools: offer them on a chat with the "
                 "openai backend (any OpenAI-compatible server), or pass tool_choice none")
         if messages and _images(messages[-1]):
-            raise InvalidInput(
-                "the embedded model cannot see images: send them on a chat with the openai "
-                "backend (a vision model on any OpenAI-compatible server), or send text")
+            raise InvalidInput(NO_IMAGES)
         kwargs = {**SAMPLING_DEFAULTS, **params.as_kwargs()}
         kwargs.setdefault("max_tokens", self._default_max_tokens)
         if response_format is not None and response_format.structured:

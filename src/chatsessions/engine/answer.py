@@ -20,7 +20,16 @@ from chatsessions.engine.context import plan_context
 from chatsessions.engine.runtime import Runtime
 from chatsessions.engine.turn import answer_message
 from chatsessions.errors import ChatNotFound
-from chatsessions.types import Chat, Completion, GenerationParams, Message, Role
+from chatsessions.types import (
+    Chat,
+    Completion,
+    ContentPart,
+    ContextPolicy,
+    GenerationParams,
+    Message,
+    ResponseFormat,
+    Role,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,12 @@ class AnswerOptions:
     prior: Sequence[tuple[Role, str]] = ()
     #: answer from the history up to this seq only
     up_to_seq: int | None = None
+    #: the new message's content as parts, when it holds images
+    parts: tuple[ContentPart, ...] | None = None
+    #: the shape the answer must take (None: text)
+    response_format: ResponseFormat | None = None
+    #: this call's context policy instead of the chat's
+    context_policy: ContextPolicy | None = None
 
 
 async def run_answer(
@@ -64,10 +79,13 @@ async def run_answer(
         history = await runtime.settled_history(chat)
     if options.system_prompt is not None:
         chat = replace(chat, system_prompt=options.system_prompt)
+    if options.context_policy is not None:
+        chat = replace(chat, context_policy=options.context_policy)
     history = _as_asked(history, chat.id, options.up_to_seq, options.prior)
     gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
     context = plan_context(chat, history, text, backend, gen_params,
-                           max_output_tokens=runtime.settings.max_output_tokens)
+                           max_output_tokens=runtime.settings.max_output_tokens,
+                           parts=options.parts)
     started = time.perf_counter()
     if context.refresh is not None:
         written = await summary.write(models, backend, chat.id, chat.model, context.refresh)
@@ -76,7 +94,8 @@ async def run_answer(
     completion: Completion | None = None
     # a one-off call (no chat_id): a backend's saved state of the chat stays the chat's
     async with aclosing(models.call(backend, shown, gen_params, chat.model,
-                                    streaming=streaming)) as calls:
+                                    streaming=streaming,
+                                    response_format=options.response_format)) as calls:
         async for item in calls:
             if isinstance(item, str):
                 yield item

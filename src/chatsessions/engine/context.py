@@ -19,12 +19,22 @@ from chatsessions.engine import summary
 from chatsessions.engine.cache import History
 from chatsessions.engine.summary import Refresh
 from chatsessions.errors import BackendError, ContextTooLong
-from chatsessions.types import Chat, ContextPolicy, GenerationParams, Message, Role
+from chatsessions.types import (
+    Chat,
+    ContentPart,
+    ContextPolicy,
+    GenerationParams,
+    Message,
+    Role,
+)
 
 log = logging.getLogger(__name__)
 
 #: Tokens the chat template spends to open the assistant's answer.
 ANSWER_PRIMER_TOKENS = 3
+#: What one image is counted as in the window (OpenAI's low-detail cost; the real cost
+#: is the provider's to know, and it refuses what does not fit).
+IMAGE_TOKENS = 85
 
 
 def trim_start(history: Sequence[Message], counts: Sequence[int], budget: int) -> int:
@@ -166,6 +176,7 @@ def plan_context(
     max_output_tokens: int,
     summarize: bool = True,
     outputs: Sequence[Message] = (),
+    parts: tuple[ContentPart, ...] | None = None,
 ) -> Context:
     """The context for a new message ``text``, as the chat's context policy says.
 
@@ -180,6 +191,7 @@ def plan_context(
     A tool round has no new text (``text=None``): ``outputs``, the tool outputs not yet
     stored, follow the history instead. Whatever the history holds, the model is never
     shown a tool call without its output or an output without its call (:func:`paired`).
+    ``parts``: the new message's content as parts, when it holds images.
     """
     model = chat.model
     reserve = params.max_tokens or max_output_tokens
@@ -192,7 +204,7 @@ def plan_context(
     latest = _latest_summary(history) if policy is ContextPolicy.SUMMARIZE else None
     previous = history.messages[latest] if latest is not None else None
     after = (previous.covers_seq or 0) if previous is not None else 0
-    new = [Message(chat.id, 0, Role.USER, text)] if text is not None else list(outputs)
+    new = [Message(chat.id, 0, Role.USER, text, parts=parts)] if text is not None else list(outputs)
     new_views = [m.as_openai() for m in new]
     new_counts = [shown_tokens(backend, view, model) for view in new_views]
     turns, counts, views = _recent_turns(history, after, backend, model, limit=None
@@ -363,7 +375,13 @@ def _count(history: History, index: int, backend: Backend, model: str) -> int:
 def shown_tokens(backend: Backend, shown: dict[str, Any], model: str) -> int:
     """The tokens of one message as the model is shown it: its text, and the name and
     arguments of each call it makes (the provider serializes those into the prompt)."""
-    tokens = backend.count_tokens(shown["role"], shown["content"] or "", model)
+    content = shown["content"] or ""
+    if isinstance(content, list):  # parts: their text, and a flat guess per image
+        text = "\n".join(part.get("text", "") for part in content if part["type"] == "text")
+        images: int = sum(part["type"] == "image_url" for part in content)
+        tokens = backend.count_tokens(shown["role"], text, model) + IMAGE_TOKENS * images
+    else:
+        tokens = backend.count_tokens(shown["role"], content, model)
     for call in shown.get("tool_calls") or ():
         function = call["function"]
         tokens += backend.count_tokens("tool", function["name"] + function["arguments"],

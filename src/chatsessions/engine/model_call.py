@@ -22,7 +22,13 @@ from chatsessions.backends.base import ChatMessages, conversation
 from chatsessions.config import Settings
 from chatsessions.engine.circuit import CircuitBreaker
 from chatsessions.errors import BackendError, BackendTimeout
-from chatsessions.types import Completion, GenerationParams, StreamItem, ToolOptions
+from chatsessions.types import (
+    Completion,
+    GenerationParams,
+    ResponseFormat,
+    StreamItem,
+    ToolOptions,
+)
 
 
 class ModelCalls:
@@ -65,10 +71,12 @@ class ModelCalls:
         streaming: bool,
         chat_id: str | None = None,
         tools: ToolOptions | None = None,
+        response_format: ResponseFormat | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
         """Ask ``backend``: yield text deltas and tool-call pieces (when ``streaming``),
         then the Completion. ``tools``: the functions the model may call (None or no
-        tools: the backend is asked exactly as before tools existed).
+        tools: the backend is asked exactly as before tools existed). ``response_format``:
+        the shape the answer must take, likewise passed only when it asks for JSON.
 
         ``chat_id`` names the conversation the call continues (None for a one-off call, so
         a backend keeping per-chat state leaves the chat's alone). Raises
@@ -85,6 +93,8 @@ class ModelCalls:
         # only asked of backends when there is something to offer: a backend written
         # before tools existed keeps working
         offered: dict[str, Any] = {"tools": tools} if tools is not None and tools.tools else {}
+        if response_format is not None and response_format.structured:
+            offered["response_format"] = response_format
         try:
             try:
                 completion: Completion | None = None
@@ -134,10 +144,12 @@ class ModelCalls:
         *,
         chat_id: str | None = None,
         tools: ToolOptions | None = None,
+        response_format: ResponseFormat | None = None,
     ) -> Completion:
         """:meth:`call` without streaming: the Completion."""
         return await final(self.call(backend, messages, params, model, streaming=False,
-                                     chat_id=chat_id, tools=tools))
+                                     chat_id=chat_id, tools=tools,
+                                     response_format=response_format))
 
 
 async def final(calls: AsyncGenerator[StreamItem, None]) -> Completion:

@@ -20,8 +20,9 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import to_jsonable_python
 
+from chatsessions.engine.content import check_content
 from chatsessions.errors import InvalidInput
-from chatsessions.types import TOOL_NAME, Tool, ToolCall, ToolOptions
+from chatsessions.types import TOOL_NAME, Tool, ToolCall, ToolOptions, parts_json
 from chatsessions.validation import check_text
 
 #: OpenAI's limit on the tools of one request.
@@ -275,6 +276,10 @@ def check_chat_message(item: Any, max_chars: int) -> dict[str, Any]:
                                  allow_empty=True)
         return {"role": role, "content": content,
                 "tool_calls": [call.as_openai() for call in check_calls(calls)]}
+    if role == "user" and isinstance(content, list):  # text and images, as parts
+        text, parts = check_content(content, field="message content", max_chars=max_chars,
+                                    allow_empty=True)
+        return {"role": role, "content": text if parts is None else parts_json(parts)}
     content = check_text(content, field="message content", max_chars=max_chars,
                          allow_empty=True)
     if role != "tool":

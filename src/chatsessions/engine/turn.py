@@ -11,6 +11,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from chatsessions.backends import Backend
 from chatsessions.engine import summary
 from chatsessions.engine.cache import History
 from chatsessions.engine.context import plan_context
@@ -20,8 +21,11 @@ from chatsessions.errors import BackendError, ChatMoved, InvalidInput, ToolCalls
 from chatsessions.types import (
     Chat,
     Completion,
+    ContentPart,
+    ContextPolicy,
     GenerationParams,
     Message,
+    ResponseFormat,
     Role,
     ToolCall,
     ToolCallDelta,
@@ -42,6 +46,12 @@ class TurnOptions:
     if_message_count: int | None = None
     #: this call's tools (its tools replace the chat's; None: the chat's)
     tools: ToolOptions | None = None
+    #: the new message's content as parts, when it holds images (``text`` is their text)
+    parts: tuple[ContentPart, ...] | None = None
+    #: the shape the answer must take (None: the model's default, text)
+    response_format: ResponseFormat | None = None
+    #: this call's context policy instead of the chat's (which stays as stored)
+    context_policy: ContextPolicy | None = None
 
 
 async def run_turn(
@@ -72,6 +82,8 @@ async def run_turn(
                 raise ChatMoved(chat_id)
             if options.system_prompt is not None:
                 chat = replace(chat, system_prompt=options.system_prompt)
+            if options.context_policy is not None:
+                chat = replace(chat, context_policy=options.context_policy)
             # 2. A repeated request gets the stored outcome.
             if idempotency_key is not None:
                 earlier = await store.message_by_idempotency_key(chat.id, idempotency_key)
@@ -83,6 +95,7 @@ async def run_turn(
                     return
             # 3. Plan the context (refused before anything is stored if it cannot fit).
             backend = runtime.models.backend(chat.backend)
+            check_sees_images(backend, options.parts)
             gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
             history = await runtime.visible_history(chat)
             waiting = pending_calls(history.messages)
@@ -93,14 +106,16 @@ async def run_turn(
                 raise ToolCallsPending(chat.id, [call.id for call in waiting])
             try:
                 context = plan_context(chat, history, text, backend, gen_params,
-                                       max_output_tokens=settings.max_output_tokens)
+                                       max_output_tokens=settings.max_output_tokens,
+                                       parts=options.parts)
             except InvalidInput:
                 if lease.taken:
                     raise
                 await runtime.leases.take(lease)  # judge by the chat as stored, not presumed
                 continue
             # 4. Store the user message (pending), taking a presumed lease with it.
-            user = await _store_question(runtime, lease, text, idempotency_key)
+            user = await _store_question(runtime, lease, text, idempotency_key,
+                                         options.parts)
             if user is not None:
                 break
             await runtime.leases.take(lease)  # the chat moved on elsewhere: look again
@@ -118,7 +133,8 @@ async def run_turn(
             completion: Completion | None = None
             async with aclosing(runtime.models.call(
                     backend, shown, gen_params, chat.model, streaming=streaming,
-                    chat_id=chat.id, tools=offered(chat, options.tools))) as calls:
+                    chat_id=chat.id, tools=offered(chat, options.tools),
+                    response_format=options.response_format)) as calls:
                 async for item in calls:
                     if isinstance(item, Completion):
                         completion = item
@@ -147,14 +163,17 @@ async def run_turn(
 
 
 async def _store_question(runtime: Runtime, lease: Lease, text: str,
-                          idempotency_key: str | None) -> Message | None:
+                          idempotency_key: str | None,
+                          parts: tuple[ContentPart, ...] | None) -> Message | None:
     """Store the user message, pending: the one place a turn writes it. On a presumed
     lease the same write takes the lease; None if the chat was not as presumed."""
     if lease.taken:
         return await runtime.store.add_user_message(lease.chat.id, text,
-                                                    idempotency_key=idempotency_key)
+                                                    idempotency_key=idempotency_key,
+                                                    parts=parts)
     return await runtime.leases.take_with(
-        lease, lambda owner, until: runtime.store.begin_turn(lease.chat, owner, until, text))
+        lease, lambda owner, until: runtime.store.begin_turn(lease.chat, owner, until, text,
+                                                             parts=parts))
 
 
 def answer_message(chat_id: str, completion: Completion, started: float,
@@ -168,6 +187,15 @@ def answer_message(chat_id: str, completion: Completion, started: float,
         latency_ms=int((time.perf_counter() - started) * 1000),
         tool_calls=completion.tool_calls or None, **fields,
     )
+
+
+def check_sees_images(backend: Backend, parts: tuple[ContentPart, ...] | None) -> None:
+    """Refuse images, before anything is stored, on a backend that says it cannot see
+    them (``sees_images = False``; backends without the attribute are asked)."""
+    if parts is not None and getattr(backend, "sees_images", True) is False:
+        raise InvalidInput(f"the {backend.name} backend cannot see images: send them on "
+                           "a chat with the openai backend (a vision model on any "
+                           "OpenAI-compatible server), or send text")
 
 
 def offered(chat: Chat, tools: ToolOptions | None) -> ToolOptions | None:

@@ -267,10 +267,19 @@ class ChatList(BaseModel):
 class MessageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: Content = Field(description="the user's message (not blank)")
+    content: Content | Annotated[list[dict[str, Any]], Field(min_length=1)] = Field(
+        description="the user's message (not blank): text, or a list of parts: text and "
+                    "images by URL or base64 data URL, in OpenAI's chat shape (text, "
+                    "image_url) or the Responses API's (input_text, input_image)")
     params: GenerationParams | None = Field(
         default=None, description="overrides the chat's params for this turn")
     stream: bool = Field(default=False, description="answer with Server-Sent Events")
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="OpenAI's response_format (json_schema or json_object, "
+                                  "either OpenAI shape): the answer is JSON of that shape, "
+                                  "returned parsed as `parsed`")
+    context_policy: Literal["trim", "none", "summarize"] | None = Field(
+        default=None, description="the chat's context policy for this turn only")
     tools: Tools | None = Field(default=None, description="replace the chat's tools for "
                                                           "this turn")
     tool_choice: ToolChoice | None = Field(default=None, description=TOOL_CHOICE_HELP)
@@ -309,6 +318,11 @@ class MessagePublic(BaseModel):
         default=None, description="answers: the functions the model asked to run")
     tool_call_id: str | None = Field(
         default=None, description="tool outputs (role tool): the call this answers")
+    parts: list[dict[str, Any]] | None = Field(
+        default=None, description="the content as OpenAI's chat parts, when it holds "
+                                  "images (`content` is then its text)")
+    parsed: Any = Field(default=None, description="answers asked for in a response_format: "
+                                                  "the answer's JSON value (not stored)")
 
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
@@ -327,6 +341,8 @@ class MessagePublic(BaseModel):
             tool_calls=None if message.tool_calls is None
             else [ToolCallPublic.of(call) for call in message.tool_calls],
             tool_call_id=message.tool_call_id,
+            parts=None if message.parts is None else [p.as_openai() for p in message.parts],
+            parsed=message.parsed,
         )
 
 

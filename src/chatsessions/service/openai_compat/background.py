@@ -92,7 +92,7 @@ class Detached:
     a client that drops does not stop it, and can resume it. ``seq`` is the answer's,
     known from the first item on."""
 
-    def __init__(self, sessions: AsyncChatSessions, chat_id: str, text: str,
+    def __init__(self, sessions: AsyncChatSessions, chat_id: str, text: Any,
                  **options: Any) -> None:
         self.seq = 0
         self._steps = sessions.runs.stream(chat_id, text, **options)

@@ -30,6 +30,8 @@ from chatsessions.service.openai_compat.errors import (
     from_domain,
     unsupported,
 )
+from chatsessions.service.openai_compat.formats import format_keywords
+from chatsessions.service.openai_compat.images import has_images
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
@@ -49,7 +51,8 @@ async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsD
     body.refuse_unsupported()
     messages = [backend_message(item, index) for index, item in enumerate(body.messages)]
     params = generation_params(body)
-    offered = body.tool_options()
+    offered = {**body.tool_options(),
+               **format_keywords(body.response_format, "response_format")}
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None}
     if body.stream:
@@ -94,7 +97,9 @@ def backend_message(item: Any, index: int) -> dict[str, Any]:
     calls = item.get("tool_calls") if role == "assistant" else None
     content = item.get("content")
     message: dict[str, Any] = {"role": ROLES[role], "content": (
-        None if calls and content is None else content_text(content, f"{where}.content"))}
+        content if role == "user" and has_images(content)  # the library checks them
+        else None if calls and content is None
+        else content_text(content, f"{where}.content"))}
     if calls:
         if not isinstance(calls, list):
             raise bad_request("'tool_calls' must be a list.", f"{where}.tool_calls")

@@ -39,6 +39,8 @@ from chatsessions.service.openai_compat.errors import (
     not_found,
     unsupported,
 )
+from chatsessions.service.openai_compat.formats import format_keywords, policy_keywords
+from chatsessions.service.openai_compat.images import last_message_images
 from chatsessions.service.openai_compat.items import (
     ITEM_ID,
     InputMessage,
@@ -83,6 +85,15 @@ class Turn:
     results: dict[str, str]
     params: GenerationParams
     tools: dict[str, Any]
+    #: the answer's format and this call's context policy, as library keywords
+    shape: dict[str, Any]
+    #: the user message's content as parts, when it holds images
+    parts: list[Any] | None = None
+
+    @property
+    def asked(self) -> Any:
+        """What the library is sent as the new message: its parts, else its text."""
+        return self.parts if self.parts is not None else self.text
 
     @property
     def simple_prior(self) -> list[tuple[Role, str]] | None:
@@ -112,7 +123,8 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
         raise bad_request("'previous_response_id' cannot be used together with "
                           "'conversation'.", "previous_response_id")
     limit = sessions.settings.max_message_chars
-    items = parse_input(body.input, "input")
+    given, images = last_message_images(body.input)
+    items = parse_input(given, "input")
     system = [m.text for m in items if isinstance(m, InputMessage) and m.role == "system"]
     rest = [m for m in items if not is_system(m)]
     tools = body.tool_options()
@@ -131,7 +143,8 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
                                                allow_empty=True)
         rest = rest[:len(rest) - outputs]
     elif isinstance(last, InputMessage) and last.role == "user":
-        text = check_text(last.text, field="input", max_chars=limit)
+        text = check_text(last.text, field="input", max_chars=limit,
+                          allow_empty=images is not None)
         rest = rest[:-1]
     else:
         raise bad_request("The input must end with a user message or with function call "
@@ -147,7 +160,10 @@ def read_turn(body: ResponseCreate, sessions: AsyncChatSessions) -> Turn:
     params = check_params({key: value for key, value in {
         "temperature": body.temperature, "top_p": body.top_p,
         "max_tokens": body.max_output_tokens}.items() if value is not None})
-    return Turn(instructions, prior, text, results, params, tools)
+    shape = {**format_keywords((body.text or {}).get("format"), "text.format"),
+             **policy_keywords(body.truncation, body.context_management)}
+    return Turn(instructions, prior, text, results, params, tools, shape,
+                images if text is not None else None)
 
 
 @router.post("", responses=json_or_events(
@@ -163,6 +179,9 @@ async def create_response(body: ResponseCreate, request: Request,
     if body.background and (turn.text is None or turn.tools):  # before anything is stored
         raise unsupported("background", "Background responses with tools or function call "
                           "outputs are not supported")
+    if body.background and (turn.shape or turn.parts):
+        raise unsupported("background", "Background responses with images, a "
+                          "text.format, truncation or context_management are not supported")
     metrics: Metrics = request.app.state.metrics
     chat_id, expected = await _target(body, turn, sessions)
     if body.background:
@@ -182,9 +201,9 @@ async def create_response(body: ResponseCreate, request: Request,
     if turn.text is None:  # tool outputs: a tool round
         items: AsyncIterator[StreamItem | Message] = _stream(sessions, chat_id, turn, expected)
     else:  # a turn that goes on, and is stored, if the client goes away
-        items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
+        items = background.Detached(sessions, chat_id, turn.asked, params=turn.params,
                                     system_prompt=turn.instructions,
-                                    if_message_count=expected, **turn.tools)
+                                    if_message_count=expected, **turn.tools, **turn.shape)
     stream = _counted(items, metrics)
     try:
         try:
@@ -194,8 +213,9 @@ async def create_response(body: ResponseCreate, request: Request,
             if turn.text is None:
                 items = _stream(sessions, chat_id, turn, None)
             else:
-                items = background.Detached(sessions, chat_id, turn.text, params=turn.params,
-                                            system_prompt=turn.instructions, **turn.tools)
+                items = background.Detached(sessions, chat_id, turn.asked, params=turn.params,
+                                            system_prompt=turn.instructions, **turn.tools,
+                                            **turn.shape)
             stream = _counted(items, metrics)
             first = await anext(stream)
         seq = (items.seq if isinstance(items, background.Detached)
@@ -320,8 +340,8 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 **turn.tools)
         else:
             answer = await sessions.send(
-                chat_id, turn.text, params=turn.params, system_prompt=turn.instructions,
-                if_message_count=expected, **turn.tools)
+                chat_id, turn.asked, params=turn.params, system_prompt=turn.instructions,
+                if_message_count=expected, **turn.tools, **turn.shape)
     except ChatMoved:
         raise
     except ChatSessionsError:
@@ -337,9 +357,9 @@ def _stream(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
     if turn.text is None:
         return sessions.stream_tool_results(chat_id, turn.results, params=turn.params,
                                             system_prompt=turn.instructions, **turn.tools)
-    return sessions.stream(chat_id, turn.text, params=turn.params,
+    return sessions.stream(chat_id, turn.asked, params=turn.params,
                            system_prompt=turn.instructions, if_message_count=expected,
-                           **turn.tools)
+                           **turn.tools, **turn.shape)
 
 
 async def _counted(turn: AsyncIterator[StreamItem | Message],
@@ -391,15 +411,16 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
         chat_id, up_to_seq = found.chat.id, found.answer.seq
     options: dict[str, Any] = {
         "params": turn.params, "system_prompt": turn.instructions, "prior": prior,
-        "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None}
+        "up_to_seq": up_to_seq, "model": body.model if chat_id is None else None,
+        **turn.shape}
     id_, base = f"resp_{uuid.uuid4().hex}", uuid.uuid4().hex
 
     if not body.stream:
-        answer = await sessions.answer(chat_id, turn.text, **options)
+        answer = await sessions.answer(chat_id, turn.asked, **options)
         output = output_items(base, answer.content, ())
         return JSONResponse(_response(body, id_, None, created, "completed", output, answer,
                                       None))
-    stream = sessions.stream_answer(chat_id, turn.text, **options)
+    stream = sessions.stream_answer(chat_id, turn.asked, **options)
     try:
         first = await anext(stream)  # failures before any output get their own status
     except BaseException:
@@ -417,13 +438,18 @@ async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessio
     messages: list[dict[str, Any]] = [] if turn.instructions is None else [
         {"role": "system", "content": turn.instructions}]
     messages += [row.as_chat() for row in turn.prior]
+    if turn.parts is not None:
+        raise unsupported("input", "Images with tools and 'store': false are not supported")
     if turn.text is not None:
         messages.append({"role": "user", "content": turn.text})
     messages += [{"role": "tool", "content": output, "tool_call_id": call_id}
                  for call_id, output in turn.results.items()]
     base = uuid.uuid4().hex
     id_ = f"resp_{base}"
-    options: dict[str, Any] = {"model": body.model, "params": turn.params, **turn.tools}
+    # the whole conversation is the input: no stored history to trim or summarize
+    formats = {k: v for k, v in turn.shape.items() if k == "response_format"}
+    options: dict[str, Any] = {"model": body.model, "params": turn.params, **turn.tools,
+                               **formats}
     if not body.stream:
         completion = await sessions.complete(messages, **options)
         output = output_items(base, completion.text.strip(), completion.tool_calls)

@@ -206,8 +206,12 @@ class ResponseCreate(_Request):
     max_output_tokens: int | None = Field(default=None, ge=1, le=32768)
     metadata: Annotated[dict[str, str] | None, WithJsonSchema(METADATA)] = None
     text: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object", "properties": {
-        "format": {"type": "object", "required": ["type"],
-                   "properties": {"type": {"const": "text"}}}}})] = None
+        "format": {"type": "object", "required": ["type"], "properties": {"type": {
+            "enum": ["text", "json_object", "json_schema"]}}}}})] = None
+    truncation: Annotated[str | None, WithJsonSchema({"enum": ["auto", "disabled"]})] = None
+    context_management: Annotated[list[Any] | None, WithJsonSchema({"type": "array", "items": {
+        "type": "object", "required": ["type"],
+        "properties": {"type": {"const": "compaction"}}}})] = None
     tools: Annotated[list[Any] | None, WithJsonSchema(RESPONSE_TOOLS)] = None
     tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
     parallel_tool_calls: bool | None = None
@@ -221,10 +225,8 @@ class ResponseCreate(_Request):
         if self.include:
             raise unsupported("include", "Extra output ('include') is not supported")
         _refuse_unstored_background(self)
-        text_format = (self.text or {}).get("format")
-        if text_format is not None and (
-                not isinstance(text_format, dict) or text_format.get("type") != "text"):
-            raise unsupported("text.format", "Structured output formats are not supported")
+        if self.text is not None and set(self.text) - {"format", "verbosity"}:
+            raise unsupported(f"text.{sorted(set(self.text) - {'format', 'verbosity'})[0]}")
 
     def tool_options(self) -> dict[str, Any]:
         """The library's ``tools``/``tool_choice``/``parallel_tool_calls`` keywords."""
@@ -262,7 +264,8 @@ class ChatCompletionCreate(_Request):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: Annotated[int | None, WithJsonSchema({"const": 1})] = None
     response_format: Annotated[dict[str, Any] | None, WithJsonSchema(
-        {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}})] = None
+        {"type": "object", "required": ["type"], "properties": {"type": {
+            "enum": ["text", "json_object", "json_schema"]}}})] = None
     tools: Annotated[list[Any] | None, WithJsonSchema(CHAT_TOOLS)] = None
     tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
     parallel_tool_calls: bool | None = None
@@ -272,8 +275,6 @@ class ChatCompletionCreate(_Request):
         if self.n not in (None, 1):
             raise unsupported("n", "Only one choice (n=1) is supported")
         function_tools(self.tools, flat=False)
-        if self.response_format is not None and self.response_format.get("type") != "text":
-            raise unsupported("response_format", "Structured output formats are not supported")
 
     def tool_options(self) -> dict[str, Any]:
         """The library's ``tools``/``tool_choice``/``parallel_tool_calls`` keywords."""
@@ -330,11 +331,12 @@ def response_object(
         "previous_response_id": previous_response_id or request.previous_response_id,
         "reasoning": None, "store": request.store is not False,
         "temperature": request.temperature, "top_p": request.top_p,
-        "text": {"format": {"type": "text"}},
+        "text": {"format": (request.text or {}).get("format") or {"type": "text"}},
         "tool_choice": request.tool_choice or ("auto" if request.tools else "none"),
         "tools": [{"strict": None, "description": None, "parameters": None, **tool}
                   for tool in request.tools or ()],
-        "truncation": "auto", "usage": None if usage is None else response_usage(usage),
+        "truncation": request.truncation or "auto",
+        "usage": None if usage is None else response_usage(usage),
         "user": None, "metadata": request.metadata or {},
         "conversation": {"id": conversation_id} if conversation_id else None,
     }

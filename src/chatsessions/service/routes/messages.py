@@ -60,7 +60,8 @@ async def send_message(
     tools = None if body.tools is None else [tool.spec() for tool in body.tools]
     options: dict[str, Any] = {
         "params": body.params, "idempotency_key": idempotency_key, "tools": tools,
-        "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls}
+        "tool_choice": body.tool_choice, "parallel_tool_calls": body.parallel_tool_calls,
+        "response_format": body.response_format, "context_policy": body.context_policy}
     if sse.wants_stream(accept, body.stream):  # resumable: see turn_events.py
         return await stream_steps(sessions.runs.stream(chat_id, body.content, **options),
                                   metrics)
