@@ -267,17 +267,30 @@ class ChatList(BaseModel):
 class MessageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: Content | Annotated[list[dict[str, Any]], Field(min_length=1)] = Field(
+    content: Content | Annotated[list[dict[str, Any]], Field(min_length=1), WithJsonSchema({
+        # Published as text parts only: image parts are accepted too, within limits on
+        # their URLs and data a schema cannot state (see the description).
+        "type": "array", "minItems": 1, "maxItems": 4,
+        "items": {"type": "object", "required": ["type", "text"],
+                  "additionalProperties": False,
+                  "properties": {"type": {"const": "text"},
+                                 "text": {"type": "string", "maxLength": 7_999,
+                                          "pattern": CONTENT_PATTERN}}}})] = Field(
         description="the user's message (not blank): text, or a list of parts: text and "
                     "images by URL or base64 data URL, in OpenAI's chat shape (text, "
                     "image_url) or the Responses API's (input_text, input_image)")
     params: GenerationParams | None = Field(
         default=None, description="overrides the chat's params for this turn")
     stream: bool = Field(default=False, description="answer with Server-Sent Events")
-    response_format: dict[str, Any] | None = Field(
-        default=None, description="OpenAI's response_format (json_schema or json_object, "
-                                  "either OpenAI shape): the answer is JSON of that shape, "
-                                  "returned parsed as `parsed`")
+    # Published as its simplest forms: a json_schema format is accepted too, but only when
+    # its schema is a valid JSON schema, which the request's own schema cannot say.
+    response_format: Annotated[dict[str, Any] | None, WithJsonSchema({
+        "anyOf": [{"type": "object", "required": ["type"], "additionalProperties": False,
+                   "properties": {"type": {"enum": ["text", "json_object"]}}},
+                  {"type": "null"}],
+        "description": "OpenAI's response_format (json_object, or json_schema in either "
+                       "OpenAI shape): the answer is JSON of that shape, returned parsed as "
+                       "`parsed`"})] = None
     context_policy: Literal["trim", "none", "summarize"] | None = Field(
         default=None, description="the chat's context policy for this turn only")
     tools: Tools | None = Field(default=None, description="replace the chat's tools for "
