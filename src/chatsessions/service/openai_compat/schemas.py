@@ -181,6 +181,13 @@ class ItemsCreate(_Request):
     items: Items
 
 
+#: The output formats every request may name without more (json_schema also needs a valid
+#: JSON schema, which a request schema cannot state).
+SIMPLE_FORMAT: dict[str, Any] = {
+    "type": "object", "required": ["type"], "additionalProperties": False,
+    "properties": {"type": {"enum": ["text", "json_object"]}}}
+
+
 class ResponseCreate(_Request):
     """A text turn. ``input`` may also hold assistant messages and, anywhere,
     system/developer messages (this call's instructions) before its last, user, message."""
@@ -205,9 +212,12 @@ class ResponseCreate(_Request):
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_output_tokens: int | None = Field(default=None, ge=1, le=32768)
     metadata: Annotated[dict[str, str] | None, WithJsonSchema(METADATA)] = None
-    text: Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object", "properties": {
-        "format": {"type": "object", "required": ["type"], "properties": {"type": {
-            "enum": ["text", "json_object", "json_schema"]}}}}})] = None
+    # The simplest formats are published: a json_schema format is accepted too (with a
+    # valid JSON schema, which cannot be stated here), as the description says.
+    text: Annotated[dict[str, Any] | None, WithJsonSchema({
+        "type": "object", "additionalProperties": False, "properties": {
+            "format": SIMPLE_FORMAT}, "description": "text.format: text, json_object or "
+        "json_schema (name, schema, strict)"})] = None
     truncation: Annotated[str | None, WithJsonSchema({"enum": ["auto", "disabled"]})] = None
     context_management: Annotated[list[Any] | None, WithJsonSchema({"type": "array", "items": {
         "type": "object", "required": ["type"],
@@ -263,9 +273,9 @@ class ChatCompletionCreate(_Request):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: Annotated[int | None, WithJsonSchema({"const": 1})] = None
-    response_format: Annotated[dict[str, Any] | None, WithJsonSchema(
-        {"type": "object", "required": ["type"], "properties": {"type": {
-            "enum": ["text", "json_object", "json_schema"]}}})] = None
+    response_format: Annotated[dict[str, Any] | None, WithJsonSchema({
+        **SIMPLE_FORMAT, "description": "text, json_object or json_schema ({name, schema, "
+        "strict})"})] = None
     tools: Annotated[list[Any] | None, WithJsonSchema(CHAT_TOOLS)] = None
     tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
     parallel_tool_calls: bool | None = None
