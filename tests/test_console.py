@@ -252,6 +252,37 @@ MARKDOWN_ANSWER = "\n".join([
 ])
 
 
+#: a 1x1 transparent PNG, inline
+PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+         "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+
+
+def test_a_messages_images_are_shown_inline_or_linked(
+    console: Console, live_server: Any, fake_llm: FakeLLMServer
+) -> None:
+    """A user message with an inline image and one on the web: the first is shown, the
+    second is a link to it, never fetched (the page loads nothing from other hosts)."""
+    with httpx.Client(base_url=live_server.url, timeout=30) as http:
+        chat_id = http.post("/chats", json={}).json()["id"]
+        content = [{"type": "text", "text": "Is this parcel damaged?"},
+                   {"type": "image_url", "image_url": {"url": PIXEL}},
+                   {"type": "image_url", "image_url": {"url": "https://example.com/box.png"}}]
+        assert http.post(f"/chats/{chat_id}/messages",
+                         json={"content": content}).status_code == 200
+    console.open()
+    console.select(chat_id)
+    user = console.page.locator('[data-testid="message"][data-role="user"]')
+    expect(user.locator(".bubble")).to_contain_text("Is this parcel damaged?")
+    images = user.get_by_test_id("message-images")
+    expect(images.locator("img")).to_have_count(1)
+    assert images.locator("img").get_attribute("src") == PIXEL
+    expect(images.locator("img")).to_have_js_property("naturalWidth", 1)  # decoded: shown
+    link = images.locator("a")
+    expect(link).to_have_attribute("href", "https://example.com/box.png")
+    assert link.get_attribute("rel") == "noopener noreferrer"
+    assert console.errors == []
+
+
 def test_model_markdown_renders_and_hostile_html_stays_inert(
     console: Console, live_server: Any, fake_llm: FakeLLMServer
 ) -> None:

@@ -267,11 +267,26 @@
     $("chat-meta").textContent = chat ? `${chat.model} · ${tokens} tokens used` : "";
   }
 
+  // A message's images: an inline one (a data: URL) is shown; one on the web is a link to
+  // it, never fetched, as images in answers are (the page loads nothing from elsewhere).
+  function imagesOf(msg) {
+    const urls = (msg.parts || [])
+      .filter((part) => part.type === "image_url" && part.image_url && part.image_url.url)
+      .map((part) => String(part.image_url.url));
+    if (!urls.length) return null;
+    return el("div", { className: "msg-images", data: { testid: "message-images" } },
+      ...urls.map((url) => url.startsWith("data:image/")
+        ? el("img", { src: url, alt: "image", className: "msg-image" })
+        : el("a", { href: url, textContent: url, rel: "noopener noreferrer", target: "_blank" })));
+  }
+
   // actions: {edit, regenerate, retry} flags, set by renderHistory for stored messages.
   function messageEl(msg, actions = {}) {
     const bubble = el("div", { className: "bubble" });
     if (msg.role === "assistant") bubble.replaceChildren(renderMarkdown(msg.content));  // sanitized
     else bubble.textContent = msg.content;
+    const images = imagesOf(msg);
+    if (images) bubble.append(images);
     // An answer superseded by a regenerate is kept, folded away.
     const body = msg.status === "replaced"
       ? el("details", { className: "earlier" }, el("summary", { textContent: "Earlier answer" }), bubble)
