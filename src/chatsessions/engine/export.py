@@ -21,7 +21,8 @@ FORMATS = ("json", "markdown")
 FORMAT = "chatsessions.chat.v4"
 #: Fields left out of a JSON export, and why: see the module's docstring.
 CHAT_FIELDS_LEFT_OUT = ("tenant_id", "history_version")
-MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key")
+#: ``parsed`` is an answer's JSON read back for the caller, never stored
+MESSAGE_FIELDS_LEFT_OUT = ("chat_id", "idempotency_key", "parsed")
 
 
 def export_json(chat: Chat, messages: list[Message]) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def export_json(chat: Chat, messages: list[Message]) -> dict[str, Any]:
             continue
         row = message.to_dict()
         for name in MESSAGE_FIELDS_LEFT_OUT:
-            row.pop(name)
+            row.pop(name, None)
         rows.append(row)
     return {"format": FORMAT, "chat": doc, "messages": rows}
 
