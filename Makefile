@@ -18,13 +18,13 @@ demo: install
 	$(VENV)/bin/chatsessions demo
 
 test: install  ## lint, types, the browser the console's tests drive, then the whole suite
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@bash scripts/chromium.sh
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 format: install

@@ -11,7 +11,8 @@ selected tests that reached the mutated function.
     python scripts/mutate.py [TARGET ...]        # default: every target, in order
     python scripts/mutate.py --report [TARGET ...]  # the last results, without running
 
-Each run starts afresh. Afterwards ``cd .mutate/<target> && mutmut show <mutant>`` shows a mutant's diff.
+Each run starts afresh. Afterwards ``cd .mutate/<target> && mutmut show <mutant>`` shows a
+mutant's diff.
 """
 
 from __future__ import annotations
