@@ -122,6 +122,10 @@ class LiveTurns:
                         log.seq = item.seq if isinstance(item, Message) else await answer_seq()
                         self._index(log)
                     log.add(item)
+                    # Let the readers run: a model whose answer arrives all at once (or
+                    # faster than it is read) would otherwise run the whole turn, its
+                    # storage included, before the first delta reaches anyone.
+                    await asyncio.sleep(0)
         except ChatSessionsError as exc:
             error = exc
         except asyncio.CancelledError:
