@@ -6,7 +6,9 @@ go through the client's generic ``post``: ``chat.completions.create`` re-validat
 message of the history on each call, a cost that grows with the chat (about 0.1 ms a
 message) while our messages are already plain, checked dicts. The transport is aiohttp
 (the client's ``DefaultAioHttpClient``): a call costs about 0.5 ms less CPU than on the
-default httpx transport, which is most of what a turn costs us besides storage.
+default httpx transport, which is most of what a turn costs us besides storage. Streamed
+chunks are read as plain JSON too: the SDK's chunk models cost about 0.1 ms a chunk to
+build, on the way to the first token and on every token after it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import openai
 from openai import AsyncStream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from chatsessions.backends.base import (
     ChatMessages,
@@ -148,7 +150,7 @@ class OpenAIBackend:
         try:
             stream, endpoint = await self._post(
                 messages, body, cast_to=ChatCompletion, stream=True,
-                stream_cls=AsyncStream[ChatCompletionChunk])
+                stream_cls=AsyncStream[object])
         except BackendError:
             raise
         except Exception as exc:  # a transport error the client did not wrap
@@ -157,21 +159,25 @@ class OpenAIBackend:
         try:
             async with stream:
                 async for chunk in stream:
-                    served_model = chunk.model or served_model
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    if not chunk.choices:
+                    # a field left out reads as None, as in the SDK's models
+                    served_model = chunk.get("model") or served_model
+                    if (counted := chunk.get("usage")) is not None:
+                        usage = Usage(counted.get("prompt_tokens"),
+                                      counted.get("completion_tokens"))
+                    if not (choices := chunk.get("choices")):
                         continue
-                    choice = chunk.choices[0]
-                    finish = choice.finish_reason or finish
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-                        yield choice.delta.content
-                    for piece in choice.delta.tool_calls or ():
-                        function = piece.function
+                    choice = choices[0]
+                    finish = choice.get("finish_reason") or finish
+                    delta = choice.get("delta")
+                    if content := delta.get("content"):
+                        parts.append(content)
+                        yield content
+                    for piece in delta.get("tool_calls") or ():
+                        function = piece.get("function")
                         yield calls.add(ToolCallDelta(
-                            piece.index, piece.id, function.name if function else None,
-                            (function.arguments or "") if function else ""))
+                            piece.get("index"), piece.get("id"),
+                            function.get("name") if function else None,
+                            (function.get("arguments") or "") if function else ""))
         except openai.APIConnectionError as exc:
             if not parts and not calls.started:
                 raise translate_error(exc) from exc
