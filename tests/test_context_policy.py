@@ -194,6 +194,22 @@ async def test_summarize_shows_a_summary_in_place_of_the_dropped_turns_and_refre
         assert answer.context_messages == len(seen.messages)
 
 
+async def test_a_detached_turn_names_its_answer_after_the_summary_it_wrote(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    """A streamed turn's steps carry the seq its answer gets (the key to follow it again),
+    from the first delta on, whether or not the turn wrote a summary before it."""
+    async with AsyncChatSessions(**{**settings_kwargs, **SMALL}) as chats:  # type: ignore[arg-type]
+        chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
+        for n in range(14):
+            steps = [step async for step in chats.runs.stream(chat_id, question(n))]
+            answer = steps[-1].item
+            assert isinstance(answer, Message)
+            assert {step.seq for step in steps} == {answer.seq}
+        rows = await chats.history(chat_id, include_failed=True)
+    assert any(m.role is Role.SYSTEM for m in rows[1:]), "a summary was written"
+
+
 async def test_every_answer_records_what_it_was_shown(
     settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
 ) -> None:

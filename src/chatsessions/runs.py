@@ -182,7 +182,11 @@ class AsyncRuns:
 
     async def _answer_seq(self, chat_id: str) -> int:
         """The seq the answer of the turn holding the chat will get: the turn has stored
-        its question (and any summary), nothing else can be written meanwhile."""
+        its question (and any summary), nothing else can be written meanwhile. Known to
+        the turn while it calls the model; read from the chat otherwise (a replayed one)."""
+        known = self._sessions._runtime.answering.get(chat_id)
+        if known is not None:
+            return known
         return (await self._sessions.get_chat(chat_id)).message_count + 1
 
     async def _stored(self, chat_id: str, seq: int, after: int) -> AsyncIterator[Step]:

@@ -42,6 +42,9 @@ class Runtime:
         #: Python functions given as a chat's tools, by chat id and tool name: only their
         #: definitions are stored, so they run only in the process that was given them
         self.functions: dict[str, dict[str, FunctionTool]] = {}
+        #: the seq the answer will get, by chat, of each turn here calling its model (the
+        #: question, and any summary, stored): a reader of its deltas need not ask storage
+        self.answering: dict[str, int] = {}
         self.live = LiveTurns()
         self.background = BackgroundRuns(self.store, self.live, self.owner, settings.lease_ttl)
         self._opened = False

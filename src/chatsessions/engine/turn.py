@@ -131,15 +131,19 @@ async def run_turn(
                 context = context.summarized(summaries[0], backend, chat.model)
             shown = context.messages
             completion: Completion | None = None
-            async with aclosing(runtime.models.call(
-                    backend, shown, gen_params, chat.model, streaming=streaming,
-                    chat_id=chat.id, tools=offered(chat, options.tools),
-                    response_format=options.response_format)) as calls:
-                async for item in calls:
-                    if isinstance(item, Completion):
-                        completion = item
-                    else:
-                        yield item
+            runtime.answering[chat.id] = (summaries[-1] if summaries else user).seq + 1
+            try:
+                async with aclosing(runtime.models.call(
+                        backend, shown, gen_params, chat.model, streaming=streaming,
+                        chat_id=chat.id, tools=offered(chat, options.tools),
+                        response_format=options.response_format)) as calls:
+                    async for item in calls:
+                        if isinstance(item, Completion):
+                            completion = item
+                        else:
+                            yield item
+            finally:
+                runtime.answering.pop(chat.id, None)
             assert completion is not None  # a call ends with its Completion or raises
             # 6. Store the answer; the same write ends the turn and releases the lease.
             answer = answer_message(chat.id, completion, started,
