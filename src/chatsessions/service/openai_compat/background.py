@@ -227,22 +227,28 @@ async def _items(steps: AsyncGenerator[Step, None]) -> AsyncIterator[str | Messa
                 yield step.item
 
 
-async def _after(events: AsyncIterator[bytes], after: int, *,
+async def _after(events: AsyncIterator[list[bytes]], after: int, *,
                  rebuilt: bool) -> AsyncIterator[bytes]:
     """The events numbered above ``after``; for a turn rebuilt from storage when the
-    reader had seen deltas, the closing events only, renumbered on from ``after``."""
+    reader had seen deltas, the closing events only, renumbered on from ``after``. The
+    events of a batch go out together."""
     number = after
     try:
-        async for chunk in events:
-            kind, data = _parse(chunk)
-            if not (rebuilt and after >= HEADER_EVENTS):
-                if data["sequence_number"] > after:
-                    yield chunk
-                continue
-            if data["sequence_number"] < HEADER_EVENTS or kind == "response.output_text.delta":
-                continue
-            number += 1
-            yield sse.event(kind, {**data, "sequence_number": number})
+        async for batch in events:
+            kept: list[bytes] = []
+            for chunk in batch:
+                kind, data = _parse(chunk)
+                if not (rebuilt and after >= HEADER_EVENTS):
+                    if data["sequence_number"] > after:
+                        kept.append(chunk)
+                    continue
+                if data["sequence_number"] < HEADER_EVENTS or (
+                        kind == "response.output_text.delta"):
+                    continue
+                number += 1
+                kept.append(sse.event(kind, {**data, "sequence_number": number}))
+            if kept:
+                yield b"".join(kept)
     except ChatSessionsError:  # response_events reports failures itself; this is a guard
         return
 

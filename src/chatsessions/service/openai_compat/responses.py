@@ -56,6 +56,7 @@ from chatsessions.service.openai_compat.items import (
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
 from chatsessions.service.openai_compat.streaming import (
     SSE_HEADERS,
+    joined,
     json_or_events,
     now,
     response_events,
@@ -226,7 +227,8 @@ async def create_response(body: ResponseCreate, request: Request,
     id_ = response_id_for(chat_id, seq)
     events = response_events(str(seq), first, stream, lambda *state: _response(
         body, id_, chat_id, created, *state))
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(joined(events), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 @router.get("/{response_id}", responses=json_or_events(
@@ -428,7 +430,8 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
         raise
     events = response_events(base, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(joined(events), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessions,
@@ -463,4 +466,5 @@ async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessio
         raise
     events = response_events(base, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
-    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(joined(events), media_type="text/event-stream",
+                             headers=SSE_HEADERS)

@@ -159,9 +159,11 @@ async def response_events(
     first: StreamItem | Message,
     rest: AsyncIterator[StreamItem | Message],
     snapshot: Snapshot,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[list[bytes]]:
     """The whole event sequence for one answer whose first item is already known; its
-    items' ids are ``msg_<base>`` and ``fc_<base>_<n>``."""
+    items' ids are ``msg_<base>`` and ``fc_<base>_<n>``. Events come in batches: those
+    ready before the next wait for the model (the opening four and the first delta, each
+    delta, the closing ones), so a batch goes out as one write (:func:`joined`)."""
     numbers = itertools.count()
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -170,8 +172,8 @@ async def response_events(
     output = _Output(base, event)
     async with aclosing(rest):  # type: ignore[type-var]
         started = snapshot("in_progress", [], None, None)
-        yield event("response.created", response=started)
-        yield event("response.in_progress", response=started)
+        ready = [event("response.created", response=started),
+                 event("response.in_progress", response=started)]
         trimmed = TrimmedDeltas()
         item = first
         try:
@@ -180,23 +182,30 @@ async def response_events(
                 if isinstance(item, Message):
                     pass  # a tool output stored with the answer: it is input, not output
                 elif isinstance(item, ToolCallDelta):
-                    for chunk in output.call_piece(item):
-                        yield chunk
+                    ready.extend(output.call_piece(item))
                 else:
                     delta = trimmed.feed(item)
                     if delta:
-                        for chunk in output.text_delta(delta):
-                            yield chunk
+                        ready.extend(output.text_delta(delta))
+                if ready:  # sent before waiting for the next item
+                    yield ready
+                    ready = []
                 item = await anext(rest)
         except (ChatSessionsError, StopAsyncIteration) as exc:
             if isinstance(exc, StopAsyncIteration):
                 exc = BackendError("the model ended without an answer")
             error = {"code": "server_error", "message": str(exc)}
-            yield event("response.failed", response=snapshot("failed", [], None, error))
+            yield [*ready, event("response.failed", response=snapshot("failed", [], None, error))]
             return
-    for chunk in output.finish(final_text(item), final_calls(item)):
-        yield chunk
-    yield event("response.completed", response=snapshot("completed", output.items, item, None))
+    yield [*ready, *output.finish(final_text(item), final_calls(item)),
+           event("response.completed", response=snapshot("completed", output.items, item, None))]
+
+
+async def joined(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+    """Each batch of events as one chunk of the response body."""
+    async with aclosing(batches):  # type: ignore[type-var]
+        async for batch in batches:
+            yield b"".join(batch)
 
 
 def now() -> float:
