@@ -23,7 +23,7 @@ from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from chatsessions import (
     AsyncChatSessions,
@@ -45,7 +45,7 @@ from chatsessions.service.openai_compat.items import (
     parse_response_id,
 )
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
-from chatsessions.service.openai_compat.streaming import SSE_HEADERS, now, response_events
+from chatsessions.service.openai_compat.streaming import now, response_events
 from chatsessions.types import GenerationParams
 
 #: events before the first delta: created, in_progress, output_item.added, part.added
@@ -216,8 +216,8 @@ async def resume(sessions: AsyncChatSessions, response_id: str, after: int) -> R
 
     assert not isinstance(first.item, ToolCallDelta)  # no tools are offered here
     events = response_events(item_id(first.seq), first.item, _items(steps), snapshot)
-    return StreamingResponse(_after(events, after, rebuilt=first.rebuilt),
-                             media_type="text/event-stream", headers=SSE_HEADERS)
+    # the events up to ``after`` are left out: the first to send may be waited for
+    return sse.EventStream(_after(events, after, rebuilt=first.rebuilt), first_ready=False)
 
 
 async def _items(steps: AsyncGenerator[Step, None]) -> AsyncIterator[str | Message]:

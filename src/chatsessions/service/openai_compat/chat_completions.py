@@ -19,9 +19,10 @@ from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from chatsessions.errors import BackendError, ChatSessionsError
+from chatsessions.service import sse
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.openai_compat.errors import (
     ERRORS,
@@ -34,7 +35,7 @@ from chatsessions.service.openai_compat.formats import format_keywords
 from chatsessions.service.openai_compat.images import has_images
 from chatsessions.service.openai_compat.items import content_text
 from chatsessions.service.openai_compat.schemas import ChatCompletionCreate
-from chatsessions.service.openai_compat.streaming import SSE_HEADERS, json_or_events
+from chatsessions.service.openai_compat.streaming import json_or_events
 from chatsessions.types import Completion, GenerationParams, StreamItem, ToolCallDelta, Usage
 from chatsessions.validation import check_params
 
@@ -63,8 +64,7 @@ async def create_chat_completion(body: ChatCompletionCreate, sessions: SessionsD
             await aclose(deltas)
             raise
         usage = bool((body.stream_options or {}).get("include_usage"))
-        return StreamingResponse(_chunks(head, first, deltas, usage),
-                                 media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse.EventStream(_chunks(head, first, deltas, usage))
     completion = await sessions.complete(messages, model=body.model, params=params, **offered)
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None}
     if completion.tool_calls:

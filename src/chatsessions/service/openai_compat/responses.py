@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError
+from chatsessions.service import sse
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
 from chatsessions.service.openai_compat import background
@@ -55,7 +56,6 @@ from chatsessions.service.openai_compat.items import (
 )
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
 from chatsessions.service.openai_compat.streaming import (
-    SSE_HEADERS,
     joined,
     json_or_events,
     now,
@@ -227,8 +227,7 @@ async def create_response(body: ResponseCreate, request: Request,
     id_ = response_id_for(chat_id, seq)
     events = response_events(str(seq), first, stream, lambda *state: _response(
         body, id_, chat_id, created, *state))
-    return StreamingResponse(joined(events), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return sse.EventStream(joined(events))
 
 
 @router.get("/{response_id}", responses=json_or_events(
@@ -430,8 +429,7 @@ async def _unstored(body: ResponseCreate, turn: Turn, sessions: AsyncChatSession
         raise
     events = response_events(base, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
-    return StreamingResponse(joined(events), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return sse.EventStream(joined(events))
 
 
 async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessions,
@@ -466,5 +464,4 @@ async def _stateless(body: ResponseCreate, turn: Turn, sessions: AsyncChatSessio
         raise
     events = response_events(base, first, stream, lambda *state: _response(
         body, id_, None, created, *state))
-    return StreamingResponse(joined(events), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return sse.EventStream(joined(events))

@@ -29,8 +29,6 @@ from chatsessions.service.openai_compat.items import (
 )
 from chatsessions.types import Message, Role, StreamItem, ToolCall, ToolCallDelta
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 def json_or_events(description: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI: a JSON object, or with ``stream`` Server-Sent Events."""

@@ -7,7 +7,7 @@ from contextlib import aclosing
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from chatsessions import ChatSessionsError, Message, Role, ToolCallDelta
 from chatsessions.service import sse
@@ -89,7 +89,7 @@ def counted(metrics: Metrics, answer: Message) -> Response:
 
 async def stream_response(
     turn: AsyncGenerator[str | ToolCallDelta | Message, None], metrics: Metrics
-) -> StreamingResponse:
+) -> sse.EventStream:
     """A turn as Server-Sent Events; errors before any output get their own status."""
     try:
         first = await anext(turn)
@@ -97,8 +97,8 @@ async def stream_response(
         metrics.turn_failed()
         await turn.aclose()
         raise
-    return StreamingResponse(_events(first, turn, metrics), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse.EventStream(_events(first, turn, metrics),
+                           first_ready=not isinstance(first, Message))
 
 
 async def _events(

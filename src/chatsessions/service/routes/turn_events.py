@@ -16,7 +16,6 @@ from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import StreamingResponse
 
 from chatsessions import ChatSessionsError, Message, Role, Step, ToolCallDelta
 from chatsessions.service import sse
@@ -27,7 +26,6 @@ from chatsessions.service.routes.chats import NOT_FOUND
 from chatsessions.service.schemas import MessagePublic
 
 router = APIRouter(prefix="/chats/{chat_id}/messages", tags=["messages"])
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def last_seen(last_event_id: str | None, after: int | None) -> int:
@@ -50,14 +48,14 @@ async def turn_events(
     sessions: SessionsDep,
     after: Annotated[int | None, Query(ge=-1, description="the last event number seen")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> sse.EventStream:
     """Resume the events of the turn whose answer is message ``seq``."""
     return await stream_steps(
         sessions.runs.follow(chat_id, seq, after=last_seen(last_event_id, after)), None)
 
 
 async def stream_steps(steps: AsyncGenerator[Step, None],
-                       metrics: Metrics | None) -> StreamingResponse:
+                       metrics: Metrics | None) -> sse.EventStream:
     """Steps as events (``delta``, then ``done`` or ``error``); errors before the first
     step get their own HTTP status. ``metrics`` counts the turn (on its first stream)."""
     try:
@@ -67,8 +65,8 @@ async def stream_steps(steps: AsyncGenerator[Step, None],
             metrics.turn_failed()
         await steps.aclose()
         raise
-    return StreamingResponse(_events(first, steps, metrics), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return sse.EventStream(_events(first, steps, metrics),
+                           first_ready=not isinstance(first.item, Message))
 
 
 async def _events(first: Step, steps: AsyncGenerator[Step, None],
