@@ -118,14 +118,17 @@ class LiveTurns:
         try:
             async with contextlib.aclosing(turn):
                 async for item in turn:
-                    if log.seq is None:
+                    first = log.seq is None
+                    if first:
                         log.seq = item.seq if isinstance(item, Message) else await answer_seq()
                         self._index(log)
                     log.add(item)
-                    # Let the readers run: a model whose answer arrives all at once (or
-                    # faster than it is read) would otherwise run the whole turn, its
-                    # storage included, before the first delta reaches anyone.
-                    await asyncio.sleep(0)
+                    if first:
+                        # Let the readers send it: a model whose answer arrives all at
+                        # once would otherwise have the whole turn run, its storage
+                        # included, before the first delta reaches anyone. Later deltas
+                        # reach them at the turn's next wait (for the model, storage).
+                        await asyncio.sleep(0)
         except ChatSessionsError as exc:
             error = exc
         except asyncio.CancelledError:
