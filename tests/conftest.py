@@ -104,11 +104,14 @@ class LiveServer:
 
         import uvicorn
 
+        from chatsessions.service.protocol import http_protocol
+
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_config=None, log_level="warning",  # type: ignore[arg-type]
-                                access_log=False, timeout_graceful_shutdown=2)
+                                access_log=False, timeout_graceful_shutdown=2,
+                                http=http_protocol())  # as ``chatsessions serve`` runs
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, args=([self.sock],), daemon=True)
 

@@ -45,6 +45,8 @@ def serve(
     """Run the HTTP API (docs at /docs) and the web console (at /)."""
     import uvicorn
 
+    from chatsessions.service.protocol import http_protocol
+
     overrides = ctx.obj or {}
     # Workers read their settings from the environment: hand the CLI's options on.
     for name, value in overrides.items():
@@ -62,7 +64,8 @@ def serve(
     console.print(f"web console: {base}/\nAPI docs:    {base}/docs", highlight=False)
     with _shared_metrics(workers):
         uvicorn.run("chatsessions.service:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level="info", proxy_headers=False)
+                    workers=workers, log_level="info", proxy_headers=False,
+                    http=http_protocol())
 
 
 @contextmanager
