@@ -21,6 +21,8 @@ def test_unknown_ids_are_not_found(sdk: openai.OpenAI, fake_llm: FakeLLMServer) 
     calls: list[tuple[Any, str | None]] = [
         (lambda: sdk.responses.create(model=MODEL, input="hi", conversation="nope"),
          "conversation"),
+        (lambda: sdk.responses.create(model=MODEL, input="hi", conversation="nope",
+                                         stream=True), "conversation"),
         (lambda: sdk.responses.create(model=MODEL, input="hi",
                                          previous_response_id="resp_nope_2"),
          "previous_response_id"),
@@ -160,6 +162,8 @@ def test_tenants_only_see_their_own_conversations(
                 {"role": "user", "content": "peek"}]),
             lambda: b.conversations.items.delete("msg_1", conversation_id=conversation.id),
             lambda: b.responses.create(model=MODEL, input="peek", conversation=conversation.id),
+            lambda: b.responses.create(model=MODEL, input="peek", conversation=conversation.id,
+                                       stream=True),
             lambda: b.responses.create(model=MODEL, input="peek",
                                        previous_response_id=response.id),
             lambda: b.responses.retrieve(response.id),

@@ -184,7 +184,12 @@ async def create_response(body: ResponseCreate, request: Request,
         raise unsupported("background", "Background responses with images, a "
                           "text.format, truncation or context_management are not supported")
     metrics: Metrics = request.app.state.metrics
-    chat_id, expected = await _target(body, turn, sessions)
+    # A streamed text turn on a conversation finds the chat itself, as /chats/{id}/messages
+    # does: reading it first would cost a read before the first token (see _first_step).
+    found_by_turn = bool(body.stream and not body.background and body.conversation_id
+                         and turn.text is not None and not turn.prior)
+    chat_id, expected = ((str(body.conversation_id), None) if found_by_turn
+                         else await _target(body, turn, sessions))
     if body.background:
         assert turn.text is not None
         return await background.start(body, sessions, chat_id, turn.text, turn.params,
@@ -208,7 +213,7 @@ async def create_response(body: ResponseCreate, request: Request,
     stream = _counted(items, metrics)
     try:
         try:
-            first = await anext(stream)  # failures before any output get their own status
+            first = await _first_step(stream, chat_id if found_by_turn else None)
         except ChatMoved:
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
             if turn.text is None:
@@ -322,6 +327,20 @@ async def _target(body: ResponseCreate, turn: Turn,
     return chat_id, None
 
 
+async def _first_step(stream: AsyncIterator[StreamItem | Message],
+                      conversation: str | None) -> StreamItem | Message:
+    """The turn's first item; failures before any output get their own status. With
+    ``conversation`` (a chat not read before the turn), one the turn does not find, or
+    finds another tenant's, is the 404 reading it first would have given."""
+    try:
+        return await anext(stream)
+    except ChatNotFound:
+        if conversation is None:
+            raise
+        raise not_found(f"Conversation with id '{conversation}' not found.",
+                        "conversation") from None
+
+
 async def _answer_seq(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                       first: StreamItem | Message) -> int:
     """The seq the streamed answer gets. The turn holds the chat now: a text turn's user
@@ -372,7 +391,7 @@ async def _counted(turn: AsyncIterator[StreamItem | Message],
                 if isinstance(item, Message) and item.role is Role.ASSISTANT:
                     metrics.turn_ok(item)
                 yield item
-        except ChatMoved:
+        except (ChatMoved, ChatNotFound):  # no turn was run
             raise
         except ChatSessionsError:
             metrics.turn_failed()
