@@ -438,15 +438,29 @@ class AsyncChatSessions:
         """Yield text deltas and tool-call pieces as they arrive, each stored answer that
         calls tools and each stored tool output (as Messages), then the stored final
         assistant message, last (options as for :meth:`send`)."""
+        turn = self._streamed(chat_id, text, params, idempotency_key, system_prompt,
+                              if_message_count, tools, tool_choice, parallel_tool_calls,
+                              max_tool_rounds, response_format, context_policy)
+        async with aclosing(turn):
+            async for item in turn:
+                yield item
+
+    def _streamed(
+        self, chat_id: str, text: str | Sequence[PartSpec],
+        params: GenerationParams | dict[str, Any] | None, idempotency_key: str | None,
+        system_prompt: str | None, if_message_count: int | None,
+        tools: Sequence[ToolSpec] | None, tool_choice: str | None,
+        parallel_tool_calls: bool | None, max_tool_rounds: int | None,
+        response_format: FormatSpec | None, context_policy: ContextPolicy | str | None,
+    ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
+        """:meth:`stream`'s turn, its options checked now (a background run checks them
+        before it is stored: ``runs.py``)."""
         spec = check_response_format(response_format)
-        turn = self._converse(chat_id, text, TurnOptions(
+        return self._converse(chat_id, text, TurnOptions(
             check_params(params), idempotency_key, system_prompt, if_message_count,
             response_format=spec, context_policy=_policy(context_policy)),
             tools, tool_choice, parallel_tool_calls, max_tool_rounds, streaming=True,
             model=response_format)
-        async with aclosing(turn):
-            async for item in turn:
-                yield item
 
     async def stream_message(
         self,
