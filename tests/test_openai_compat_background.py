@@ -203,6 +203,12 @@ def test_background_images_and_context_options_reach_the_turn(
         previous = sdk.responses.create(model=MODEL, input=f"turn {n} " + "words " * 40,
                                         previous_response_id=previous).id
     asked = len(fake_llm.requests)
+    refused = ended(sdk, sdk.responses.create(model=MODEL, input="one more", background=True,
+                                              previous_response_id=previous,
+                                              truncation="disabled").id)
+    assert refused.status == "failed"
+    assert "window" in (refused.error.message if refused.error else "")
+    assert len(fake_llm.requests) == asked  # refused before the model was asked
     compacted = sdk.responses.create(
         model=MODEL, input="and one more", previous_response_id=previous, background=True,
         truncation="auto", extra_body={"context_management": [{"type": "compaction"}]})
