@@ -13,6 +13,9 @@ is stored with its calls and answered by ``function_call`` output items. An inpu
 with ``function_call_output`` items hands in the outputs of the calls the chat waits for
 (:meth:`AsyncChatSessions.send_tool_results`); earlier ``function_call`` and output
 items in the input are stored as history, as messages are.
+
+Whatever the request asks, ``turns.py`` hands it to the library the same way: answered at
+once, streamed detached from the client, or run in the background (``background.py``).
 """
 
 from __future__ import annotations
