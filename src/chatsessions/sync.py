@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from datetime import datetime
 from typing import Any, TypeVar
 
+from chatsessions._sessions.core import _UNSET
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.content import PartSpec
@@ -25,7 +26,7 @@ from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.keys import ApiKeys
 from chatsessions.runs import Runs
-from chatsessions.sessions import _UNSET, AsyncChatSessions
+from chatsessions.sessions import AsyncChatSessions
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
