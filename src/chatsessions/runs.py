@@ -105,13 +105,16 @@ class AsyncRuns:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[Step, None]:
         """:meth:`AsyncChatSessions.stream_tool_results` detached from the reader, as
         :meth:`stream` is: the steps' ``seq`` is the answer's (the outputs are stored with
         it, just before it)."""
         turn = self._sessions._tool_results(
             chat_id, results, params, tools, tool_choice, parallel_tool_calls,
-            idempotency_key, None, system_prompt, streaming=True)
+            idempotency_key, None, system_prompt, response_format, context_policy,
+            streaming=True)
         async for step in self._detach(chat_id, turn, len(results)):
             yield step
 
@@ -190,6 +193,8 @@ class AsyncRuns:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
         """:meth:`AsyncChatSessions.send_tool_results` in the background, as :meth:`start`
@@ -198,7 +203,8 @@ class AsyncRuns:
         not match the calls waiting are refused here (:class:`InvalidInput`)."""
         turn = self._sessions._tool_results(
             chat_id, results, params, tools, tool_choice, parallel_tool_calls,
-            idempotency_key, None, system_prompt, streaming=True)
+            idempotency_key, None, system_prompt, response_format, context_policy,
+            streaming=True)
         chat = await self._ready_chat(chat_id, results, None)
         return await self._launch(chat, turn, len(results), metadata)
 
@@ -376,11 +382,14 @@ class Runs:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Iterator[Step]:
         return self._runner.iterate(self.aio.stream_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            system_prompt=system_prompt))
+            system_prompt=system_prompt, response_format=response_format,
+            context_policy=context_policy))
 
     def start(
         self,
@@ -416,12 +425,15 @@ class Runs:
         parallel_tool_calls: bool | None = None,
         idempotency_key: str | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
         return self._runner.call(self.aio.start_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            system_prompt=system_prompt, metadata=metadata))
+            system_prompt=system_prompt, response_format=response_format,
+            context_policy=context_policy, metadata=metadata))
 
     def get(self, run_id: str) -> Run:
         return self._runner.call(self.aio.get(run_id))

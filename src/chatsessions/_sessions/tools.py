@@ -10,12 +10,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from chatsessions._sessions.answers import AnswerMethods
-from chatsessions._sessions.core import _stored
+from chatsessions._sessions.core import _parsing, _policy, _stored
+from chatsessions.engine.structured import FormatSpec, check_response_format
 from chatsessions.engine.tool_round import RoundOptions, cancel_calls, run_tool_round
 from chatsessions.engine.tools import FunctionTool, ToolSpec, functions_of, tool_options
 from chatsessions.engine.turn import pending_calls
 from chatsessions.errors import InvalidInput
 from chatsessions.types import (
+    ContextPolicy,
     GenerationParams,
     Message,
     Role,
@@ -39,17 +41,20 @@ class ToolMethods(AnswerMethods):
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         """Store the outputs of the calls the chat is waiting for (``{call_id: output}``,
         every pending call at once) and ask the model again; return its stored answer,
         which may call tools again (Python functions among the tools are run, as in
         :meth:`send`). Unknown ids and missing outputs raise :class:`InvalidInput` naming
         them; a repeated ``idempotency_key`` returns the stored answer. ``system_prompt``
-        answers this round under another prompt (the chat keeps its own), as in
-        :meth:`send`."""
+        answers this round under another prompt (the chat keeps its own), and
+        ``response_format`` and ``context_policy`` shape it, as in :meth:`send`."""
         return await _stored(self._tool_results(
             chat_id, results, params, tools, tool_choice, parallel_tool_calls,
-            idempotency_key, max_tool_rounds, system_prompt, streaming=False))
+            idempotency_key, max_tool_rounds, system_prompt, response_format,
+            context_policy, streaming=False))
 
     async def stream_tool_results(
         self,
@@ -63,13 +68,16 @@ class ToolMethods(AnswerMethods):
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         """:meth:`send_tool_results`, yielding as :meth:`stream` does (deltas and call
         pieces, then the stored outputs, then the stored answer, last: the outputs are
         written with the answer)."""
         run = self._tool_results(chat_id, results, params, tools, tool_choice,
                                  parallel_tool_calls, idempotency_key, max_tool_rounds,
-                                 system_prompt, streaming=True)
+                                 system_prompt, response_format, context_policy,
+                                 streaming=True)
         async with aclosing(run):
             async for item in run:
                 yield item
@@ -98,7 +106,8 @@ class ToolMethods(AnswerMethods):
         params: GenerationParams | dict[str, Any] | None, tools: Sequence[ToolSpec] | None,
         tool_choice: str | None, parallel_tool_calls: bool | None,
         idempotency_key: str | None, max_tool_rounds: int | None,
-        system_prompt: str | None, *, streaming: bool,
+        system_prompt: str | None, response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None, *, streaming: bool,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
         if not isinstance(results, Mapping) or not results:
             raise InvalidInput("results must map each pending tool call's id to its output")
@@ -108,12 +117,16 @@ class ToolMethods(AnswerMethods):
                    for call_id, output in results.items()}
         if idempotency_key is not None:
             check_text(idempotency_key, field="idempotency key", max_chars=200)
-        loop = self._loop(chat_id, tools, tool_choice, parallel_tool_calls, max_tool_rounds)
-        options = RoundOptions(check_params(params), idempotency_key, loop.tools,
-                               None if system_prompt is None
-                               else self._check_system_prompt(system_prompt))
-        return self._run_loop(chat_id, loop, self._round(chat_id, checked, options,
-                                                         streaming), streaming)
+        spec = check_response_format(response_format)
+        loop = self._loop(chat_id, tools, tool_choice, parallel_tool_calls, max_tool_rounds,
+                          RoundOptions(check_params(params), None, None,
+                                       None if system_prompt is None
+                                       else self._check_system_prompt(system_prompt),
+                                       spec, _policy(context_policy)))
+        first = self._round(chat_id, checked, replace(loop.then, idempotency_key=
+                                                      idempotency_key), streaming)
+        run = self._run_loop(chat_id, loop, first, streaming)
+        return run if spec is None else _parsing(run, spec, response_format)
 
     async def _round(self, chat_id: str, results: Mapping[str, str] | None,
                      options: RoundOptions, streaming: bool
@@ -126,12 +139,16 @@ class ToolMethods(AnswerMethods):
                 yield item
 
     def _loop(self, chat_id: str, tools: Sequence[ToolSpec] | None, tool_choice: str | None,
-              parallel: bool | None, max_rounds: int | None) -> _Loop:
+              parallel: bool | None, max_rounds: int | None, then: RoundOptions) -> _Loop:
+        """The call's loop; ``then``: the options its rounds answer under (the call's
+        params, prompt, format and context policy, checked; its tools are added here)."""
         if max_rounds is not None and (not isinstance(max_rounds, int) or max_rounds < 0):
             raise InvalidInput("max_tool_rounds must be 0 or more")
         functions = {**self._runtime.functions.get(chat_id, {}), **functions_of(tools)}
-        return _Loop(tool_options(tools, tool_choice, parallel), functions,
-                     self.settings.max_tool_rounds if max_rounds is None else max_rounds)
+        offered = tool_options(tools, tool_choice, parallel)
+        return _Loop(offered, functions,
+                     self.settings.max_tool_rounds if max_rounds is None else max_rounds,
+                     replace(then, tools=offered))
 
     async def _run_loop(
         self, chat_id: str, loop: _Loop, first: AsyncGenerator[str | ToolCallDelta | Message,
@@ -164,7 +181,7 @@ class ToolMethods(AnswerMethods):
                 tools = replace(tools or ToolOptions(), choice="none")
             run = self._round(chat_id, {c.id: out for c, out in zip(calls, outputs,
                                                                    strict=True)},
-                              RoundOptions(None, None, tools), streaming)
+                              replace(loop.then, tools=tools), streaming)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +191,5 @@ class _Loop:
     tools: ToolOptions | None
     functions: dict[str, FunctionTool]
     max_rounds: int
+    #: what each round answers under: the call's params, prompt, format, context policy
+    then: RoundOptions

@@ -171,15 +171,20 @@ class TurnMethods(ToolMethods):
         tools: Sequence[ToolSpec] | None, tool_choice: str | None, parallel: bool | None,
         max_rounds: int | None, *, streaming: bool, model: FormatSpec | None = None,
     ) -> AsyncGenerator[str | ToolCallDelta | Message, None]:
-        loop = self._loop(chat_id, tools, tool_choice, parallel, max_rounds)
+        if options.system_prompt is not None:
+            options = replace(options,
+                              system_prompt=self._check_system_prompt(options.system_prompt))
+        loop = self._loop(chat_id, tools, tool_choice, parallel, max_rounds, RoundOptions(
+            options.params, None, None, options.system_prompt, options.response_format,
+            options.context_policy))
         turn = self._turn(chat_id, text, replace(options, tools=loop.tools),
                           streaming=streaming)
-        if options.response_format is not None:
-            turn = _parsing(turn, options.response_format, model)
-        if not loop.functions:
+        if loop.functions:
+            turn = self._run_loop(chat_id, loop, turn, streaming,
+                                  replayable=options.idempotency_key is not None)
+        if options.response_format is None:
             return turn
-        return self._run_loop(chat_id, loop, turn, streaming,
-                              replayable=options.idempotency_key is not None)
+        return _parsing(turn, options.response_format, model)
 
     async def retry(
         self,

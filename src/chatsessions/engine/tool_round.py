@@ -29,8 +29,10 @@ from chatsessions.errors import BackendError, InvalidInput
 from chatsessions.types import (
     Chat,
     Completion,
+    ContextPolicy,
     GenerationParams,
     Message,
+    ResponseFormat,
     Role,
     ToolCall,
     ToolCallDelta,
@@ -51,6 +53,10 @@ class RoundOptions:
     tools: ToolOptions | None = None
     #: this round's prompt instead of the chat's (the chat keeps its own)
     system_prompt: str | None = None
+    #: the shape the answer must take (None: the model's default, text)
+    response_format: ResponseFormat | None = None
+    #: this round's context policy instead of the chat's (which stays as stored)
+    context_policy: ContextPolicy | None = None
 
 
 async def run_tool_round(
@@ -89,8 +95,11 @@ async def run_tool_round(
                 gen_params = GenerationParams.model_validate(chat.params).merged(
                     options.params)
                 # Trimmed, not summarized: a summary waits for the next turn.
-                prompted = chat if options.system_prompt is None else replace(
-                    chat, system_prompt=options.system_prompt)
+                prompted = chat
+                if options.system_prompt is not None:
+                    prompted = replace(prompted, system_prompt=options.system_prompt)
+                if options.context_policy is not None:
+                    prompted = replace(prompted, context_policy=options.context_policy)
                 context = plan_context(prompted, history, None, backend, gen_params,
                                        max_output_tokens=settings.max_output_tokens,
                                        summarize=False, outputs=outputs)
@@ -109,7 +118,8 @@ async def run_tool_round(
         try:
             async with aclosing(runtime.models.call(
                     backend, shown, gen_params, chat.model, streaming=streaming,
-                    chat_id=chat.id, tools=offered(chat, options.tools))) as calls:
+                    chat_id=chat.id, tools=offered(chat, options.tools),
+                    response_format=options.response_format)) as calls:
                 async for item in calls:
                     if isinstance(item, Completion):
                         completion = item

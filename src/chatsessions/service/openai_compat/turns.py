@@ -43,12 +43,12 @@ class Turn:
 
     def keywords(self, expected: int | None) -> dict[str, Any]:
         """The library's keywords for this turn; ``expected``: the message count the chat
-        must still have (a text turn's condition). A tool round takes no format or
-        context policy of its own: it answers in the turn's."""
-        common = {"params": self.params, "system_prompt": self.instructions, **self.tools}
+        must still have (a text turn's condition)."""
+        common = {"params": self.params, "system_prompt": self.instructions, **self.tools,
+                  **self.shape}
         if self.text is None:
             return common
-        return {**common, "if_message_count": expected, **self.shape}
+        return {**common, "if_message_count": expected}
 
 
 async def send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
