@@ -17,7 +17,7 @@ async def test_the_first_delta_reaches_a_reader_before_the_turn_runs_on() -> Non
         for word in ("one ", "two ", "three"):
             yield word  # each delta ready at once: no wait in between
 
-    async def answer_seq() -> int:
+    async def answer_seq(first: object) -> int:
         return 2
 
     log = LiveTurns().start(turn(), "chat", answer_seq)
