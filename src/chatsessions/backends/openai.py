@@ -168,7 +168,7 @@ class OpenAIBackend:
                         continue
                     choice = choices[0]
                     finish = choice.get("finish_reason") or finish
-                    delta = choice.get("delta")
+                    delta = choice.get("delta") or {}
                     if content := delta.get("content"):
                         parts.append(content)
                         yield content

@@ -63,11 +63,13 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, each response written through :class:`HeadWithBody`."""
 
     def on_headers_complete(self) -> None:
-        before = self.cycle
+        # uvicorn's insides: should a release rename them, responses go out unwrapped
+        # (two writes, as plain uvicorn sends them), never fail
+        before = getattr(self, "cycle", None)
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:
-            self.cycle.transport = HeadWithBody(  # type: ignore[assignment]
-                self.transport, self.loop)
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle is not before and hasattr(cycle, "transport"):
+            cycle.transport = HeadWithBody(self.transport, self.loop)
 
 
 def http_protocol() -> str:
