@@ -58,7 +58,11 @@ TARGETS: dict[str, Target] = {
     ),
     "context": Target(
         files=["src/chatsessions/engine/context.py"],
-        tests=["tests/test_context.py", "tests/test_context_policy.py", *SQLITE],
+        tests=["tests/test_context.py", "tests/test_context_budget.py",
+               "tests/test_context_policy.py", "tests/test_tool_context.py",
+               "tests/test_sessions.py::test_context_trimming_drops_oldest_turns_but_keeps_system_prompt",
+               "tests/test_sessions.py::test_a_message_larger_than_the_window_is_refused",
+               *SQLITE],
     ),
     "turn_writes": Target(
         files=["src/chatsessions/store/turn_writes.py"],
