@@ -75,7 +75,9 @@ TARGETS: dict[str, Target] = {
                "tests/test_sessions.py", *SQLITE],
     ),
     # idempotency: chat creation's check and request hash, and the store's key statements
-    # (the turn's replay of a keyed request is in the "turn" target)
+    # (the turn's replay of a keyed request is in the "turn" target); the tests that use
+    # keys, and those of the chat's fields that creation checks (every test reaches
+    # create_chat: running them all for each of its mutants would take hours)
     "idempotency": Target(
         files=["src/chatsessions/sessions.py", "src/chatsessions/store/sql.py"],
         functions=[
@@ -86,8 +88,19 @@ TARGETS: dict[str, Target] = {
             "chatsessions.store.sql.xǁSQLStoreǁmessage_by_idempotency_key__mutmut_*",
             "chatsessions.store.sql.xǁSQLStoreǁexpire_idempotency_keys__mutmut_*",
         ],
-        tests=["tests/test_guarantees_idempotency.py", "tests/test_leases.py",
-               "tests/test_guarantees_promises.py", *BOTH],
+        tests=["tests/test_guarantees_idempotency.py::test_chat_creation_with_one_key_makes_one_chat",
+               "tests/test_guarantees_idempotency.py::test_retries_while_the_first_request_runs_make_one_turn",
+               "tests/test_leases.py::test_idempotent_send_runs_once",
+               "tests/test_leases.py::test_idempotent_failure_is_replayed_not_rerun",
+               "tests/test_leases.py::test_idempotent_chat_creation",
+               "tests/test_leases.py::test_expired_idempotency_keys_are_forgotten",
+               "tests/test_guarantees_promises.py::test_message_keys_are_scoped_to_their_chat",
+               "tests/test_guarantees_promises.py::test_chat_request_hash_covers_every_field",
+               "tests/test_guarantees_promises.py::test_keys_are_forgotten_by_sweep_after_their_ttl",
+               "tests/test_store_ids.py",
+               "tests/test_sessions.py::test_create_chat_returns_uuid_and_starts_with_system_prompt",
+               "tests/test_sessions.py::test_bad_params_are_refused",
+               *BOTH],
     ),
 }
 
