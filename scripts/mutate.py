@@ -54,6 +54,7 @@ TARGETS: dict[str, Target] = {
         files=["src/chatsessions/engine/leases.py"],
         tests=["tests/test_leases.py", "tests/test_turn_writes.py",
                "tests/test_guarantees_promises.py::test_busy_chat_is_409_chat_busy_with_retry_after",
+               "tests/test_holders.py::test_a_chat_held_by_a_process_gone_from_this_host_is_taken_at_once",
                *SQLITE],
     ),
     "context": Target(
