@@ -13,8 +13,18 @@ import pytest
 from chatsessions.engine import summary
 from chatsessions.engine.cache import History
 from chatsessions.engine.context import IMAGE_TOKENS, build_context, plan_context, shown_tokens
-from chatsessions.errors import ContextTooLong
-from chatsessions.types import Chat, ContextPolicy, GenerationParams, Message, Role, ToolCall
+from chatsessions.errors import BackendError, ContextTooLong
+from chatsessions.types import (
+    Chat,
+    ContentPart,
+    ContextPolicy,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Role,
+    TextPart,
+    ToolCall,
+)
 
 OVERHEAD = {"system": 4, "user": 3, "assistant": 2, "tool": 5}
 WINDOWS = {"small": 200, "medium": 1000}
@@ -129,30 +139,39 @@ def test_a_tool_round_is_shown_whole_or_refused_whole() -> None:
         plan(chat, history_of(*alone), None, outputs=outputs(31))
 
 
-def test_a_summary_takes_in_the_beginning_of_a_message_longer_than_its_request() -> None:
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_summary_takes_in_the_beginning_of_a_message_longer_than_its_request(
+    earlier: bool,
+) -> None:
     """The turns a new summary must take in, newest first, as many as one summary request
-    has room for; a message longer than that room is taken from its beginning."""
+    (with the previous summary, if any) has room for; a message longer than that room is
+    taken from its beginning."""
     chat = Chat(id="c", system_prompt=SYSTEM, model="medium",
                 context_policy=ContextPolicy.SUMMARIZE)
     long = "y" * 700
-    rows = [Message("c", 1, Role.USER, "q1"), Message("c", 2, Role.ASSISTANT, long),
-            Message("c", 3, Role.USER, "q2"), Message("c", 4, Role.ASSISTANT, "z" * 300)]
+    previous = Message("c", 2, Role.SYSTEM, "p" * 100, covers_seq=1)
+    rows = [Message("c", 1, Role.USER, "q0"), *([previous] if earlier else []),
+            Message("c", 3, Role.USER, "q1"), Message("c", 4, Role.ASSISTANT, long),
+            Message("c", 5, Role.USER, "q2"), Message("c", 6, Role.ASSISTANT, "z" * 300)]
     context = plan_context(chat, history_of(*rows), "q3", CharBackend(),
                            GenerationParams(max_tokens=RESERVE), max_output_tokens=10_000)
     refresh = context.refresh
     assert refresh is not None
-    assert refresh.previous is None
-    assert refresh.covers_seq == 2
+    assert refresh.previous == (previous if earlier else None)
+    assert refresh.covers_seq == 4
     assert refresh.max_tokens == summary.token_limit(budget("medium"))
     [taken] = refresh.turns
-    assert taken.seq == 2
+    assert taken.seq == 4
     assert taken.content.endswith(" …")
     assert long.startswith(taken.content.removesuffix(" …"))
-    fixed = sum(len(m["content"]) + OVERHEAD[m["role"]] for m in summary.request(None, []))
+    fixed = sum(len(m["content"]) + OVERHEAD[m["role"]]
+                for m in summary.request(refresh.previous, []))
     room = WINDOWS["medium"] - refresh.max_tokens - 3 - fixed
     assert room - 20 < len(taken.content) + OVERHEAD["assistant"] <= room
     # what is shown: the turns after the ones to summarize (the summary goes before them)
-    assert [m["content"] for m in context.messages] == [SYSTEM, "q2", "z" * 300, "q3"]
+    shown = [m["content"] for m in context.messages]
+    assert shown == [SYSTEM, *([summary.shown(previous)["content"]] if earlier else []),
+                     "q2", "z" * 300, "q3"]
 
 
 def test_a_window_too_small_for_a_summary_request_is_refused() -> None:
@@ -176,9 +195,109 @@ def test_without_a_new_summary_the_latest_is_shown_and_the_rest_trimmed_to_fit()
     history = history_of(*two_turns()[:2], turns[0], turns[1], written, *turns[2:])
     room = budget("medium") - summary_tokens - 60
     messages = build_context(chat, history, text(Role.USER, room), CharBackend(),
-                             GenerationParams(max_tokens=RESERVE), max_output_tokens=10_000)
+                             GenerationParams(), max_output_tokens=RESERVE)
     assert messages[:2] == [{"role": "system", "content": SYSTEM}, shown_summary]
     assert [m["content"] for m in messages[2:-1]] == [m.content for m in turns[2:]]
     assert len(build_context(chat, history, text(Role.USER, room - 60), CharBackend(),
                              GenerationParams(max_tokens=RESERVE),
                              max_output_tokens=10_000)) == 2 + 4 + 1
+
+
+def hundreds(turns: int) -> list[Message]:
+    """``turns`` whole turns of 100 tokens a message."""
+    return [Message("c", seq, role, text(role, 100))
+            for seq, role in enumerate([Role.USER, Role.ASSISTANT] * turns, start=1)]
+
+
+def summarizing(new_tokens: int) -> Any:
+    chat = Chat(id="c", system_prompt=SYSTEM, model="medium",
+                context_policy=ContextPolicy.SUMMARIZE)
+    return plan_context(chat, history_of(*hundreds(5)), text(Role.USER, new_tokens),
+                        CharBackend(), GenerationParams(max_tokens=RESERVE),
+                        max_output_tokens=10_000)
+
+
+def test_after_a_summary_the_turns_kept_fill_at_most_half_the_room_it_leaves() -> None:
+    """So the next turns grow into the other half before another summary is due; a new
+    message too big for half the room takes the room whole."""
+    reserve = len(summary.SHOWN_AS) + OVERHEAD["system"] + summary.token_limit(
+        budget("medium"))
+    room = budget("medium") - reserve
+    context = summarizing(10)  # 5 turns of 200 and the new 10 outgrow the budget
+    assert sum(context.counts) <= room // 2 < sum(context.counts) + 200
+    assert [m.seq for m in context.turns] == [9, 10, 0]
+    assert context.refresh is not None
+    assert context.refresh.covers_seq == 8
+    bigger = summarizing(room // 3 + 1)
+    assert [m.seq for m in bigger.turns] == [0]  # with a turn it would pass half the room
+    assert bigger.refresh is not None
+    assert bigger.refresh.covers_seq == 10
+
+
+def test_a_summary_longer_than_its_reserve_leaves_more_turns_out_or_fails_the_turn() -> None:
+    """The summary the model wrote takes its place in the context: if it took more than
+    it was given, older turns make room for it; if even the message does not fit next
+    to it, the turn fails (the model may write a shorter one on the retry)."""
+    backend = CharBackend()
+
+    def written(tokens: int) -> Message:
+        return Message("c", 11, Role.SYSTEM, "s" * (tokens - summary_overhead), covers_seq=8)
+
+    summary_overhead = len(summary.SHOWN_AS) + OVERHEAD["system"]
+    short = summarizing(10).summarized(written(100), backend, "medium")
+    assert [m.seq for m in short.turns] == [9, 10, 0]
+    assert short.summary == summary.shown(written(100))
+    assert short.summary_tokens == 100
+    assert short.refresh is None
+    assert short.tokens == 7 + 100 + 210
+    long = summarizing(10).summarized(written(budget("medium") - 100), backend, "medium")
+    assert [m.seq for m in long.turns] == [0]
+    with pytest.raises(BackendError, match="left no room for the message"):
+        summarizing(10).summarized(written(budget("medium") - 5), backend, "medium")
+
+
+def test_trim_shows_the_turns_a_summary_covers_and_never_the_summary() -> None:
+    """A chat switched from ``summarize`` back to ``trim``: the summary rows stay stored
+    but the turns they stand for are shown again, as far as they fit."""
+    chat = Chat(id="c", system_prompt=SYSTEM, model="medium")
+    rows = [*two_turns()[:2], Message("c", 3, Role.SYSTEM, "the gist", covers_seq=2),
+            Message("c", 4, Role.USER, "more")]
+    shown = plan(chat, history_of(*rows), "and?")
+    assert [m["content"] for m in shown] == [SYSTEM, rows[0].content, rows[1].content,
+                                             "more", "and?"]
+
+
+def test_policy_none_refuses_a_history_that_outgrows_the_window() -> None:
+    chat = Chat(id="c", system_prompt=SYSTEM, model="small", context_policy=ContextPolicy.NONE)
+    rows = two_turns()  # 120 tokens
+    assert len(plan(chat, history_of(*rows), text(Role.USER, budget("small") - 120))) == 6
+    with pytest.raises(ContextTooLong, match="policy is 'none'"):
+        plan(chat, history_of(*rows), text(Role.USER, budget("small") - 119))
+
+
+def test_the_new_message_is_shown_and_counted_with_its_images() -> None:
+    chat = Chat(id="c", system_prompt=SYSTEM, model="medium")
+    parts: tuple[ContentPart, ...] = (TextPart("what is this?"),
+                                      ImagePart("data:image/png;base64,AA=="))
+    context = plan_context(chat, history_of(), "what is this?", CharBackend(),
+                           GenerationParams(max_tokens=RESERVE), max_output_tokens=10_000,
+                           parts=parts)
+    assert context.views[-1] == Message("c", 0, Role.USER, "what is this?",
+                                        parts=parts).as_openai()
+    assert isinstance(context.views[-1]["content"], list)
+    assert context.counts == [len("what is this?") + 3 + IMAGE_TOKENS]
+
+
+def test_an_answer_left_with_neither_text_nor_answered_calls_is_not_shown() -> None:
+    """An answer whose calls all lost their outputs (deleted, or an import) is left out
+    if it has no text; with text, it is shown as text alone."""
+    chat = Chat(id="c", system_prompt=SYSTEM, model="medium")
+    call = (ToolCall("call_1", "f", "{}"),)
+    for content, shown in (("", []), ("let me look", [{"role": "assistant",
+                                                        "content": "let me look"}])):
+        rows = [Message("c", 1, Role.USER, "q"),
+                Message("c", 2, Role.ASSISTANT, content, tool_calls=call),
+                Message("c", 3, Role.ASSISTANT, "done")]
+        messages = plan(chat, history_of(*rows), "next")
+        assert messages[2:-2] == shown
+        assert [m["content"] for m in (messages[1], *messages[-2:])] == ["q", "done", "next"]
