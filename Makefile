@@ -17,11 +17,11 @@ run: install  ## set up everything and serve on the embedded model and SQLite
 demo: install
 	$(VENV)/bin/chatsessions demo
 
-test: install  ## lint, types, the browser the console's tests drive, then the whole suite
+test: install  ## lint, types, the browser the console's tests drive, then the whole suite (shuffled: PYTEST_ARGS="-p randomly")
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	@bash scripts/chromium.sh
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

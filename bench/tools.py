@@ -11,11 +11,10 @@ statement on every connection; PostgreSQL: SQLAlchemy's and the driver's own). T
 figures divide a tool round's median by a plain turn's. SQLite and PostgreSQL run in
 lockstep, one step each in turn, so load from elsewhere on the machine hits both alike.
 
-Where a round's extra work comes from, as the statements show: it reads the chat before
-taking the lease, takes the lease in a transaction of its own, and stores each output
-and the answer through the general append path (a counter update and an insert per
-message) where a turn has two fused driver statements; the turn after a round, having
-lost the shortcut a turn leaves for the next, rereads the chat too.
+A round takes the path a turn takes: its first write takes the lease on the chat as
+this process presumes it (``Store.begin_round``, no read first), and one write stores
+its outputs and its answer with the counters and releases the lease
+(``Store.complete_round``: one statement on PostgreSQL, one transaction on SQLite).
 """
 
 from __future__ import annotations

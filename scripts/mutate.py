@@ -80,10 +80,10 @@ TARGETS: dict[str, Target] = {
     # keys, and those of the chat's fields that creation checks (every test reaches
     # create_chat: running them all for each of its mutants would take hours)
     "idempotency": Target(
-        files=["src/chatsessions/sessions.py", "src/chatsessions/store/sql.py"],
+        files=["src/chatsessions/_sessions/chats.py", "src/chatsessions/store/sql.py"],
         functions=[
-            "chatsessions.sessions.xǁAsyncChatSessionsǁcreate_chat__mutmut_*",
-            "chatsessions.sessions.x_request_hash__mutmut_*",
+            "chatsessions._sessions.chats.xǁChatMethodsǁcreate_chat__mutmut_*",
+            "chatsessions._sessions.chats.x_request_hash__mutmut_*",
             "chatsessions.store.sql.xǁSQLStoreǁcreate_chat__mutmut_*",
             "chatsessions.store.sql.xǁSQLStoreǁchat_by_idempotency_key__mutmut_*",
             "chatsessions.store.sql.xǁSQLStoreǁmessage_by_idempotency_key__mutmut_*",

@@ -20,6 +20,7 @@ from agents import (
     Runner,
     function_tool,
 )
+from pydantic import BaseModel
 
 from chatsessions.service.openai_compat.items import parse_response_id
 from chatsessions.testing import FakeLLMServer
@@ -155,3 +156,29 @@ async def test_a_streamed_run(agent: Agent, fake_llm: FakeLLMServer, http: httpx
                             "function_call_output", "function_call_output", "assistant"]
     assert [item["output"] for item in found[3:5]] == [
         "order 4417: in transit", "order 4418: in transit"]
+
+
+class Delivery(BaseModel):
+    city: str
+    days: int
+
+
+async def test_a_run_with_an_output_type_and_a_tool(
+    client: openai.AsyncOpenAI, fake_llm: FakeLLMServer, http: httpx.Client
+) -> None:
+    """An agent with ``output_type`` sends ``text.format`` on every call, the one after
+    the tool's output too: that answer is the agent's final output, so it must be JSON
+    of the shape asked, and the SDK parses it into the model."""
+    LOOKED_UP.clear()
+    agent = Agent(name="support", instructions="You help with orders.",
+                  tools=[order_status], output_type=Delivery,
+                  model=OpenAIResponsesModel(model="fake-model", openai_client=client))
+    result = await Runner.run(agent, "Where is order 4417?",
+                              run_config=NO_TRACES)
+    assert LOOKED_UP == ["4417"]
+    assert isinstance(result.final_output, Delivery)
+    after_tool = fake_llm.requests[-1]
+    assert after_tool.messages[-1]["role"] == "tool"
+    assert after_tool.params["response_format"]["json_schema"]["name"] == "final_output"
+    found = items(http, chat_of(result.last_response_id))
+    assert shape(found) == ["user", "function_call", "function_call_output", "assistant"]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatsessions import AsyncChatSessions, ContextTooLong, Role
+from chatsessions import AsyncChatSessions, ContextTooLong, InvalidInput, Role
 from chatsessions.store import Store, open_store
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import Chat, utcnow
@@ -257,3 +257,45 @@ async def test_an_item_deleted_through_one_service_is_not_sent_by_the_other(
     assert ok[0] == {"role": "assistant", "content": "Noted."}  # its question is gone
     assert sent == [{"role": "system", "content": "Be brief."}, *ok[1:]]  # whole turns
     assert [m["role"] for m in sent[1:]].count(Role.USER.value) == 3
+
+
+ORDER = {"name": "order_status", "description": "Where an order is.",
+         "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                        "required": ["order_id"]}}
+
+
+async def test_a_tool_round_on_a_chat_another_replica_moved_is_judged_as_stored(
+    replicas: tuple[AsyncChatSessions, AsyncChatSessions],
+) -> None:
+    """B's turn called a tool, so B presumes the chat for the round; A answered the call
+    meanwhile. B's submission of the same output is refused (the chat waits for nothing)
+    and stores nothing twice; B's next turn sends the history as stored."""
+    a, b = replicas
+    chat_id = await a.create_chat("Be brief.", tools=[ORDER])
+    calls = (await b.send(chat_id, "where is order 7?")).tool_calls or ()
+    assert calls
+    assert b._runtime.presumed_chat(chat_id) is not None
+    await a.send_tool_results(chat_id, {calls[0].id: "order 7: in Leeds"})
+    with pytest.raises(InvalidInput, match="not waiting"):
+        await b.send_tool_results(chat_id, {calls[0].id: "order 7: in Leeds"})
+    stored = await a.history(chat_id)
+    assert [m.role for m in stored] == [Role.SYSTEM, Role.USER, Role.ASSISTANT, Role.TOOL,
+                                        Role.ASSISTANT]
+    answer = await b.send(chat_id, "thanks", tool_choice="none")
+    assert [m.seq for m in await b.history(chat_id)][-1] == answer.seq == 6
+
+
+async def test_the_turn_after_a_round_presumes_the_chat_the_round_left(
+    replicas: tuple[AsyncChatSessions, AsyncChatSessions],
+) -> None:
+    """A round leaves the chat presumable (no read before the next turn's first write)
+    and exactly as stored: the next turn takes the shortcut and its write succeeds."""
+    a, _b = replicas
+    chat_id = await a.create_chat("Be brief.", tools=[ORDER])
+    calls = (await a.send(chat_id, "where is order 7?")).tool_calls or ()
+    await a.send_tool_results(chat_id, {calls[0].id: "order 7: in Leeds"})
+    presumed = a._runtime.presumed_chat(chat_id)
+    assert presumed is not None
+    stored = await a.get_chat(chat_id)
+    assert (presumed.message_count, presumed.updated_at, presumed.history_version) == (
+        stored.message_count, stored.updated_at, stored.history_version)

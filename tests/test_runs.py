@@ -12,11 +12,13 @@ import pytest
 
 from chatsessions import (
     AsyncChatSessions,
+    InvalidInput,
     Message,
     Run,
     RunNotFound,
     RunStatus,
     Step,
+    ToolCallsPending,
     TurnStatus,
 )
 from chatsessions.testing import FakeLLMServer, Fault
@@ -109,6 +111,39 @@ async def test_a_background_run_completes_and_is_stored(
         assert read[-1].item == answer
         with pytest.raises(RunNotFound):  # another tenant's run is not found
             await other.for_tenant("other").runs.get(run.id)
+
+
+ORDER_TOOL = {"type": "function", "function": {
+    "name": "order_status", "parameters": {
+        "type": "object", "properties": {"order_id": {"type": "string"}}}}}
+
+
+async def test_a_background_run_calls_tools_and_a_background_round_answers_them(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat()
+    run = await sessions.runs.start(chat_id, "Where is order 4417?", tools=[ORDER_TOOL])
+    done = await finished(sessions, run.id)
+    asked = await sessions.get_message(chat_id, done.seq or 0)
+    assert done.status is RunStatus.COMPLETED
+    assert asked is not None
+    [call] = asked.tool_calls or ()
+    with pytest.raises(ToolCallsPending):  # refused before a run is stored
+        await sessions.runs.start(chat_id, "Hello?")
+    with pytest.raises(InvalidInput):
+        await sessions.runs.start_tool_results(chat_id, {"call_nope": "?"})
+    requests = len(fake_llm.requests)
+    run = await sessions.runs.start_tool_results(chat_id, {call.id: "shipped"},
+                                                 tools=[ORDER_TOOL])
+    done = await finished(sessions, run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert len(fake_llm.requests) == requests + 1
+    roles = [m.role for m in await sessions.history(chat_id)]
+    assert roles[-3:] == ["assistant", "tool", "assistant"]
+    answer = await sessions.get_message(chat_id, done.seq or 0)
+    assert answer is not None
+    assert answer.role == "assistant"
+    assert "shipped" in answer.content
 
 
 async def test_a_failed_background_run_says_why(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import BaseModel
 
 from chatsessions import (
     AsyncChatSessions,
@@ -199,3 +200,48 @@ async def test_usage_counts_every_model_call_and_fork_copies_the_calls(
     again = await sessions.regenerate(chat_id)
     assert again.replaces_seq == answers[-1].seq
     assert "shipped" in again.content
+
+
+class Where(BaseModel):
+    city: str
+    days: int
+
+
+async def test_a_loops_rounds_answer_under_the_calls_format_prompt_and_params(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """A round of the loop answers as the call asked: in its format (parsed at the end),
+    under its system prompt, with its params; not under the chat's own."""
+    chat_id = await sessions.create_chat("You are a support bot.")
+    answer = await sessions.send(chat_id, "where is order 1234 in 2 days?",
+                                 tools=[order_status], response_format=Where,
+                                 system_prompt="Answer in JSON.",
+                                 params={"temperature": 0.25})
+    assert isinstance(answer.parsed, Where)
+    call, round_ = fake_llm.requests[-2:]
+    assert call.messages[-1]["role"] == "user"
+    assert round_.messages[-1]["role"] == "tool"
+    for request in (call, round_):
+        assert request.messages[0] == {"role": "system", "content": "Answer in JSON."}
+        assert request.params["temperature"] == 0.25
+        assert request.params["response_format"]["type"] == "json_schema"
+    assert (await sessions.get_chat(chat_id)).system_prompt == "You are a support bot."
+
+
+async def test_tool_results_answer_in_the_format_asked(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat("S", tools=[ORDER_SCHEMA])
+    calls = (await sessions.send(chat_id, "where is order 12?")).tool_calls or ()
+    answer = await sessions.send_tool_results(
+        chat_id, {c.id: "in Leeds" for c in calls}, response_format=Where,
+        context_policy="none")
+    assert isinstance(answer.parsed, Where)
+    assert fake_llm.requests[-1].params["response_format"]["json_schema"]["name"] == "Where"
+    streamed = [item async for item in sessions.stream_tool_results(
+        chat_id, {c.id: "in York" for c in (await sessions.send(
+            chat_id, "and order 13?")).tool_calls or ()},
+        response_format={"type": "json_object"})]
+    final = streamed[-1]
+    assert isinstance(final, Message)
+    assert final.parsed == json.loads(final.content)

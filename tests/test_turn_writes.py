@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -14,13 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from chatsessions.errors import DatabaseUnavailable, TurnInterrupted
-from chatsessions.store import engines
+from chatsessions.store import engines, usage
 from chatsessions.store.driver import DriverStatement
 from chatsessions.store.engines import AsyncDatabase
 from chatsessions.store.schema import chats
 from chatsessions.store.sql import SQLStore
 from chatsessions.store.statements import BUMP_AND_RELEASE
-from chatsessions.types import Chat, Message, Role, TurnStatus, utcnow
+from chatsessions.types import Chat, Message, Role, ToolCall, TurnStatus, utcnow
 
 
 @pytest.fixture
@@ -130,6 +131,93 @@ async def test_an_answer_to_a_turn_declared_dead_is_refused_whole(store: SQLStor
     assert after is not None
     assert (after.message_count, after.prompt_tokens) == (1, 0)
     assert await _lease_owner(store, chat.id) == "me"  # released by the turn's own ending
+
+
+def _calling(chat_id: str, *ids: str) -> Message:
+    calls = tuple(ToolCall(i, "order_status", '{"order_id": "42"}') for i in ids)
+    return replace(_answer(chat_id, ""), tool_calls=calls)
+
+
+def _output(chat_id: str, call_id: str, text: str) -> Message:
+    return Message(chat_id=chat_id, seq=0, role=Role.TOOL, content=text,
+                   tool_call_id=call_id)
+
+
+async def _waiting_for(store: SQLStore, *ids: str) -> Chat:
+    """A chat whose last answer called tools ``ids``, as the turn left it."""
+    chat = await _chat(store)
+    user = await store.begin_turn(chat, "me", _until(), "Where is order 42?")
+    assert user is not None
+    await store.complete_turn(user, _calling(chat.id, *ids), lease_owner="me")
+    seen = await store.get_chat(chat.id, "t")
+    assert seen is not None
+    return seen
+
+
+@pytest.mark.parametrize("calls", [1, 3])
+async def test_a_tool_round_takes_the_lease_then_writes_outputs_and_answer_at_once(
+    store: SQLStore, calls: int,
+) -> None:
+    ids = [f"call_{i}" for i in range(calls)]
+    seen = await _waiting_for(store, *ids)
+    assert await store.begin_round(seen, "me", _until())
+    assert await _lease_owner(store, seen.id) == "me"
+    assert (await store.get_chat(seen.id, "t")).message_count == 2  # type: ignore[union-attr]
+    outputs = [replace(_output(seen.id, i, f"order {i} is in Leeds"),
+                       idempotency_key="k" if i == "call_0" else None) for i in ids]
+    stored = await store.complete_round(seen.id, outputs, _answer(seen.id, "In Leeds."),
+                                        lease_owner="me")
+    assert [m.seq for m in stored] == list(range(3, 4 + calls))
+    rows = await store.messages(seen.id)
+    assert rows[2:] == stored  # every field as written, read back through SQLAlchemy
+    assert [(m.role, m.tool_call_id) for m in rows[2:]] == [
+        *((Role.TOOL, i) for i in ids), (Role.ASSISTANT, None)]
+    assert (await store.message_by_idempotency_key(seen.id, "k")) == stored[0]
+    after = await store.get_chat(seen.id, "t")
+    assert after is not None
+    assert (after.message_count, after.prompt_tokens, after.completion_tokens) == (
+        3 + calls, 22, 14)
+    assert after.updated_at == stored[-1].created_at  # the next turn can presume it
+    assert await _lease_owner(store, seen.id) is None
+    counted = await store.usage("t")
+    assert [(u.turns, u.prompt_tokens, u.completion_tokens) for u in counted] == [(2, 22, 14)]
+    assert counted == await store.db.read(lambda conn: usage.scan_report(conn, "t", None, None))
+    assert await store.begin_turn(after, "me", _until(), "Thanks!") is not None
+
+
+async def test_a_tool_round_takes_no_lease_on_a_chat_that_moved_or_is_held(
+    store: SQLStore,
+) -> None:
+    seen = await _waiting_for(store, "call_1")
+    stale = replace(seen, message_count=seen.message_count - 1)
+    assert not await store.begin_round(stale, "me", _until())
+    assert not await store.begin_round(replace(seen, history_version=seen.history_version + 1),
+                                       "me", _until())
+    assert await _lease_owner(store, seen.id) is None
+    _taken, acquired = await store.try_lease(seen.id, "t", "other", _until())
+    assert acquired
+    assert not await store.begin_round(seen, "me", _until())
+    assert await _lease_owner(store, seen.id) == "other"
+
+
+async def test_a_tool_round_whose_lease_was_taken_over_writes_nothing(
+    store: SQLStore,
+) -> None:
+    """Another replica took the chat after our lease expired (and may store the same
+    outputs itself): our round's write is refused whole."""
+    seen = await _waiting_for(store, "call_1")
+    assert await store.begin_round(seen, "me", utcnow() - timedelta(seconds=1))
+    _taken, acquired = await store.try_lease(seen.id, "t", "other", _until())
+    assert acquired
+    with pytest.raises(TurnInterrupted):
+        await store.complete_round(seen.id, [_output(seen.id, "call_1", "in Leeds")],
+                                   _answer(seen.id, "In Leeds."), lease_owner="me")
+    assert len(await store.messages(seen.id)) == 2
+    after = await store.get_chat(seen.id, "t")
+    assert after is not None
+    assert (after.message_count, after.prompt_tokens) == (2, 11)
+    assert await _lease_owner(store, seen.id) == "other"
+    assert [u.turns for u in await store.usage("t")] == [1]
 
 
 def test_a_driver_statement_fills_fixed_binds_and_converts_values() -> None:

@@ -16,16 +16,41 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from chatsessions.engine.content import PartSpec
-from chatsessions.engine.live import Step
+from chatsessions.engine.content import PartSpec, check_content
+from chatsessions.engine.live import AnswerSeq, Step
 from chatsessions.engine.structured import FormatSpec
 from chatsessions.engine.tools import ToolSpec
-from chatsessions.errors import BackendError, RunNotFound
-from chatsessions.types import ContextPolicy, GenerationParams, Role, Run, TurnStatus, utcnow
-from chatsessions.validation import check_metadata, check_params, check_text
+from chatsessions.engine.turn import check_sees_images
+from chatsessions.errors import (
+    BackendError,
+    ChatMoved,
+    InvalidInput,
+    RunNotFound,
+    ToolCallsPending,
+)
+from chatsessions.types import (
+    Chat,
+    ContextPolicy,
+    GenerationParams,
+    Message,
+    Role,
+    Run,
+    RunStatus,
+    ToolCallDelta,
+    TurnStatus,
+    utcnow,
+)
+from chatsessions.validation import check_metadata
 
 if TYPE_CHECKING:
     from chatsessions.sessions import AsyncChatSessions
@@ -63,15 +88,40 @@ class AsyncRuns:
         reader: closing this generator early leaves the turn running to its end (stored
         once); :meth:`follow` with the steps' ``seq`` reads on from any step. Errors before
         the first step are raised as the plain stream raises them."""
-        sessions = self._sessions
-        runtime = sessions._runtime
-        turn = sessions.stream(chat_id, text, params=params, idempotency_key=idempotency_key,
-                               system_prompt=system_prompt, if_message_count=if_message_count,
-                               tools=tools, tool_choice=tool_choice,
-                               parallel_tool_calls=parallel_tool_calls,
-                               response_format=response_format,
-                               context_policy=context_policy)
-        log = runtime.live.start(turn, chat_id, lambda: self._answer_seq(chat_id))
+        turn = self._sessions._streamed(
+            chat_id, text, params, idempotency_key, system_prompt, if_message_count, tools,
+            tool_choice, parallel_tool_calls, None, response_format, context_policy)
+        async for step in self._detach(chat_id, turn, 0):
+            yield step
+
+    async def stream_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
+    ) -> AsyncGenerator[Step, None]:
+        """:meth:`AsyncChatSessions.stream_tool_results` detached from the reader, as
+        :meth:`stream` is: the steps' ``seq`` is the answer's (the outputs are stored with
+        it, just before it)."""
+        turn = self._sessions._tool_results(
+            chat_id, results, params, tools, tool_choice, parallel_tool_calls,
+            idempotency_key, None, system_prompt, response_format, context_policy,
+            streaming=True)
+        async for step in self._detach(chat_id, turn, len(results)):
+            yield step
+
+    async def _detach(self, chat_id: str, turn: AsyncGenerator[Any, None],
+                      outputs: int) -> AsyncIterator[Step]:
+        log = self._sessions._runtime.live.start(turn, chat_id,
+                                                 self._answer_seq(chat_id, outputs))
         await log.started()
         async for step in log.follow():
             yield step
@@ -100,29 +150,91 @@ class AsyncRuns:
         text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
-        """Run one turn in the background (options as for :meth:`AsyncChatSessions.send`)
-        and return its record at once, ``queued``; ``metadata`` is kept with it. The turn
-        is answered and stored as any other; the run ends ``completed`` (``seq`` is the
-        answer's), ``failed`` (``error`` says why) or ``cancelled``. If this process dies,
-        the run is failed once its expiry passes (``Settings.lease_ttl``)."""
+        """Run one turn in the background (options as for :meth:`AsyncChatSessions.send`:
+        tools, images, ``response_format``, ``context_policy``...) and return its record at
+        once, ``queued``; ``metadata`` is kept with it. The turn is answered and stored as
+        any other; the run ends ``completed`` (``seq`` is the answer's, which may call
+        tools: :meth:`start_tool_results` goes on), ``failed`` (``error`` says why) or
+        ``cancelled``. If this process dies, the run is failed once its expiry passes
+        (``Settings.lease_ttl``).
+
+        What the turn would refuse before storing anything is refused here, before the
+        run is stored: bad options, images the chat's backend cannot see, a chat waiting
+        for tool outputs (:class:`ToolCallsPending`), one that no longer holds
+        ``if_message_count`` messages (:class:`ChatMoved`)."""
         sessions = self._sessions
-        check_text(text, field="message", max_chars=sessions.settings.max_message_chars)
-        checked = check_params(params)
-        kept = check_metadata(metadata)
+        _, parts = check_content(text, field="message",
+                                 max_chars=sessions.settings.max_message_chars)
+        turn = sessions._streamed(
+            chat_id, text, params, idempotency_key, system_prompt, if_message_count, tools,
+            tool_choice, parallel_tool_calls, None, response_format, context_policy)
+        chat = await self._ready_chat(chat_id, None, if_message_count)
+        check_sees_images(sessions.get_backend(chat.backend), parts)
+        return await self._launch(chat, turn, 0, metadata)
+
+    async def start_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """:meth:`AsyncChatSessions.send_tool_results` in the background, as :meth:`start`
+        runs a turn: the outputs of every call the chat waits for, then the model's next
+        answer (``seq``: the answer's; the outputs are stored with it). Outputs that do
+        not match the calls waiting are refused here (:class:`InvalidInput`)."""
+        turn = self._sessions._tool_results(
+            chat_id, results, params, tools, tool_choice, parallel_tool_calls,
+            idempotency_key, None, system_prompt, response_format, context_policy,
+            streaming=True)
+        chat = await self._ready_chat(chat_id, results, None)
+        return await self._launch(chat, turn, len(results), metadata)
+
+    async def _ready_chat(self, chat_id: str, results: Mapping[str, str] | None,
+                          count: int | None) -> Chat:
+        """The chat, if the turn (``results``: the round) could start on it now. The turn
+        checks again once it holds the chat: a race meanwhile fails the run instead."""
+        sessions = self._sessions
         chat = await sessions.get_chat(chat_id)
+        if count is not None and chat.message_count != count:
+            raise ChatMoved(chat.id)
+        waiting = [call.id for call in await sessions.pending_tool_calls(chat.id)]
+        if results is None and waiting:
+            raise ToolCallsPending(chat.id, waiting)
+        if results is not None and sorted(results) != sorted(waiting):
+            raise InvalidInput("the outputs must be those of the calls the chat waits for: "
+                               + (", ".join(waiting) or "none"))
+        return chat
+
+    async def _launch(self, chat: Chat, turn: AsyncGenerator[Any, None], outputs: int,
+                      metadata: dict[str, Any] | None) -> Run:
+        sessions = self._sessions
+        kept = check_metadata(metadata)
         runtime = sessions._runtime
         background = runtime.background
         run = Run(id=uuid.uuid4().hex, tenant_id=sessions.tenant_id, chat_id=chat.id,
                   owner=runtime.owner, metadata=kept,
                   expires_at=utcnow() + background.expiry())
         await runtime.store.create_run(run)
-        background.launch(run, sessions.stream(
-            chat.id, text, params=checked, system_prompt=system_prompt,
-            if_message_count=if_message_count), lambda: self._answer_seq(chat.id))
+        background.launch(run, turn, self._answer_seq(chat.id, outputs))
         return run
 
     async def get(self, run_id: str) -> Run:
@@ -150,24 +262,25 @@ class AsyncRuns:
         return await self.get(run_id)
 
     async def follow_run(self, run_id: str, *, after: int = -1) -> AsyncGenerator[Step, None]:
-        """:meth:`follow` for a background run: its steps after ``after``, waiting for the
-        run to start if it is queued; a run that ended before its turn began raises."""
+        """:meth:`follow` for a background run: its steps after ``after`` as they come on
+        the replica running it; elsewhere, once it has ended, read back from storage. A
+        run that failed or was cancelled raises."""
         run = await self.get(run_id)
         background = self._sessions._runtime.background
-        while run.seq is None and not run.status.finished:
+        while not run.status.finished:
             log = background.log(run.id)
             if log is not None:
                 async for step in log.follow(after):
                     yield step
                 await background.settled(run.id)  # read after the end: the run says so
                 return
+            # run elsewhere: a tool round stores nothing before its end, so wait for it
             await asyncio.sleep(STORAGE_POLL)
             run = await self.get(run_id)
-        if run.seq is None:
+        if run.seq is None or run.status is not RunStatus.COMPLETED:
             raise BackendError(run.error or f"the run ended {run.status.value}")
         async for step in self.follow(run.chat_id, run.seq, after=after):
             yield step
-        await background.settled(run.id)
 
     # -------------------------------------------------------------------------------
 
@@ -180,10 +293,16 @@ class AsyncRuns:
             raise RunNotFound(f"No run with id '{run_id[:100]}'.")
         return found
 
-    async def _answer_seq(self, chat_id: str) -> int:
-        """The seq the answer of the turn holding the chat will get: the turn has stored
-        its question (and any summary), nothing else can be written meanwhile."""
-        return (await self._sessions.get_chat(chat_id)).message_count + 1
+    def _answer_seq(self, chat_id: str, outputs: int) -> AnswerSeq:
+        """How the seq of a turn's answer is known from the first item it yields: a
+        stored message's own (a tool round's first output: ``outputs`` are stored, then
+        the answer), else the next free one once the turn holds the chat (after its
+        question and any summary; a round's outputs are stored with its answer)."""
+        async def seq(first: str | ToolCallDelta | Message) -> int:
+            if isinstance(first, Message):
+                return first.seq + (outputs if first.role is Role.TOOL else 0)
+            return (await self._sessions.get_chat(chat_id)).message_count + outputs + 1
+        return seq
 
     async def _stored(self, chat_id: str, seq: int, after: int) -> AsyncIterator[Step]:
         """The turn answering at ``seq``, read back from storage once it has ended."""
@@ -252,19 +371,69 @@ class Runs:
     def follow(self, chat_id: str, seq: int, *, after: int = -1) -> Iterator[Step]:
         return self._runner.iterate(self.aio.follow(chat_id, seq, after=after))
 
+    def stream_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
+    ) -> Iterator[Step]:
+        return self._runner.iterate(self.aio.stream_tool_results(
+            chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
+            system_prompt=system_prompt, response_format=response_format,
+            context_policy=context_policy))
+
     def start(
         self,
         chat_id: str,
         text: str | Sequence[PartSpec],
         *,
         params: GenerationParams | dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
         system_prompt: str | None = None,
         if_message_count: int | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Run:
         return self._runner.call(self.aio.start(
-            chat_id, text, params=params, system_prompt=system_prompt,
-            if_message_count=if_message_count, metadata=metadata))
+            chat_id, text, params=params, idempotency_key=idempotency_key,
+            system_prompt=system_prompt, if_message_count=if_message_count, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format, context_policy=context_policy,
+            metadata=metadata))
+
+    def start_tool_results(
+        self,
+        chat_id: str,
+        results: Mapping[str, str],
+        *,
+        params: GenerationParams | dict[str, Any] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
+        idempotency_key: str | None = None,
+        system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        return self._runner.call(self.aio.start_tool_results(
+            chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
+            system_prompt=system_prompt, response_format=response_format,
+            context_policy=context_policy, metadata=metadata))
 
     def get(self, run_id: str) -> Run:
         return self._runner.call(self.aio.get(run_id))
@@ -276,6 +445,7 @@ class Runs:
         return self._runner.iterate(self.aio.follow_run(run_id, after=after))
 
 
-for _name in ("stream", "follow", "start", "get", "cancel", "follow_run"):
+for _name in ("stream", "stream_tool_results", "follow", "start", "start_tool_results", "get",
+              "cancel", "follow_run"):
     getattr(Runs, _name).__doc__ = getattr(AsyncRuns, _name).__doc__
 

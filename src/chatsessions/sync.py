@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mappin
 from datetime import datetime
 from typing import Any, TypeVar
 
+from chatsessions._sessions.core import _UNSET
 from chatsessions.backends import Backend
 from chatsessions.config import Settings
 from chatsessions.engine.content import PartSpec
@@ -25,7 +26,7 @@ from chatsessions.engine.titles import TITLE_GRACE
 from chatsessions.engine.tools import ToolSpec
 from chatsessions.keys import ApiKeys
 from chatsessions.runs import Runs
-from chatsessions.sessions import _UNSET, AsyncChatSessions
+from chatsessions.sessions import AsyncChatSessions
 from chatsessions.store import Store
 from chatsessions.types import (
     Chat,
@@ -303,11 +304,14 @@ class ChatSessions:
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Message:
         return self._runner.call(self.aio.send_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt))
+            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt,
+            response_format=response_format, context_policy=context_policy))
 
     @_twin(AsyncChatSessions.stream_tool_results)
     def stream_tool_results(
@@ -322,11 +326,14 @@ class ChatSessions:
         idempotency_key: str | None = None,
         max_tool_rounds: int | None = None,
         system_prompt: str | None = None,
+        response_format: FormatSpec | None = None,
+        context_policy: ContextPolicy | str | None = None,
     ) -> Iterator[str | ToolCallDelta | Message]:
         return self._runner.iterate(self.aio.stream_tool_results(
             chat_id, results, params=params, tools=tools, tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls, idempotency_key=idempotency_key,
-            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt))
+            max_tool_rounds=max_tool_rounds, system_prompt=system_prompt,
+            response_format=response_format, context_policy=context_policy))
 
     @_twin(AsyncChatSessions.pending_tool_calls)
     def pending_tool_calls(self, chat_id: str) -> list[ToolCall]:

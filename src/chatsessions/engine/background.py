@@ -11,10 +11,10 @@ marks it failed (``fail_abandoned_runs``), so a run is never stuck in progress.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 
-from chatsessions.engine.live import LiveTurns, TurnLog
+from chatsessions.engine.live import AnswerSeq, LiveTurns, TurnLog
 from chatsessions.store import Store
 from chatsessions.types import Message, Run, RunStatus, ToolCallDelta, utcnow
 
@@ -43,7 +43,7 @@ class BackgroundRuns:
         return self._logs.get(run_id)
 
     def launch(self, run: Run, turn: AsyncGenerator[str | ToolCallDelta | Message, None],
-               answer_seq: Callable[[], Awaitable[int]]) -> None:
+               answer_seq: AnswerSeq) -> None:
         """Run ``turn`` (already stored as ``run``, owned by this process) to its end."""
         log = self.live.start(turn, run.chat_id, answer_seq)
         self._logs[run.id] = log

@@ -22,6 +22,9 @@ from chatsessions.types import Message, ToolCallDelta
 #: finished turns whose logs stay readable from memory (the rest are rebuilt)
 KEEP_FINISHED = 256
 
+#: the seq a turn's answer gets, from the first item the turn yields
+AnswerSeq = Callable[[str | ToolCallDelta | Message], Awaitable[int]]
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -103,9 +106,9 @@ class LiveTurns:
         return self._by_answer.get((chat_id, seq))
 
     def start(self, turn: AsyncGenerator[str | ToolCallDelta | Message, None], chat_id: str,
-              answer_seq: Callable[[], Awaitable[int]]) -> TurnLog:
-        """Run ``turn`` as a task; ``answer_seq`` says, once the turn has yielded its first
-        delta (so holds the chat), which seq its answer will get."""
+              answer_seq: AnswerSeq) -> TurnLog:
+        """Run ``turn`` as a task; ``answer_seq`` says, from the first item the turn yields
+        (it holds the chat by then), which seq its answer will get."""
         log = TurnLog(chat_id)
         log.task = asyncio.get_running_loop().create_task(self._drive(log, turn, answer_seq))
         self._running.add(log)
@@ -113,13 +116,13 @@ class LiveTurns:
 
     async def _drive(self, log: TurnLog,
                      turn: AsyncGenerator[str | ToolCallDelta | Message, None],
-                     answer_seq: Callable[[], Awaitable[int]]) -> None:
+                     answer_seq: AnswerSeq) -> None:
         error: ChatSessionsError | None = None
         try:
             async with contextlib.aclosing(turn):
                 async for item in turn:
                     if log.seq is None:
-                        log.seq = item.seq if isinstance(item, Message) else await answer_seq()
+                        log.seq = await answer_seq(item)
                         self._index(log)
                     log.add(item)
         except ChatSessionsError as exc:

@@ -3,12 +3,13 @@ answer (which may call tools again). The turn that asked the question stays open
 rounds in the sense that matters to the model: it sees the question, every call and every
 output together (``context.py`` keeps them as one unit).
 
-Storage work equals a turn's: the lease is taken, then ONE write stores the outputs and
-the answer (with the usage counters) and releases the lease. The outputs are not written
-before the model call: a crash meanwhile leaves the chat waiting for them, as before the
-request, and the caller submits them again (under its ``Idempotency-Key`` too). If the
-model fails, the outputs are stored alone (a function that ran must not run again) and
-:meth:`retry` asks the model again from them.
+Storage work equals a turn's: the lease is taken by the round's first write (on a chat
+this process left as it presumes, with no read first), then ONE write stores the outputs
+and the answer with the usage counters and releases the lease (``Store.complete_round``).
+The outputs are not written before the model call: a crash meanwhile leaves the chat
+waiting for them, as before the request, and the caller submits them again (under its
+``Idempotency-Key`` too). If the model fails, the outputs are stored alone (a function
+that ran must not run again) and :meth:`retry` asks the model again from them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from chatsessions.engine.cache import History
 from chatsessions.engine.context import plan_context
@@ -27,8 +29,10 @@ from chatsessions.errors import BackendError, InvalidInput
 from chatsessions.types import (
     Chat,
     Completion,
+    ContextPolicy,
     GenerationParams,
     Message,
+    ResponseFormat,
     Role,
     ToolCall,
     ToolCallDelta,
@@ -49,6 +53,10 @@ class RoundOptions:
     tools: ToolOptions | None = None
     #: this round's prompt instead of the chat's (the chat keeps its own)
     system_prompt: str | None = None
+    #: the shape the answer must take (None: the model's default, text)
+    response_format: ResponseFormat | None = None
+    #: this round's context policy instead of the chat's (which stays as stored)
+    context_policy: ContextPolicy | None = None
 
 
 async def run_tool_round(
@@ -67,31 +75,51 @@ async def run_tool_round(
     settings = runtime.settings
     store = runtime.store
     key = options.idempotency_key
-    async with runtime.leases.hold(chat_id, tenant_id, settings.busy_timeout) as lease:
-        chat = lease.chat
-        if key is not None:
-            earlier = await store.message_by_idempotency_key(chat.id, key)
-            if earlier is not None:
-                for message in await _replay(runtime, earlier, results):
-                    yield message
-                return
-        history = await runtime.visible_history(chat)
-        outputs = _outputs(chat.id, history, results, key)
-        backend = runtime.models.backend(chat.backend)
-        gen_params = GenerationParams.model_validate(chat.params).merged(options.params)
-        # Trimmed, not summarized: a summary waits for the next turn.
-        prompted = chat if options.system_prompt is None else replace(
-            chat, system_prompt=options.system_prompt)
-        context = plan_context(prompted, history, None, backend, gen_params,
-                               max_output_tokens=settings.max_output_tokens,
-                               summarize=False, outputs=outputs)
+    # Like a turn, a round presumes the chat as this process last left it (keyed rounds
+    # look at the database first) and takes the lease with its first write.
+    presumed = runtime.presumed_chat(chat_id) if key is None else None
+    async with runtime.leases.hold(chat_id, tenant_id, settings.busy_timeout,
+                                   presumed=presumed) as lease:
+        while True:
+            chat = lease.chat
+            if key is not None:
+                earlier = await store.message_by_idempotency_key(chat.id, key)
+                if earlier is not None:
+                    for message in await _replay(runtime, earlier, results):
+                        yield message
+                    return
+            history = await runtime.visible_history(chat)
+            try:
+                outputs = _outputs(chat.id, history, results, key)
+                backend = runtime.models.backend(chat.backend)
+                gen_params = GenerationParams.model_validate(chat.params).merged(
+                    options.params)
+                # Trimmed, not summarized: a summary waits for the next turn.
+                prompted = chat
+                if options.system_prompt is not None:
+                    prompted = replace(prompted, system_prompt=options.system_prompt)
+                if options.context_policy is not None:
+                    prompted = replace(prompted, context_policy=options.context_policy)
+                context = plan_context(prompted, history, None, backend, gen_params,
+                                       max_output_tokens=settings.max_output_tokens,
+                                       summarize=False, outputs=outputs)
+            except InvalidInput:
+                if lease.taken:
+                    raise
+                await runtime.leases.take(lease)  # judge by the chat as stored
+                continue
+            if lease.taken or await runtime.leases.take_with(
+                    lease, lambda owner, until: _begin(runtime, lease.chat, owner, until)):
+                break
+            await runtime.leases.take(lease)  # the chat moved on elsewhere: look again
         started = time.perf_counter()
         shown = context.messages
         completion: Completion | None = None
         try:
             async with aclosing(runtime.models.call(
                     backend, shown, gen_params, chat.model, streaming=streaming,
-                    chat_id=chat.id, tools=offered(chat, options.tools))) as calls:
+                    chat_id=chat.id, tools=offered(chat, options.tools),
+                    response_format=options.response_format)) as calls:
                 async for item in calls:
                     if isinstance(item, Completion):
                         completion = item
@@ -110,15 +138,21 @@ async def run_tool_round(
                                 context_tokens=context.tokens)
         try:
             stored = await runtime.leases.release_with(
-                lease, lambda owner: store.append_messages(chat.id, [*outputs, answer],
-                                                           lease_owner=owner))
+                lease, lambda owner: store.complete_round(chat.id, outputs, answer,
+                                                          lease_owner=owner))
         except BaseException:
             runtime.cache.discard(chat.id)  # committed or not: the next turn reads the truth
             raise
         runtime.cache.grew(chat.id, history.add(stored))
-        history.chat = None  # the presumed-chat shortcut is for turns this process ended
+        history.chat = replace(lease.chat, message_count=stored[-1].seq,
+                               updated_at=stored[-1].created_at)
     for message in stored:
         yield message
+
+
+async def _begin(runtime: Runtime, chat: Chat, owner: str, until: datetime) -> bool | None:
+    """The round's first write (``Store.begin_round``), None if nothing was taken."""
+    return True if await runtime.store.begin_round(chat, owner, until) else None
 
 
 async def cancel_calls(runtime: Runtime, tenant_id: str, chat_id: str,

@@ -93,6 +93,19 @@ class Store(Protocol):
         """Mark ``user`` ok, append ``answer``, bump the chat's counters and release the
         turn lease, atomically."""
 
+    async def begin_round(self, seen: Chat, owner: str, until: datetime) -> bool:
+        """Take the turn lease for a tool round, only if the chat is still exactly
+        ``seen`` (as :meth:`begin_turn` judges it) and its lease is free; nothing else is
+        written (a round's outputs wait for its answer). False: nothing taken."""
+
+    async def complete_round(
+        self, chat_id: str, outputs: list[Message], answer: Message, *, lease_owner: str
+    ) -> list[Message]:
+        """Append a tool round's ``outputs`` and ``answer``, bump the chat's and the usage
+        counters and release the turn lease, atomically; only while ``lease_owner`` holds
+        the lease (else ``TurnInterrupted``, nothing written: another replica took the
+        chat over, and may have stored these outputs itself)."""
+
     async def fail_turn(
         self, user: Message, error: str, partial: Message | None = None, *,
         lease_owner: str | None = None,

@@ -125,32 +125,20 @@ class AsyncDatabase:
             raise sa.exc.DisconnectionError("connection older than the last failure")
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        outage = self.outage
-        epoch = outage.epoch
-        try:
-            async with self.engine.begin() as conn:
-                result = await conn.run_sync(fn)
-        except Exception as exc:
-            outage.check(exc)
-            raise
-        if outage.since is not None:
-            outage.succeeded(epoch)
-        return result
+        return await self.outage.guarded(self._write(fn))
+
+    async def _write(self, fn: Callable[[Connection], T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn)
 
     write_now = write
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        outage = self.outage
-        epoch = outage.epoch
-        try:
-            async with self.engine.connect() as conn:
-                result = await conn.run_sync(fn)
-        except Exception as exc:
-            outage.check(exc)
-            raise
-        if outage.since is not None:
-            outage.succeeded(epoch)
-        return result
+        return await self.outage.guarded(self._read(fn))
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(fn)
 
     async def read_now(self, fn: Callable[[Connection], T]) -> T:
         return await self.read(fn)
@@ -280,16 +268,7 @@ class ThreadedSQLite:
         self._checkpoint: asyncio.Future[None] | None = None
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        outage = self.outage
-        epoch = outage.epoch
-        try:
-            result: T = await self._on_writer_thread(self._writer.run, fn)
-        except Exception as exc:
-            outage.check(exc)
-            raise
-        if outage.since is not None:
-            outage.succeeded(epoch)
-        return result
+        return await self.outage.guarded(self._on_writer_thread(self._writer.run, fn))
 
     async def _on_writer_thread(self, call: Callable[..., T], *args: Any) -> T:
         self._on_thread += 1
@@ -313,16 +292,7 @@ class ThreadedSQLite:
 
     async def _now(self, inline: Callable[[Callable[[Any], T]], T],
                    on_thread: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T]) -> T:
-        outage = self.outage
-        epoch = outage.epoch
-        try:
-            result = await self._now_unchecked(inline, on_thread, fn)
-        except Exception as exc:
-            outage.check(exc)
-            raise
-        if outage.since is not None:
-            outage.succeeded(epoch)
-        return result
+        return await self.outage.guarded(self._now_unchecked(inline, on_thread, fn))
 
     async def _now_unchecked(
         self, inline: Callable[[Callable[[Any], T]], T],
@@ -351,17 +321,8 @@ class ThreadedSQLite:
         return result
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        outage = self.outage
-        epoch = outage.epoch
-        try:
-            result: T = await asyncio.get_running_loop().run_in_executor(
-                self._read_threads, _in_transaction, self.reader, fn)
-        except Exception as exc:
-            outage.check(exc)
-            raise
-        if outage.since is not None:
-            outage.succeeded(epoch)
-        return result
+        return await self.outage.guarded(asyncio.get_running_loop().run_in_executor(
+            self._read_threads, _in_transaction, self.reader, fn))
 
     async def read_now(self, fn: Callable[[Connection], T]) -> T:
         """``read`` on the event loop itself: in WAL mode a reader waits for no writer,

@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 import sqlalchemy as sa
 
 from chatsessions.errors import ChatSessionsError, DatabaseUnavailable
+
+T = TypeVar("T")
 
 log = logging.getLogger("chatsessions.store")
 
@@ -103,6 +107,20 @@ class Outage:
         else:
             log.debug("database still unavailable (%s)", self.reason)
         raise DatabaseUnavailable(type(cause).__name__) from exc
+
+    async def guarded(self, call: Awaitable[T]) -> T:
+        """Await ``call`` (not started yet) under this bookkeeping: a failure that says
+        the database is unreachable becomes :class:`DatabaseUnavailable`, and a success
+        ends an outage that began before the call did."""
+        epoch = self.epoch
+        try:
+            result = await call
+        except Exception as exc:
+            self.check(exc)
+            raise
+        if self.since is not None:
+            self.succeeded(epoch)
+        return result
 
     def succeeded(self, epoch: int) -> None:
         """A call started at ``epoch`` succeeded: the outage it started in is over."""

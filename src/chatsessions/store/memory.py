@@ -143,17 +143,21 @@ class MemoryStore:
             status=TurnStatus.PENDING, idempotency_key=idempotency_key, parts=parts,
         ))
 
+    def _as_seen(self, seen: Chat) -> bool:
+        """Whether the chat is exactly ``seen`` and its lease free (``begin_turn``)."""
+        chat = self._chats.get(seen.id)
+        held = self._leases.get(seen.id)
+        return not (chat is None or chat.tenant_id != seen.tenant_id
+                    or chat.message_count != seen.message_count
+                    or chat.updated_at != seen.updated_at
+                    or chat.history_version != seen.history_version
+                    or (held is not None and held[1] > utcnow()))
+
     async def begin_turn(
         self, seen: Chat, owner: str, until: datetime, content: str, *,
         parts: tuple[ContentPart, ...] | None = None,
     ) -> Message | None:
-        chat = self._chats.get(seen.id)
-        held = self._leases.get(seen.id)
-        if (chat is None or chat.tenant_id != seen.tenant_id
-                or chat.message_count != seen.message_count
-                or chat.updated_at != seen.updated_at
-                or chat.history_version != seen.history_version
-                or (held is not None and held[1] > utcnow())):
+        if not self._as_seen(seen):
             return None
         self._leases[seen.id] = (owner, until)
         return await self.add_user_message(seen.id, content, parts=parts)
@@ -170,6 +174,25 @@ class MemoryStore:
         stored = self._append(answer, answer.prompt_tokens, answer.completion_tokens)
         if lease_owner is not None:
             await self.release_lease(user.chat_id, lease_owner)
+        return stored
+
+    async def begin_round(self, seen: Chat, owner: str, until: datetime) -> bool:
+        if not self._as_seen(seen):
+            return False
+        self._leases[seen.id] = (owner, until)
+        return True
+
+    async def complete_round(
+        self, chat_id: str, outputs: list[Message], answer: Message, *, lease_owner: str
+    ) -> list[Message]:
+        if chat_id not in self._chats:
+            raise ChatNotFound(chat_id)
+        held = self._leases.get(chat_id)
+        if held is None or held[0] != lease_owner:
+            raise TurnInterrupted("another replica took the chat over meanwhile")
+        stored = [self._append(o) for o in outputs]
+        stored.append(self._append(answer, answer.prompt_tokens, answer.completion_tokens))
+        await self.release_lease(chat_id, lease_owner)
         return stored
 
     async def fail_turn(

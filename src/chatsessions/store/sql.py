@@ -272,6 +272,27 @@ class SQLStore(SQLRuns):
                 "this turn took longer than its lease and was failed by another replica")
         return with_seq(answer, seq)
 
+    async def begin_round(self, seen: Chat, owner: str, until: datetime) -> bool:
+        return await self.turns.begin_round({
+            "p_chat": seen.id, "p_tenant": seen.tenant_id, "p_count": seen.message_count,
+            "p_seen": seen.updated_at, "p_version": seen.history_version,
+            "p_now": utcnow(), "p_owner": owner, "p_until": until})
+
+    async def complete_round(
+        self, chat_id: str, outputs: list[Message], answer: Message, *, lease_owner: str
+    ) -> list[Message]:
+        params = bound_row(answer)
+        params.update(p_chat=chat_id, p_rows=len(outputs) + 1, p_prompt=answer.prompt_tokens,
+                      p_completion=answer.completion_tokens, p_now=answer.created_at,
+                      p_owner=lease_owner)
+        seq = await self.turns.complete_round(params, [bound_row(o) for o in outputs])
+        if seq is None:
+            raise TurnInterrupted("this tool round took longer than its lease and another "
+                                  "replica took the chat over")
+        first = seq - len(outputs)
+        return [*(with_seq(o, first + i) for i, o in enumerate(outputs)),
+                with_seq(answer, seq)]
+
     async def fail_turn(
         self, user: Message, error: str, partial: Message | None = None, *,
         lease_owner: str | None = None,

@@ -121,17 +121,40 @@ MESSAGES_AFTER = (messages.select()
 #: Take the turn lease and allocate the user message's seq, only if the chat is exactly as
 #: the caller last saw it (same message count, last update and history version) and
 #: nobody holds the lease.
+_AS_SEEN = (
+    _chat.id == sa.bindparam("p_chat"), _chat.tenant_id == sa.bindparam("p_tenant"),
+    _chat.message_count == sa.bindparam("p_count"),
+    _chat.updated_at == sa.bindparam("p_seen"),
+    _chat.history_version == sa.bindparam("p_version"),
+    sa.or_(_chat.lease_owner.is_(None), _chat.lease_expires_at < sa.bindparam("p_now")),
+)
 BEGIN_TURN = (
-    chats.update()
-    .where(_chat.id == sa.bindparam("p_chat"), _chat.tenant_id == sa.bindparam("p_tenant"),
-           _chat.message_count == sa.bindparam("p_count"),
-           _chat.updated_at == sa.bindparam("p_seen"),
-           _chat.history_version == sa.bindparam("p_version"),
-           sa.or_(_chat.lease_owner.is_(None), _chat.lease_expires_at < sa.bindparam("p_now")))
+    chats.update().where(*_AS_SEEN)
     .values(lease_owner=sa.bindparam("p_owner"), lease_expires_at=sa.bindparam("p_until"),
             message_count=_chat.message_count + 1, updated_at=sa.bindparam("p_now"))
     .returning(_chat.message_count)
 )
+
+#: A tool round's first write: the lease alone, on the same condition as BEGIN_TURN.
+BEGIN_ROUND = (
+    chats.update().where(*_AS_SEEN)
+    .values(lease_owner=sa.bindparam("p_owner"), lease_expires_at=sa.bindparam("p_until"))
+    .returning(_chat.message_count)
+)
+
+#: A tool round's last write to the chat: ``p_rows`` messages (its outputs, then its
+#: answer) and the answer's tokens, the lease released; only while ``p_owner`` holds the
+#: lease. Returns the answer's seq (the outputs take the ones before it).
+_BUMP_ROUND = (
+    chats.update()
+    .where(_chat.id == sa.bindparam("p_chat"), _chat.lease_owner == sa.bindparam("p_owner"))
+    .values(message_count=_chat.message_count + sa.bindparam("p_rows", type_=_int),
+            prompt_tokens=_chat.prompt_tokens + sa.bindparam("p_prompt", type_=_int),
+            completion_tokens=_chat.completion_tokens + sa.bindparam("p_completion",
+                                                                     type_=_int),
+            updated_at=sa.bindparam("p_now"), lease_owner=None, lease_expires_at=None)
+)
+BUMP_ROUND = _BUMP_ROUND.returning(_chat.message_count)
 
 
 # PostgreSQL: each of a turn's two writes as one statement --------------------------------
@@ -170,3 +193,33 @@ _counted = (usage.upsert("postgresql", _answer_usage(_bumped))
 #: MARK_ANSWERED, BUMP_AND_RELEASE, the usage counters and the answer; no row if the mark
 #: found nothing.
 COMPLETE_TURN_PG = _insert_from(_bumped).add_cte(_counted)
+
+#: BEGIN_ROUND, its commit unsynced as BEGIN_TURN_PG's.
+BEGIN_ROUND_PG = BEGIN_ROUND.where(
+    sa.func.set_config("synchronous_commit", "off", sa.true()).is_not(None))
+
+
+def output_binds(index: int) -> dict[str, sa.BindParameter[object]]:
+    """A tool round's ``index``-th output's values as binds named ``o<index>_<column>``."""
+    return {c.name: sa.bindparam(f"o{index}_{c.name}", type_=c.type) for c in messages.c}
+
+
+def complete_round_pg(outputs: int) -> sa.Insert:
+    """BUMP_ROUND, the usage counters, the ``outputs`` tool outputs (binds of
+    :func:`output_binds`) and the answer (``m_*``), as one statement; no row if the chat's
+    lease is not ``p_owner``'s."""
+    bumped = (_BUMP_ROUND.returning(_chat.message_count.label("seq"), _chat.tenant_id,
+                                    _chat.model).cte("bumped"))
+    counted = (usage.upsert("postgresql", _answer_usage(bumped))
+               .returning(sa.literal_column("1")).cte("counted"))
+    statement = _insert_from(bumped).add_cte(counted)
+    names = [c.name for c in messages.c]
+    for index in range(outputs):
+        binds = output_binds(index)
+        seq = bumped.c.seq - (outputs - index)
+        values = [seq if name == "seq" else binds[name] for name in names]
+        written = (messages.insert()
+                   .from_select(names, sa.select(*values).select_from(bumped))
+                   .returning(sa.literal_column("1")).cte(f"output{index}"))
+        statement = statement.add_cte(written)
+    return statement

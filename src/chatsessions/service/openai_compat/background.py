@@ -5,14 +5,17 @@ A background response's id is ``resp_<run id>`` (no ``_<seq>`` tail: it is issue
 its answer exists), backed by a run of the library (``sessions.runs``): any replica
 answers a poll from the stored run, a cancel reaches the replica running it, a replica
 that dies leaves it ``failed``. Once completed it is the stored answer like any other
-response (``previous_response_id`` may name it).
+response (``previous_response_id`` may name it). A background run is the foreground turn
+run detached (``turns.py``): the same tools, tool outputs (a tool round), images, text
+format and context policy; an answer that calls tools completes with ``function_call``
+items, and a later request with their outputs goes on from it.
 
 Resuming: a response's events are the same function of its turn's steps every time they
 are built, so a reader is sent the rebuilt events numbered above ``starting_after``. On
 the replica running the turn that is exact. Elsewhere, or once the turn's steps are
 forgotten, the turn is read back from storage when it ends, its answer as one delta: a
-reader that had seen part of the text gets the closing events (each carries the whole
-text), numbered on from ``starting_after``.
+reader that had seen part of it gets the closing events (each carries the whole text or
+call), numbered on from ``starting_after``.
 """
 
 from __future__ import annotations
@@ -37,22 +40,31 @@ from chatsessions import (
 )
 from chatsessions.service import sse
 from chatsessions.service.deps import SessionsDep
+from chatsessions.service.openai_compat import turns
 from chatsessions.service.openai_compat.errors import ERRORS, OpenAIRoute, bad_request, not_found
 from chatsessions.service.openai_compat.items import (
     RESPONSE_PREFIX,
-    item_id,
-    output_message,
+    output_items,
     parse_response_id,
 )
 from chatsessions.service.openai_compat.schemas import ResponseCreate, response_object
 from chatsessions.service.openai_compat.streaming import SSE_HEADERS, now, response_events
-from chatsessions.types import GenerationParams
+from chatsessions.service.openai_compat.turns import Turn
+from chatsessions.validation import MAX_METADATA_BYTES
 
 #: events before the first delta: created, in_progress, output_item.added, part.added
 HEADER_EVENTS = 4
+#: the events a reader that has seen deltas is not sent again from a rebuilt turn: those
+#: that open the response or an item, and the deltas (the closing events carry it all)
+OPENING = ("response.created", "response.in_progress", ".added", ".delta")
 #: the request's fields echoed in a background Response (its input is not kept twice)
 ECHOED = ("model", "instructions", "previous_response_id", "temperature", "top_p",
-          "max_output_tokens", "metadata", "background", "store")
+          "max_output_tokens", "metadata", "background", "store", "tools", "tool_choice",
+          "parallel_tool_calls", "text", "truncation")
+#: echoed fields that may be large (schemas), left out of an echo bigger than ECHO_BYTES
+BULKY = ("tools", "text")
+#: the room an echo may take in a run's metadata (the rest: its creation time)
+ECHO_BYTES = MAX_METADATA_BYTES - 1024
 
 
 def run_id_of(response_id: str) -> str | None:
@@ -87,28 +99,6 @@ async def cancel_response(response_id: str, sessions: SessionsDep) -> dict[str, 
     return await cancel(sessions, response_id)
 
 
-class Detached:
-    """A streamed turn's items, the turn detached from this reader (``sessions.runs``):
-    a client that drops does not stop it, and can resume it. ``seq`` is the answer's,
-    known from the first item on."""
-
-    def __init__(self, sessions: AsyncChatSessions, chat_id: str, text: Any,
-                 **options: Any) -> None:
-        self.seq = 0
-        self._steps = sessions.runs.stream(chat_id, text, **options)
-
-    def __aiter__(self) -> Detached:
-        return self
-
-    async def __anext__(self) -> str | ToolCallDelta | Message:
-        step = await anext(self._steps)
-        self.seq = step.seq
-        return step.item
-
-    async def aclose(self) -> None:
-        await self._steps.aclose()
-
-
 def starting_after(value: str | None) -> int:
     if value is None:
         return -1
@@ -119,18 +109,27 @@ def starting_after(value: str | None) -> int:
 
 # background: create, retrieve, cancel ----------------------------------------------------
 
-async def start(body: ResponseCreate, sessions: AsyncChatSessions, chat_id: str, text: str,
-                params: GenerationParams, instructions: str | None,
+async def start(body: ResponseCreate, sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 expected: int | None, created: float) -> Response:
-    """Start the turn in the background and answer at once with the ``queued`` Response
-    (or with ``stream``: its events, as a resumed stream from the start)."""
-    echo = body.model_dump(mode="json", include=set(ECHOED), exclude_none=True)
-    run = await sessions.runs.start(
-        chat_id, text, params=params, system_prompt=instructions, if_message_count=expected,
-        metadata={"request": echo, "created_at": created})
+    """Start the turn (or tool round) in the background and answer at once with the
+    ``queued`` Response (or with ``stream``: its events, as a resumed stream from the
+    start)."""
+    run = await turns.start(sessions, chat_id, turn, expected,
+                            {"request": echo(body), "created_at": created})
     if body.stream:
         return await resume(sessions, RESPONSE_PREFIX + run.id, -1)
     return JSONResponse(await run_response(sessions, run))
+
+
+def echo(body: ResponseCreate) -> dict[str, Any]:
+    """The request's settings a background Response shows, kept with its run: all of
+    ``ECHOED``, less the tools and text format if they would not fit in a run's metadata
+    (a retrieved foreground Response does not show them either)."""
+    kept = body.model_dump(mode="json", include=set(ECHOED), exclude_none=True)
+    size = len(json.dumps(kept, ensure_ascii=False).encode())
+    if size > ECHO_BYTES:
+        kept = {key: value for key, value in kept.items() if key not in BULKY}
+    return kept
 
 
 async def retrieve(sessions: AsyncChatSessions, run_id: str) -> dict[str, Any]:
@@ -171,7 +170,8 @@ async def run_response(sessions: AsyncChatSessions, run: Run) -> dict[str, Any]:
         id_=RESPONSE_PREFIX + run.id, created_at=created,
         model=(answer.model if answer else None) or request.model or "",
         status=run.status.value,
-        output=[output_message(item_id(answer.seq), answer.content)] if answer else [],
+        output=output_items(answer.seq, answer.content, answer.tool_calls or ()) if answer
+        else [],
         usage=answer.usage if answer else None, request=request, conversation_id=run.chat_id,
         error=error, completed_at=float(int(answer.created_at.timestamp())) if answer else None)
 
@@ -214,17 +214,16 @@ async def resume(sessions: AsyncChatSessions, response_id: str, after: int) -> R
             conversation_id=chat_id, error=error,
             completed_at=now() if status == "completed" else None)
 
-    assert not isinstance(first.item, ToolCallDelta)  # no tools are offered here
-    events = response_events(item_id(first.seq), first.item, _items(steps), snapshot)
+    events = response_events(str(first.seq), first.item, _items(steps), snapshot)
     return StreamingResponse(_after(events, after, rebuilt=first.rebuilt),
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _items(steps: AsyncGenerator[Step, None]) -> AsyncIterator[str | Message]:
+async def _items(steps: AsyncGenerator[Step, None]
+                 ) -> AsyncIterator[str | ToolCallDelta | Message]:
     async with aclosing(steps):
         async for step in steps:
-            if not isinstance(step.item, ToolCallDelta):  # no tools are offered here
-                yield step.item
+            yield step.item
 
 
 async def _after(events: AsyncIterator[bytes], after: int, *,
@@ -239,7 +238,7 @@ async def _after(events: AsyncIterator[bytes], after: int, *,
                 if data["sequence_number"] > after:
                     yield chunk
                 continue
-            if data["sequence_number"] < HEADER_EVENTS or kind == "response.output_text.delta":
+            if kind.endswith(OPENING):
                 continue
             number += 1
             yield sse.event(kind, {**data, "sequence_number": number})

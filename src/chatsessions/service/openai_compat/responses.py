@@ -13,6 +13,9 @@ is stored with its calls and answered by ``function_call`` output items. An inpu
 with ``function_call_output`` items hands in the outputs of the calls the chat waits for
 (:meth:`AsyncChatSessions.send_tool_results`); earlier ``function_call`` and output
 items in the input are stored as history, as messages are.
+
+Whatever the request asks, ``turns.py`` hands it to the library the same way: answered at
+once, streamed detached from the client, or run in the background (``background.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from chatsessions.errors import ChatMoved, ChatNotFound, ChatSessionsError
 from chatsessions.service.deps import SessionsDep
 from chatsessions.service.metrics import Metrics
-from chatsessions.service.openai_compat import background
+from chatsessions.service.openai_compat import background, turns
 from chatsessions.service.openai_compat.chat_completions import aclose
 from chatsessions.service.openai_compat.conversations import append_rows, get_conversation
 from chatsessions.service.openai_compat.errors import (
@@ -45,7 +48,6 @@ from chatsessions.service.openai_compat.items import (
     ITEM_ID,
     InputMessage,
     InputOutput,
-    Row,
     is_system,
     output_items,
     page,
@@ -60,11 +62,11 @@ from chatsessions.service.openai_compat.streaming import (
     now,
     response_events,
 )
+from chatsessions.service.openai_compat.turns import Detached, Turn
 from chatsessions.sessions import AsyncChatSessions
 from chatsessions.types import (
     Chat,
     Completion,
-    GenerationParams,
     Message,
     Role,
     StreamItem,
@@ -73,35 +75,6 @@ from chatsessions.types import (
 from chatsessions.validation import check_params, check_text
 
 router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What one request asks: after ``prior``, answer ``text`` (a user message) or the
-    tool ``results`` (call id -> output), under ``instructions``, offering ``tools``."""
-
-    instructions: str | None
-    prior: list[Row]
-    text: str | None
-    results: dict[str, str]
-    params: GenerationParams
-    tools: dict[str, Any]
-    #: the answer's format and this call's context policy, as library keywords
-    shape: dict[str, Any]
-    #: the user message's content as parts, when it holds images
-    parts: list[Any] | None = None
-
-    @property
-    def asked(self) -> Any:
-        """What the library is sent as the new message: its parts, else its text."""
-        return self.parts if self.parts is not None else self.text
-
-    @property
-    def simple_prior(self) -> list[tuple[Role, str]] | None:
-        """``prior`` as (role, text) pairs when it holds no tool call or output."""
-        if any(row.role == "tool" or row.calls for row in self.prior):
-            return None
-        return [(Role(row.role), row.text) for row in self.prior]
-
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -176,18 +149,14 @@ async def create_response(body: ResponseCreate, request: Request,
     created = now()
     if body.store is False:
         return await _unstored(body, turn, sessions, created)
-    if body.background and (turn.text is None or turn.tools):  # before anything is stored
-        raise unsupported("background", "Background responses with tools or function call "
-                          "outputs are not supported")
-    if body.background and (turn.shape or turn.parts):
-        raise unsupported("background", "Background responses with images, a "
-                          "text.format, truncation or context_management are not supported")
     metrics: Metrics = request.app.state.metrics
     chat_id, expected = await _target(body, turn, sessions)
     if body.background:
-        assert turn.text is not None
-        return await background.start(body, sessions, chat_id, turn.text, turn.params,
-                                      turn.instructions, expected, created)
+        try:
+            return await background.start(body, sessions, chat_id, turn, expected, created)
+        except ChatMoved:  # as below: branch off the previous response
+            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
+            return await background.start(body, sessions, chat_id, turn, None, created)
     if not body.stream:
         try:
             answer = await _send(sessions, chat_id, turn, expected, metrics)
@@ -198,28 +167,18 @@ async def create_response(body: ResponseCreate, request: Request,
         return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
                                       "completed", output, answer, None))
 
-    if turn.text is None:  # tool outputs: a tool round
-        items: AsyncIterator[StreamItem | Message] = _stream(sessions, chat_id, turn, expected)
-    else:  # a turn that goes on, and is stored, if the client goes away
-        items = background.Detached(sessions, chat_id, turn.asked, params=turn.params,
-                                    system_prompt=turn.instructions,
-                                    if_message_count=expected, **turn.tools, **turn.shape)
+    # the turn (or tool round) goes on, and is stored, if the client goes away
+    items = Detached(sessions, chat_id, turn, expected)
     stream = _counted(items, metrics)
     try:
         try:
             first = await anext(stream)  # failures before any output get their own status
         except ChatMoved:
             chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            if turn.text is None:
-                items = _stream(sessions, chat_id, turn, None)
-            else:
-                items = background.Detached(sessions, chat_id, turn.asked, params=turn.params,
-                                            system_prompt=turn.instructions, **turn.tools,
-                                            **turn.shape)
+            items = Detached(sessions, chat_id, turn, None)
             stream = _counted(items, metrics)
             first = await anext(stream)
-        seq = (items.seq if isinstance(items, background.Detached)
-               else await _answer_seq(sessions, chat_id, turn, first))
+        seq = items.seq
     except BaseException:
         await aclose(stream)
         raise
@@ -321,27 +280,10 @@ async def _target(body: ResponseCreate, turn: Turn,
     return chat_id, None
 
 
-async def _answer_seq(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
-                      first: StreamItem | Message) -> int:
-    """The seq the streamed answer gets. The turn holds the chat now: a text turn's user
-    message is the chat's last one so far; a tool round stores its outputs (one per
-    result, in order) and the answer together at its end."""
-    if isinstance(first, Message):
-        return first.seq + (len(turn.results) if first.role is Role.TOOL else 0)
-    return (await sessions.get_chat(chat_id)).message_count + len(turn.results) + 1
-
-
 async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
                 expected: int | None, metrics: Metrics) -> Message:
     try:
-        if turn.text is None:
-            answer = await sessions.send_tool_results(
-                chat_id, turn.results, params=turn.params, system_prompt=turn.instructions,
-                **turn.tools)
-        else:
-            answer = await sessions.send(
-                chat_id, turn.asked, params=turn.params, system_prompt=turn.instructions,
-                if_message_count=expected, **turn.tools, **turn.shape)
+        answer = await turns.send(sessions, chat_id, turn, expected)
     except ChatMoved:
         raise
     except ChatSessionsError:
@@ -349,17 +291,6 @@ async def _send(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
         raise
     metrics.turn_ok(answer)
     return answer
-
-
-def _stream(sessions: AsyncChatSessions, chat_id: str, turn: Turn,
-            expected: int | None) -> AsyncIterator[StreamItem | Message]:
-    """The streamed turn: text deltas and call pieces, then the stored answer."""
-    if turn.text is None:
-        return sessions.stream_tool_results(chat_id, turn.results, params=turn.params,
-                                            system_prompt=turn.instructions, **turn.tools)
-    return sessions.stream(chat_id, turn.asked, params=turn.params,
-                           system_prompt=turn.instructions, if_message_count=expected,
-                           **turn.tools, **turn.shape)
 
 
 async def _counted(turn: AsyncIterator[StreamItem | Message],
