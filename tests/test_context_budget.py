@@ -77,9 +77,11 @@ def test_a_message_takes_its_text_each_image_and_each_call() -> None:
     assert shown_tokens(backend, {"role": "user", "content": "hello"}, "small") == 5 + 3
     parts = [{"type": "text", "text": "ab"},
              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
-             {"type": "text", "text": "cd"},
-             {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+             {"type": "text", "text": "cd"}]
     assert shown_tokens(backend, {"role": "user", "content": parts}, "small") == (
+        len("ab\ncd") + 3 + IMAGE_TOKENS)
+    two = [*parts, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    assert shown_tokens(backend, {"role": "user", "content": two}, "small") == (
         len("ab\ncd") + 3 + 2 * IMAGE_TOKENS)
     calls = [{"id": "call_1", "type": "function",
               "function": {"name": "lookup", "arguments": '{"q": 1}'}},
