@@ -106,6 +106,7 @@ TARGETS: dict[str, Target] = {
                "tests/test_guarantees_promises.py::test_keys_are_forgotten_by_sweep_after_their_ttl",
                "tests/test_guarantees_promises.py::test_chat_key_covers_the_context_policy_the_tools_and_the_tool_choice",
                "tests/test_guarantees_promises.py::test_chat_keys_stored_before_policies_and_tools_existed_still_match",
+               "tests/test_guarantees_promises.py::test_a_chat_key_and_a_model_name_are_at_most_200_characters",
                "tests/test_guarantees_promises.py::test_expiry_forgets_only_the_keys_older_than_the_cutoff",
                "tests/test_tool_history.py::test_a_chat_keeps_its_tool_choice",
                "tests/test_tool_loop.py::test_chat_tools_async_functions_and_a_tool_that_raises",

@@ -336,6 +336,17 @@ async def test_chat_key_covers_the_context_policy_the_tools_and_the_tool_choice(
     assert [c.id for c in await sessions.list_chats()] == [made]
 
 
+async def test_a_chat_key_and_a_model_name_are_at_most_200_characters(
+    sessions: AsyncChatSessions,
+) -> None:
+    assert await sessions.create_chat(idempotency_key="k" * 200, model="m" * 200)
+    with pytest.raises(InvalidInput, match="idempotency key"):
+        await sessions.create_chat(idempotency_key="k" * 201)
+    with pytest.raises(InvalidInput, match="model"):
+        await sessions.create_chat(model="m" * 201)
+    assert len(await sessions.list_chats()) == 1
+
+
 def test_chat_keys_stored_before_policies_and_tools_existed_still_match() -> None:
     """A plain chat's request hash is what it was before context policies, tools and
     tool choices were hashed too, so a retry across an upgrade is still the same
