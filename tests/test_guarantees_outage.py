@@ -26,7 +26,7 @@ import asyncpg
 import httpx
 import pytest
 
-from chatsessions import DatabaseUnavailable
+from chatsessions import AsyncChatSessions, DatabaseUnavailable
 from chatsessions.config import Settings
 from chatsessions.service import create_app
 from chatsessions.store.sql import SQLStore
@@ -323,3 +323,36 @@ async def test_first_read_after_a_restart_nobody_saw_succeeds(pg_database_url: s
     finally:
         await store.close()
 
+
+
+async def test_leases_an_outage_kept_from_being_released_are_released_once_it_is_over(
+    pg_database_url: str, proxy: Proxy, fake_llm: FakeLLMServer
+) -> None:
+    """Two turns' answers, and so their leases' release, meet the database gone: once it
+    is back, the next turn on one chat releases the lease first, and the sweep releases
+    the other's, so neither chat waits out a lease period (30 s here)."""
+    await _truncate(pg_database_url)
+    url = pg_database_url.replace(":5432/", f":{proxy.port}/")
+    async with AsyncChatSessions(
+        database_url=url, backend="openai", model="fake-model",
+        openai_base_url=fake_llm.base_url, openai_api_key="test", max_retries=0,
+        request_timeout=5.0, auto_title=False, lease_ttl=30.0, busy_timeout=2.0,
+    ) as chats:
+        one, two = await chats.create_chat(), await chats.create_chat()
+        fake_llm.delay = 1.0
+        turns = [asyncio.ensure_future(chats.send_message(c, "cut off")) for c in (one, two)]
+        deadline = time.monotonic() + 10
+        while len(fake_llm.requests) < 2:  # both questions stored, both leases held
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await proxy.down()
+        for outcome in await asyncio.gather(*turns, return_exceptions=True):
+            assert isinstance(outcome, DatabaseUnavailable)
+        await proxy.up()
+        fake_llm.delay = 0.0
+        store = chats._runtime.store
+        assert await store.lease_holder(two) == chats._runtime.owner  # still held
+        assert await chats.send_message(one, "after the outage")
+        await chats.sweep()
+        assert await store.lease_holder(two) is None
+        assert await chats.send_message(two, "after the sweep")

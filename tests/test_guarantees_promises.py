@@ -24,10 +24,12 @@ from chatsessions import (
     InvalidInput,
     Message,
 )
+from chatsessions._sessions.chats import request_hash
 from chatsessions.config import Settings
 from chatsessions.engine import holders
 from chatsessions.service import create_app
 from chatsessions.testing import FakeLLMServer, Fault
+from chatsessions.types import Chat, utcnow
 from tests.conftest import PG_URL, LiveServer, make_keys
 from tests.procs import Services, free_port, service_env
 
@@ -308,6 +310,71 @@ def test_chat_request_hash_covers_every_field(http: httpx.Client) -> None:
         assert response.status_code == 422, field
         assert "Idempotency-Key" in response.json()["error"]["message"], field
     assert len(http.get("/chats").json()["data"]) == 1
+
+
+ORDER = {"name": "order_status", "description": "Where an order is.",
+         "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
+REFUND = {"name": "refund", "description": "Refund an order.",
+          "parameters": {"type": "object", "properties": {"order_id": {"type": "integer"}}}}
+
+
+async def test_chat_key_covers_the_context_policy_the_tools_and_the_tool_choice(
+    sessions: AsyncChatSessions,
+) -> None:
+    """The same chat request again, its metadata in another order, is the same chat; the
+    same key with another context policy, other tools or another tool choice is refused."""
+    asked: dict[str, Any] = {"system_prompt": "S", "context_policy": "summarize",
+                             "tools": [ORDER, REFUND], "tool_choice": "auto",
+                             "metadata": {"team": "a", "customer": 7}}
+    made = await sessions.create_chat(**asked, idempotency_key="create-2")
+    assert await sessions.create_chat(**{**asked, "metadata": {"customer": 7, "team": "a"}},
+                                      idempotency_key="create-2") == made
+    for change in ({"context_policy": "none"}, {"context_policy": "trim"},
+                   {"tools": [ORDER]}, {"tool_choice": "required"}, {"tool_choice": None}):
+        with pytest.raises(InvalidInput, match="different chat"):
+            await sessions.create_chat(**{**asked, **change}, idempotency_key="create-2")
+    assert [c.id for c in await sessions.list_chats()] == [made]
+
+
+async def test_a_chat_key_and_a_model_name_are_at_most_200_characters(
+    sessions: AsyncChatSessions,
+) -> None:
+    assert await sessions.create_chat(idempotency_key="k" * 200, model="m" * 200)
+    with pytest.raises(InvalidInput, match="idempotency key"):
+        await sessions.create_chat(idempotency_key="k" * 201)
+    with pytest.raises(InvalidInput, match="model"):
+        await sessions.create_chat(model="m" * 201)
+    assert len(await sessions.list_chats()) == 1
+
+
+def test_chat_keys_stored_before_policies_and_tools_existed_still_match() -> None:
+    """A plain chat's request hash is what it was before context policies, tools and
+    tool choices were hashed too, so a retry across an upgrade is still the same
+    request (the digest is pinned)."""
+    chat = Chat(id="x", system_prompt="S", title="t", backend="openai", model="m",
+                params={"temperature": 0.5}, metadata={"b": 2, "a": 1})
+    assert request_hash(chat) == (
+        "076b32e50d8aa6b57eccc98a3b369f5183d505b14797c2d242caa4f91be6558c")
+
+
+async def test_expiry_forgets_only_the_keys_older_than_the_cutoff(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    old = await sessions.create_chat(idempotency_key="old-chat")
+    await sessions.send(old, "old question", idempotency_key="old-turn")
+    await asyncio.sleep(0.05)
+    cutoff = utcnow()
+    await asyncio.sleep(0.05)
+    new = await sessions.create_chat(idempotency_key="new-chat")
+    await sessions.send(new, "new question", idempotency_key="new-turn")
+    store = sessions._runtime.store
+    assert await store.expire_idempotency_keys(cutoff) == 1  # the old turn's key
+    assert await store.expire_idempotency_keys(cutoff) == 0
+    assert await sessions.create_chat(idempotency_key="new-chat") == new
+    assert await sessions.create_chat(idempotency_key="old-chat") != old
+    replayed = await sessions.send(new, "new question", idempotency_key="new-turn")
+    assert replayed.seq == 2
+    assert (await sessions.send(old, "old question", idempotency_key="old-turn")).seq == 4
 
 
 def test_idempotency_key_header_is_at_most_200_characters(

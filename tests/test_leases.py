@@ -322,6 +322,38 @@ async def test_a_presumed_turn_takes_its_lease_with_its_first_write_and_renews_i
         assert owner is None  # released by the answer's write
 
 
+async def test_a_turns_lease_expires_one_lease_period_after_it_was_written(
+    settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
+) -> None:
+    """Whether a turn takes the lease the slow way (the chat another replica wrote last)
+    or with its question's write (the chat as this process left it), the lease it writes
+    expires one lease period later, so a replica that dies mid-turn blocks the chat for at
+    most that long. Looked at long before the first renewal (a third of a lease later)."""
+    ttl = 30.0
+    async with (
+        AsyncChatSessions(**settings_kwargs, replica_id="a", lease_ttl=ttl) as a,  # type: ignore[arg-type]
+        AsyncChatSessions(**settings_kwargs, replica_id="b") as b,  # type: ignore[arg-type]
+    ):
+        chat_id = await b.create_chat()
+        query = sa.select(chats.c.lease_owner, chats.c.lease_expires_at).where(
+            chats.c.id == chat_id)
+        fake_llm.delay = 0.6
+        for presumed in (False, True):
+            assert (a._runtime.presumed_chat(chat_id) is not None) is presumed
+            before = utcnow()
+            turn = asyncio.ensure_future(a.send_message(chat_id, f"presumed: {presumed}"))
+            await asyncio.sleep(0.3)
+            assert not turn.done()
+            owner, until = await b._runtime.store.db.read(
+                lambda conn: conn.execute(query).one())
+            assert owner is not None
+            assert owner.startswith("a")
+            assert until is not None
+            ceiling = utcnow() + timedelta(seconds=ttl)
+            assert before + timedelta(seconds=ttl - 1) <= _aware(until) <= ceiling
+            assert await turn
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite hands the column back naive (in UTC)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
