@@ -161,6 +161,8 @@ async def test_cut_stream_keeps_partial_text_in_a_failed_record(
     assert [(m.role, m.status) for m in rows[1:]] == [
         (Role.USER, TurnStatus.FAILED), (Role.ASSISTANT, TurnStatus.FAILED)]
     assert rows[2].content == "".join(received)
+    # both records say why the turn failed
+    assert rows[1].error == rows[2].error == str(info.value)
     assert await sessions.history(chat_id) == rows[:1]
 
 
@@ -394,3 +396,35 @@ async def test_a_stateless_completion_goes_through_the_model_call_path(
     fake_llm.inject(Fault.status(400))
     with pytest.raises(BackendError):
         await sessions.complete(messages)
+
+
+async def test_a_keyed_request_whose_first_attempt_died_is_failed_not_left_pending(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """The question of the first attempt is stored, pending, and its process died (no
+    lease left): the repeat says the request failed, marks that question failed, and
+    asks the model nothing."""
+    chat_id = await sessions.create_chat()
+    store = sessions._runtime.store
+    asked = await store.add_user_message(chat_id, "where is order 5?", idempotency_key="k1")
+    with pytest.raises(BackendError, match=r"already failed: .*interrupted"):
+        await sessions.send(chat_id, "where is order 5?", idempotency_key="k1")
+    (stored,) = await sessions.messages(chat_id)
+    assert (stored.seq, stored.status) == (asked.seq, TurnStatus.FAILED)
+    assert stored.error is not None
+    assert fake_llm.requests == []
+    # the chat goes on
+    assert (await sessions.send(chat_id, "and order 6?")).content
+
+
+async def test_a_keyed_request_whose_answer_was_deleted_gets_no_other_message(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    chat_id = await sessions.create_chat()
+    first = await sessions.send(chat_id, "where is order 5?", idempotency_key="k2")
+    assert await sessions.delete_message(chat_id, first.seq)
+    await sessions.send(chat_id, "hello?")
+    with pytest.raises(BackendError, match="already failed"):
+        await sessions.send(chat_id, "where is order 5?", idempotency_key="k2")
+    assert [m.content for m in await sessions.messages(chat_id)][-2:] == [
+        "hello?", FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])]
