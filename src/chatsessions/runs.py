@@ -30,7 +30,7 @@ from chatsessions.engine.content import PartSpec, check_content
 from chatsessions.engine.live import AnswerSeq, Step
 from chatsessions.engine.structured import FormatSpec
 from chatsessions.engine.tools import ToolSpec
-from chatsessions.engine.turn import check_sees_images
+from chatsessions.engine.turn import check_sees_images, pending_calls
 from chatsessions.errors import (
     BackendError,
     ChatMoved,
@@ -216,7 +216,8 @@ class AsyncRuns:
         chat = await sessions.get_chat(chat_id)
         if count is not None and chat.message_count != count:
             raise ChatMoved(chat.id)
-        waiting = [call.id for call in await sessions.pending_tool_calls(chat.id)]
+        history = await sessions._runtime.settled_history(chat)
+        waiting = [call.id for call in pending_calls(history.messages)]
         if results is None and waiting:
             raise ToolCallsPending(chat.id, waiting)
         if results is not None and sorted(results) != sorted(waiting):

@@ -253,9 +253,7 @@ class SQLStore(SQLRuns):
         message = Message(chat_id=seen.id, seq=0, role=Role.USER, content=content,
                           status=TurnStatus.PENDING, created_at=now, parts=parts)
         params = bound_row(message)
-        params.update(p_chat=seen.id, p_tenant=seen.tenant_id, p_count=seen.message_count,
-                      p_seen=seen.updated_at, p_version=seen.history_version, p_now=now,
-                      p_owner=owner, p_until=until)
+        params.update(_as_seen(seen, owner, until, now))
         seq = await self.turns.begin(params)
         return None if seq is None else with_seq(message, seq)
 
@@ -273,10 +271,7 @@ class SQLStore(SQLRuns):
         return with_seq(answer, seq)
 
     async def begin_round(self, seen: Chat, owner: str, until: datetime) -> bool:
-        return await self.turns.begin_round({
-            "p_chat": seen.id, "p_tenant": seen.tenant_id, "p_count": seen.message_count,
-            "p_seen": seen.updated_at, "p_version": seen.history_version,
-            "p_now": utcnow(), "p_owner": owner, "p_until": until})
+        return await self.turns.begin_round(_as_seen(seen, owner, until, utcnow()))
 
     async def complete_round(
         self, chat_id: str, outputs: list[Message], answer: Message, *, lease_owner: str
@@ -591,6 +586,14 @@ def _append_answer(conn: Connection, answer: Message, lease_owner: str | None) -
     ))
     conn.execute(stmt.INSERT_MESSAGE, message_row(stored))
     return stored
+
+
+def _as_seen(seen: Chat, owner: str, until: datetime, now: datetime) -> dict[str, Any]:
+    """The binds of a turn's or round's first write: the chat as ``seen`` (the write's
+    condition) and the lease it takes."""
+    return {"p_chat": seen.id, "p_tenant": seen.tenant_id, "p_count": seen.message_count,
+            "p_seen": seen.updated_at, "p_version": seen.history_version, "p_now": now,
+            "p_owner": owner, "p_until": until}
 
 
 def _unsynced(conn: Connection) -> None:
