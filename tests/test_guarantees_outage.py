@@ -356,3 +356,38 @@ async def test_leases_an_outage_kept_from_being_released_are_released_once_it_is
         await chats.sweep()
         assert await store.lease_holder(two) is None
         assert await chats.send_message(two, "after the sweep")
+
+
+async def test_a_lease_write_the_outage_hid_is_released_once_it_is_over(
+    pg_database_url: str, proxy: Proxy, fake_llm: FakeLLMServer
+) -> None:
+    """A turn whose lease write meets the database gone cannot know whether the write
+    happened: taking the lease the slow way (a chat another instance wrote last) or with
+    its question's write (a chat as this process left it). Both chats are remembered, and
+    once the database is back the sweep releases whatever lease they may hold."""
+    await _truncate(pg_database_url)
+    url = pg_database_url.replace(":5432/", f":{proxy.port}/")
+    options: dict[str, Any] = dict(
+        backend="openai", model="fake-model", openai_base_url=fake_llm.base_url,
+        openai_api_key="test", max_retries=0, auto_title=False, lease_ttl=30.0,
+        busy_timeout=2.0)
+    async with (
+        AsyncChatSessions(database_url=url, **options) as chats,
+        AsyncChatSessions(database_url=pg_database_url, **options) as other,
+    ):
+        slow = await other.create_chat()
+        presumed = await chats.create_chat()
+        assert await chats.send_message(presumed, "before the outage")
+        assert chats._runtime.presumed_chat(presumed) is not None
+        assert chats._runtime.presumed_chat(slow) is None
+        await proxy.down()
+        for chat_id in (slow, presumed):
+            with pytest.raises(DatabaseUnavailable):
+                await chats.send_message(chat_id, "cut off")
+        assert chats._runtime.leases.leaked == {slow, presumed}
+        await proxy.up()
+        await chats.sweep()
+        assert not chats._runtime.leases.leaked
+        for chat_id in (slow, presumed):
+            assert await other._runtime.store.lease_holder(chat_id) is None
+            assert await other.send_message(chat_id, "after the outage")

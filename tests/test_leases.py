@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from chatsessions import (
     Role,
     TurnStatus,
 )
+from chatsessions.engine.leases import poll_pauses
 from chatsessions.store.schema import chats
 from chatsessions.testing import FakeLLMServer
 from chatsessions.types import utcnow
@@ -352,6 +354,57 @@ async def test_a_turns_lease_expires_one_lease_period_after_it_was_written(
             ceiling = utcnow() + timedelta(seconds=ttl)
             assert before + timedelta(seconds=ttl - 1) <= _aware(until) <= ceiling
             assert await turn
+
+
+class _Bound:
+    """A random source that always draws the lower (or upper) end of the range."""
+
+    def __init__(self, upper: bool) -> None:
+        self.upper = upper
+
+    def uniform(self, low: float, high: float) -> float:
+        return high if self.upper else low
+
+
+def test_a_waiting_turn_looks_again_within_10_ms_then_at_least_every_quarter_second() -> None:
+    """The pauses between looks at a chat another replica holds: 5-10 ms at first (a chat
+    freed at once is taken at once), doubling up to at most 250 ms (a freed chat is taken
+    within a quarter second, and a long wait costs the database four reads a second),
+    each drawn between half and all of its step so waiters that met do not poll in step."""
+    steps = [0.01, 0.02, 0.04, 0.08, 0.16, 0.25, 0.25, 0.25]
+    for upper, share in ((False, 0.5), (True, 1.0)):
+        pauses = poll_pauses(_Bound(upper))  # type: ignore[arg-type]
+        assert [next(pauses) for _ in steps] == pytest.approx([s * share for s in steps])
+    drawn = poll_pauses(random.Random(7))
+    for step in steps + [0.25] * 24:
+        assert step / 2 <= next(drawn) <= step
+
+
+async def test_the_sweep_releases_leaked_leases_except_of_chats_a_turn_of_ours_holds(
+    sessions: AsyncChatSessions,
+) -> None:
+    """Leases the database's absence kept from being released (``leaked``) are released
+    by the sweep, every one of them, except that of a chat a turn of ours holds right
+    now: that turn releases it itself, and releasing it under the turn would let another
+    replica in mid-turn. Tried with each chat the held one, whatever the set's order."""
+    runtime = sessions._runtime
+    leases, store = runtime.leases, runtime.store
+    ids = [await sessions.create_chat() for _ in range(3)]
+    until = utcnow() + timedelta(seconds=60)
+    for held in ids:
+        for chat_id in ids:
+            _, acquired = await store.try_lease(chat_id, "default", leases.owner, until)
+            assert acquired
+        leases.leaked.update(ids)
+        async with leases.locks.hold(held, 1.0):  # a turn of ours has this chat
+            await leases.release_leaked()
+            assert leases.leaked == {held}
+            assert await store.lease_holder(held) == leases.owner
+            for chat_id in set(ids) - {held}:
+                assert await store.lease_holder(chat_id) is None
+        await leases.release_leaked()  # the turn is over: now it goes too
+        assert not leases.leaked
+        assert await store.lease_holder(held) is None
 
 
 def _aware(moment: datetime) -> datetime:
