@@ -75,11 +75,21 @@ TARGETS: dict[str, Target] = {
         files=["src/chatsessions/store/turn_writes.py"],
         tests=["tests/test_turn_writes.py", "tests/test_leases.py", *BOTH],
     ),
+    # the turn: the library's tests of turns, replays, failures, summaries, formats, parts
+    # and tools, SQLite only (the store's own writes are the turn_writes target); left
+    # out, as they reach the turn only on the way to what they test: lease renewal and
+    # expiry, busy chats, retries, Retry-After, HTTP and the CLI (about 25 s in all)
     "turn": Target(
         files=["src/chatsessions/engine/turn.py"],
-        tests=["tests/test_leases.py", "tests/test_turn_writes.py",
+        tests=["tests/test_sessions.py", "tests/test_leases.py",
                "tests/test_guarantees_idempotency.py", "tests/test_guarantees_promises.py",
-               "tests/test_sessions.py", *UNRAISABLE, *SQLITE],
+               "tests/test_context_policy.py", "tests/test_structured_library.py",
+               "tests/test_tool_loop.py", *UNRAISABLE,
+               "-k", " and ".join(["not postgresql", "not cli", "not http", "not renew",
+                                   "not lease_period", "not busy_chat_is_409",
+                                   "not serving_beyond_loopback", "not retry_meeting",
+                                   "not retry_after_is_waited", "not sync_twins",
+                                   "not the_migration"])],
     ),
     # idempotency: chat creation's check and request hash, and the store's key statements
     # (the turn's replay of a keyed request is in the "turn" target); the tests that use
