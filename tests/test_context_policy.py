@@ -154,10 +154,13 @@ async def test_summarize_shows_a_summary_in_place_of_the_dropped_turns_and_refre
     settings_kwargs: dict[str, object], fake_llm: FakeLLMServer
 ) -> None:
     async with AsyncChatSessions(**{**settings_kwargs, **SMALL}) as chats:  # type: ignore[arg-type]
-        chat_id = await chats.create_chat("Be brief.", context_policy="summarize")
+        # a model of its own: the summaries are asked of the chat's model too
+        chat_id = await chats.create_chat("Be brief.", context_policy="summarize",
+                                          model="fake-model-b")
         for n in range(14):
             await chats.send_message(chat_id, question(n))
         rows = (await chats.history(chat_id, include_failed=True))[1:]
+    assert {r.model for r in fake_llm.requests} == {"fake-model-b"}
 
     written = [m for m in rows if m.role is Role.SYSTEM]
     assert len(written) >= 2, "the summary is refreshed as the chat grows"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -10,6 +11,7 @@ from chatsessions import (
     DEFAULT_SYSTEM_PROMPT,
     AsyncChatSessions,
     BackendError,
+    ChatMoved,
     ChatNotFound,
     ContextTooLong,
     InvalidInput,
@@ -218,6 +220,58 @@ async def test_usage_is_stored_and_summed_on_the_chat(
     assert chat.prompt_tokens == first.prompt_tokens + second.prompt_tokens
     assert chat.completion_tokens == first.completion_tokens + second.completion_tokens
     assert chat.message_count == 4
+
+
+async def test_an_answer_records_the_model_that_answered_and_how_long_it_took(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """The stored answer names the model the server says answered and the time its call
+    took (at least the model's own delay here), as read back from storage."""
+    chat_id = await sessions.create_chat()
+    fake_llm.delay = 0.25
+    started = time.perf_counter()
+    sent = await sessions.send(chat_id, "who answers, and how fast?")
+    waited_ms = (time.perf_counter() - started) * 1000
+    stored = (await sessions.history(chat_id))[-1]
+    for answer in (sent, stored):
+        assert answer.model == "fake-model"
+        assert answer.latency_ms is not None
+        assert 250 <= answer.latency_ms <= waited_ms  # the model's part of the send
+
+
+async def test_the_chat_a_turn_leaves_is_presumable_and_exactly_as_stored(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """After each turn this process knows the chat exactly as stored (count, last update,
+    history version), so the next turn can take its lease with its question's write
+    instead of reading the chat first."""
+    chat_id = await sessions.create_chat()
+    for text in ("one", "two", "three"):
+        await sessions.send(chat_id, text)
+        presumed = sessions._runtime.presumed_chat(chat_id)
+        assert presumed is not None
+        stored = await sessions.get_chat(chat_id)
+        assert (presumed.message_count, presumed.updated_at, presumed.history_version) == (
+            stored.message_count, stored.updated_at, stored.history_version)
+
+
+async def test_a_send_on_a_message_count_runs_only_while_the_chat_holds_that_many(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """``if_message_count``: a send meant for the chat as the caller last saw it is refused
+    with ``ChatMoved`` naming the chat, storing and asking nothing, once it has moved on."""
+    chat_id = await sessions.create_chat()
+    await sessions.send(chat_id, "first")
+    seen = (await sessions.get_chat(chat_id)).message_count
+    await sessions.send(chat_id, "another turn came first")
+    asked = len(fake_llm.requests)
+    with pytest.raises(ChatMoved) as moved:
+        await sessions.send(chat_id, "meant for what I saw", if_message_count=seen)
+    assert moved.value.chat_id == chat_id
+    assert len(fake_llm.requests) == asked
+    now = await sessions.get_chat(chat_id)
+    assert now.message_count == seen + 2
+    assert await sessions.send(chat_id, "for what is there", if_message_count=now.message_count)
 
 
 async def test_context_trimming_drops_oldest_turns_but_keeps_system_prompt(

@@ -100,6 +100,12 @@ async def test_content_as_parts_is_stored_and_shown_as_parts(
     # text alone, given as parts, is stored as text
     await sessions.send(chat_id, [{"type": "text", "text": "and now?"}])
     assert (await sessions.history(chat_id))[-2].parts is None
+    # a keyed send looks for its key under the lease before writing: parts kept there too
+    await sessions.send(chat_id, [{"type": "input_text", "text": "And this?"},
+                                  {"type": "input_image", "image_url": PIXEL}],
+                        idempotency_key="with-an-image")
+    question = (await sessions.history(chat_id))[-2]
+    assert question.parts == (TextPart("And this?"), ImagePart(PIXEL))
 
 
 async def test_the_embedded_model_refuses_images_storing_nothing(

@@ -106,6 +106,10 @@ async def test_a_definition_leaves_the_chat_waiting_for_outputs(
         await sessions.send(chat_id, "hello?")
     assert calls[0].id in str(refused.value)
     assert calls[1].id in str(refused.value)
+    assert refused.value.chat_id == chat_id
+    # a keyed send looks at the chat under its lease first: refused the same way
+    with pytest.raises(ToolCallsPending):
+        await sessions.send(chat_id, "hello?", idempotency_key="while-waiting")
     with pytest.raises(InvalidInput, match="missing.*" + calls[1].id):
         await sessions.send_tool_results(chat_id, {calls[0].id: "shipped"})
     with pytest.raises(InvalidInput, match="no pending tool call has the id nope"):
@@ -150,6 +154,25 @@ async def test_a_failed_round_keeps_the_outputs_and_retry_asks_again(
     assert "8: shipped" in answer.content
     with pytest.raises(InvalidInput):
         await sessions.retry(chat_id)
+
+
+async def test_a_failed_round_with_several_outputs_leaves_no_call_waiting(
+    sessions: AsyncChatSessions, fake_llm: FakeLLMServer
+) -> None:
+    """Every output a failed round kept answers its call: none is taken for waiting (the
+    look back past the outputs reaches the answer that made the calls), so the chat
+    takes a new message."""
+    chat_id = await sessions.create_chat("S", tools=[ORDER_SCHEMA])
+    calls = (await sessions.send(chat_id, "where are orders 12 and 34?")).tool_calls or ()
+    assert len(calls) == 2
+    fake_llm.inject(Fault.status(500))
+    with pytest.raises(BackendError):
+        await sessions.send_tool_results(
+            chat_id, {calls[0].id: "12: shipped", calls[1].id: "34: lost"})
+    assert [m.role for m in (await sessions.history(chat_id))[-3:]] == [
+        Role.ASSISTANT, Role.TOOL, Role.TOOL]
+    assert await sessions.pending_tool_calls(chat_id) == []
+    assert (await sessions.send(chat_id, "so where are they?", tool_choice="none")).content
 
 
 async def test_max_tool_rounds_ends_in_text(
