@@ -482,3 +482,8 @@ async def test_a_keyed_request_whose_answer_was_deleted_gets_no_other_message(
         await sessions.send(chat_id, "where is order 5?", idempotency_key="k2")
     assert [m.content for m in await sessions.messages(chat_id)][-2:] == [
         "hello?", FakeLLMServer.answer_for(fake_llm.chat_histories()[-1])]
+    # the same when nothing follows the question any more
+    last = await sessions.send(chat_id, "and order 6?", idempotency_key="k3")
+    assert await sessions.delete_message(chat_id, last.seq)
+    with pytest.raises(BackendError, match="already failed"):
+        await sessions.send(chat_id, "and order 6?", idempotency_key="k3")
