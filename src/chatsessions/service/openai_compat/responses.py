@@ -21,10 +21,10 @@ once, streamed detached from the client, or run in the background (``background.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -76,6 +76,10 @@ from chatsessions.types import (
 from chatsessions.validation import check_params, check_text
 
 router = APIRouter(prefix="/responses", route_class=OpenAIRoute, responses=ERRORS, tags=["openai"])
+T = TypeVar("T")
+#: a streamed turn's items: deltas and tool-call pieces, then its messages
+Items = AsyncIterator[StreamItem | Message]
+
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -158,36 +162,28 @@ async def create_response(body: ResponseCreate, request: Request,
     chat_id, expected = ((str(body.conversation_id), None) if found_by_turn
                          else await _target(body, turn, sessions))
     if body.background:
-        try:
-            return await background.start(body, sessions, chat_id, turn, expected, created)
-        except ChatMoved:  # as below: branch off the previous response
-            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            return await background.start(body, sessions, chat_id, turn, None, created)
+        _, started = await _branching(sessions, chat_id, expected, lambda chat, count:
+                                      background.start(body, sessions, chat, turn, count, created))
+        return started
     if not body.stream:
-        try:
-            answer = await _send(sessions, chat_id, turn, expected, metrics)
-        except ChatMoved:  # the chat went on after the previous response: branch off it
-            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            answer = await _send(sessions, chat_id, turn, None, metrics)
+        chat_id, answer = await _branching(sessions, chat_id, expected, lambda chat, count:
+                                           _send(sessions, chat, turn, count, metrics))
         output = output_items(answer.seq, answer.content, answer.tool_calls or ())
         return JSONResponse(_response(body, response_id_for(chat_id, answer.seq), chat_id, created,
                                       "completed", output, answer, None))
 
-    # the turn (or tool round) goes on, and is stored, if the client goes away
-    items = Detached(sessions, chat_id, turn, expected)
-    stream = _counted(items, metrics)
-    try:
+    async def streamed(chat: str, count: int | None) -> tuple[int, Items, StreamItem | Message]:
+        # the turn (or tool round) goes on, and is stored, if the client goes away
+        items = Detached(sessions, chat, turn, count)
+        stream = _counted(items, metrics)
         try:
-            first = await _first_step(stream, chat_id if found_by_turn else None)
-        except ChatMoved:
-            chat_id = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
-            items = Detached(sessions, chat_id, turn, None)
-            stream = _counted(items, metrics)
-            first = await anext(stream)
-        seq = items.seq
-    except BaseException:
-        await aclose(stream)
-        raise
+            first = await _first_step(stream, chat if found_by_turn else None)
+        except BaseException:
+            await aclose(stream)
+            raise
+        return items.seq, stream, first
+
+    chat_id, (seq, stream, first) = await _branching(sessions, chat_id, expected, streamed)
     id_ = response_id_for(chat_id, seq)
     events = response_events(str(seq), first, stream, lambda *state: _response(
         body, id_, chat_id, created, *state))
@@ -284,6 +280,18 @@ async def _target(body: ResponseCreate, turn: Turn,
         chat_id = await sessions.create_chat(model=body.model)
     await append_rows(sessions, chat_id, turn.prior)
     return chat_id, None
+
+
+async def _branching(sessions: AsyncChatSessions, chat_id: str, expected: int | None,
+                     attempt: Callable[[str, int | None], Awaitable[T]]) -> tuple[str, T]:
+    """Run ``attempt`` on the chat as the previous response left it (``expected``
+    messages); if the chat went on after that response, branch off it: fork the chat at
+    that point and run ``attempt`` on the fork. The chat it ran on, and its result."""
+    try:
+        return chat_id, await attempt(chat_id, expected)
+    except ChatMoved:
+        forked = await sessions.fork_chat(chat_id, up_to_seq=expected or 0)
+        return forked, await attempt(forked, None)
 
 
 async def _first_step(stream: AsyncIterator[StreamItem | Message],
